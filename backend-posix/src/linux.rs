@@ -1,0 +1,40 @@
+//! The Linux platform both libcs share: atfork handlers, `CLOCK_THREAD_CPUTIME_ID`, and the
+//! wipe-on-fork sentinel. The glibc and musl backends differ in what they document and test,
+//! not in these calls.
+
+use std::sync::atomic::AtomicU64;
+
+use forkprof_core::{ForkStrategy, Platform, Result};
+
+use crate::{atfork, clock, sentinel};
+
+pub struct LinuxAtfork {
+    name: &'static str,
+}
+
+impl LinuxAtfork {
+    pub const fn new(name: &'static str) -> Self {
+        LinuxAtfork { name }
+    }
+}
+
+impl Platform for LinuxAtfork {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn fork_strategy(&self) -> ForkStrategy {
+        ForkStrategy::Atfork
+    }
+    fn install_fork_hooks(&self) -> Result<()> {
+        atfork::register_once(atfork::Handlers::All)
+    }
+    fn fork_sentinel(&self) -> Option<&'static AtomicU64> {
+        sentinel::word()
+    }
+    fn thread_cpu_time_ns(&self) -> Option<u64> {
+        clock::thread_cpu_time_ns()
+    }
+    fn monotonic_ns(&self) -> u64 {
+        clock::monotonic_ns()
+    }
+}

@@ -1,0 +1,34 @@
+# Helpers for ci/ scripts: dependency installation and step timing.
+export CARGO_TERM_COLOR=never
+export FORKPROF_REQUIRE_GO=1
+STEPS=()
+
+step() {
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  "$@"
+  STEPS+=("$name: $((SECONDS - t0)) s")
+}
+
+summary() {
+  echo "=== timings"
+  printf '  %s\n' "${STEPS[@]}"
+}
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "=== apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+install_deps() {
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt_install golang-go musl-tools pkg-config libzstd-dev valgrind
+  fi
+  command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+}

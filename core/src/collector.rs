@@ -1,0 +1,235 @@
+//! The collector thread: drains the sample buffer, aggregates into the current profile, and
+//! every period (or on flush / stop) encodes, compresses and queues it for the uploader.
+//!
+//! Locks it takes, each for a few microseconds: one buffer shard at a time (to swap it out),
+//! the string table (only to resolve an interned id it has not seen this profile), the export
+//! queue (to push). Encoding and compression run with no lock held.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::compress::compress;
+use crate::config::Config;
+use crate::export::EncodedProfile;
+use crate::hooks::{pause_point, Point};
+use crate::intern;
+use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
+use crate::sample::{LabelValue, StrId};
+use crate::session::{set_activity, Activity, Session};
+use crate::wire::{self, RecordFrame};
+
+/// Maps process-wide string ids to this profile's string indexes; rebuilt every profile.
+#[derive(Default)]
+struct IdCache {
+    slots: Vec<StrIdx>,
+}
+
+const UNSEEN: StrIdx = StrIdx::MAX;
+
+impl IdCache {
+    fn get(&mut self, id: StrId, b: &mut ProfileBuilder) -> StrIdx {
+        let i = id.as_u32() as usize;
+        if let Some(&v) = self.slots.get(i) {
+            if v != UNSEEN {
+                return v;
+            }
+        }
+        let name = {
+            pause_point(Point::InternResolve);
+            intern::resolve(id)
+        };
+        let idx = match name {
+            Some(s) => b.intern(s),
+            None => b.intern(&format!("[unknown string id {i}]")),
+        };
+        if i < (1 << 24) {
+            if self.slots.len() <= i {
+                self.slots.resize(i + 1, UNSEEN);
+            }
+            self.slots[i] = idx;
+        }
+        idx
+    }
+}
+
+/// Reused between samples so ingesting allocates nothing in steady state.
+#[derive(Default)]
+struct Scratch {
+    frames: Vec<ProfFrame>,
+    labels: Vec<ProfLabel>,
+    values: Vec<i64>,
+}
+
+fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scratch) {
+    for rec in wire::records(bytes) {
+        sc.frames.clear();
+        sc.labels.clear();
+        sc.values.clear();
+        sc.values.extend(rec.values());
+        for f in rec.frames() {
+            let pf = match f {
+                RecordFrame::Text(f) => ProfFrame {
+                    function: b.intern_bytes(f.function),
+                    file: b.intern_bytes(f.file),
+                    line: f.line,
+                },
+                RecordFrame::Ids(f) => ProfFrame {
+                    function: ids.get(f.function, b),
+                    file: ids.get(f.file, b),
+                    line: f.line,
+                },
+            };
+            sc.frames.push(pf);
+        }
+        if rec.omitted > 0 {
+            let name = b.intern(&format!("[{} frames omitted]", rec.omitted));
+            sc.frames.push(ProfFrame {
+                function: name,
+                file: 0,
+                line: 0,
+            });
+        }
+        for l in rec.labels() {
+            let key = b.intern(l.key);
+            let label = match l.value {
+                LabelValue::Str(s) => ProfLabel {
+                    key,
+                    str: b.intern_bytes(s),
+                    num: 0,
+                    num_unit: 0,
+                },
+                LabelValue::Num(n) => ProfLabel {
+                    key,
+                    str: 0,
+                    num: n,
+                    num_unit: 0,
+                },
+                LabelValue::NumUnit(n, u) => ProfLabel {
+                    key,
+                    str: 0,
+                    num: n,
+                    num_unit: b.intern(u),
+                },
+            };
+            sc.labels.push(label);
+        }
+        b.add(
+            sc.frames.iter().copied(),
+            &sc.values,
+            &sc.labels,
+            rec.timestamp_ns,
+        );
+    }
+}
+
+fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
+    let mut b = ProfileBuilder::new(&cfg.sample_types, cfg.sampling.as_ref(), SystemTime::now());
+    b.add_comment(&format!("service:{}", cfg.service));
+    b.add_comment(&format!("pid:{pid}"));
+    for (k, v) in &cfg.tags {
+        b.add_comment(&format!("{k}:{v}"));
+    }
+    b
+}
+
+pub(crate) fn run(s: Arc<Session>) {
+    let cfg = s.config.clone();
+    let compression = cfg.exporter.compression();
+    let mut spare = Vec::with_capacity(s.buffer.shard_capacity());
+    let mut builder = new_builder(&cfg, s.pid);
+    let mut period_start = Instant::now();
+    let mut ids = IdCache::default();
+    let mut scratch = Scratch::default();
+    let mut flush_seen = 0;
+    let mut seq = 0u64;
+    let mut raw = Vec::new();
+    loop {
+        s.wake_pending.store(false, Ordering::Release);
+        let stopping = s.stopping.load(Ordering::Acquire);
+        let flush = s.flush_requested.load(Ordering::Acquire);
+        set_activity(&s.collector_activity, Activity::Draining);
+        s.buffer.drain(&mut spare, |bytes| {
+            ingest(bytes, &mut builder, &mut ids, &mut scratch)
+        });
+        let due = period_start.elapsed() >= cfg.period;
+        if due || flush != flush_seen || stopping {
+            let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid));
+            period_start = Instant::now();
+            ids.slots.clear();
+            flush_seen = flush;
+            let profile = if finished.is_empty() {
+                // Nothing to write; still tell flush waiters, in queue order.
+                (flush > 0).then(|| EncodedProfile {
+                    bytes: Vec::new(),
+                    compression,
+                    start: finished.start,
+                    end: SystemTime::now(),
+                    seq: u64::MAX,
+                    pid: s.pid,
+                    samples: 0,
+                    flush_ticket: flush,
+                })
+            } else {
+                set_activity(&s.collector_activity, Activity::Encoding);
+                raw.clear();
+                let end = SystemTime::now();
+                finished.encode(end, &mut raw);
+                set_activity(&s.collector_activity, Activity::Compressing);
+                let mut bytes = Vec::new();
+                match compress(compression, &raw, &mut bytes) {
+                    Ok(()) => {
+                        let p = EncodedProfile {
+                            bytes,
+                            compression,
+                            start: finished.start,
+                            end,
+                            seq,
+                            pid: s.pid,
+                            samples: finished.sample_count(),
+                            flush_ticket: flush,
+                        };
+                        seq += 1;
+                        Some(p)
+                    }
+                    Err(_) => {
+                        s.counters.encode_failures.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            };
+            if let Some(p) = profile {
+                set_activity(&s.collector_activity, Activity::Enqueueing);
+                enqueue(&s, p);
+            }
+        }
+        if stopping {
+            break;
+        }
+        set_activity(&s.collector_activity, Activity::Idle);
+        let until_rotation = cfg.period.saturating_sub(period_start.elapsed());
+        if !s.wake_pending.load(Ordering::Acquire) {
+            std::thread::park_timeout(cfg.drain_interval.min(until_rotation));
+        }
+    }
+    set_activity(&s.collector_activity, Activity::Finished);
+    s.collector_done.store(true, Ordering::Release);
+    s.wake_uploader();
+}
+
+fn enqueue(s: &Session, p: EncodedProfile) {
+    {
+        let mut q = s.queue.lock();
+        pause_point(Point::QueuePush);
+        if q.len() >= s.config.max_pending_profiles {
+            if let Some(old) = q.pop_front() {
+                if old.seq != u64::MAX {
+                    s.counters.profiles_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                // Its flush waiters are answered by this newer profile's ticket.
+            }
+        }
+        q.push_back(p);
+    }
+    s.wake_uploader();
+}

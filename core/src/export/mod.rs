@@ -1,0 +1,127 @@
+//! Where finished profiles go. An [`Exporter`] runs on the uploader thread only, never under a
+//! profiler lock, so a slow or hung destination delays nothing but its own queue.
+
+pub mod file;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crate::config::Config;
+use crate::error::Result;
+
+/// How a profile is compressed before export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Raw pprof protobuf.
+    None,
+    /// What `go tool pprof` and Pyroscope read.
+    #[default]
+    Gzip,
+    /// zstd level 1: what the Datadog intake prefers.
+    Zstd,
+}
+
+impl Compression {
+    /// The file-name suffix after `.pprof`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+/// A finished, compressed profile waiting for its exporter.
+#[derive(Debug, Clone)]
+pub struct EncodedProfile {
+    pub bytes: Vec<u8>,
+    pub compression: Compression,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    /// Per-process sequence number, from 0.
+    pub seq: u64,
+    /// The process that recorded the samples.
+    pub pid: u32,
+    pub samples: usize,
+    pub(crate) flush_ticket: u64,
+}
+
+/// What an exporter is built from: the starting process's view of the configuration.
+pub struct ExportContext<'a> {
+    pub config: &'a Config,
+    pub pid: u32,
+}
+
+/// A delivered profile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Delivered {
+    pub bytes: u64,
+    pub retries: u32,
+}
+
+/// A profile the exporter gave up on.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFailure {
+    pub reason: String,
+    pub retries: u32,
+    /// Refused before sending: larger than the destination accepts.
+    pub too_large: bool,
+}
+
+pub trait Exporter: Send {
+    /// Delivers one profile. `deadline`, when set, is a hard limit (the profiler is stopping).
+    fn export(
+        &mut self,
+        profile: &EncodedProfile,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, ExportFailure>;
+}
+
+/// Builds an exporter; called on the thread that starts the profiler and, after a fork, in
+/// the child (so the child never shares the parent's connections).
+pub trait ExporterFactory: Send + Sync + fmt::Debug {
+    fn compression(&self) -> Compression;
+    /// Static checks run by `ConfigBuilder::build`.
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+    fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>>;
+}
+
+/// Which exporter a profiler uses.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum ExporterConfig {
+    /// The embedded default: files in a local directory.
+    File {
+        dir: std::path::PathBuf,
+        compression: Compression,
+    },
+    /// Anything else the host provides.
+    Custom(Arc<dyn ExporterFactory>),
+}
+
+impl ExporterConfig {
+    pub fn compression(&self) -> Compression {
+        match self {
+            ExporterConfig::File { compression, .. } => *compression,
+            ExporterConfig::Custom(f) => f.compression(),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            ExporterConfig::File { dir, .. } => file::validate(dir),
+            ExporterConfig::Custom(f) => f.validate(),
+        }
+    }
+
+    pub(crate) fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>> {
+        match self {
+            ExporterConfig::File { dir, .. } => Ok(Box::new(file::FileExporter::open(dir, ctx)?)),
+            ExporterConfig::Custom(f) => f.create(ctx),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! forkprof-core: the platform-agnostic engine of forkprof.
+//!
+//! Samples come in through [`Profiler::record`], are copied into a bounded buffer, aggregated
+//! on a collector thread into pprof profiles and exported from an uploader thread. The fork
+//! protocol lives in [`fork`]; what differs per platform is behind [`Platform`], implemented by
+//! the backend crates. Hosts use the `forkprof` facade crate, which picks the backend.
+
+pub mod compress;
+pub mod config;
+pub mod error;
+pub mod export;
+pub mod fork;
+pub mod hooks;
+pub mod intern;
+pub mod platform;
+pub mod pprof;
+pub mod profile;
+pub mod sample;
+pub mod stats;
+pub mod sync;
+
+mod buffer;
+mod collector;
+mod hash;
+mod profiler;
+mod session;
+mod uploader;
+mod wire;
+
+pub use config::{ChildPolicy, Config, ConfigBuilder, SampleType};
+pub use error::{Error, Result};
+pub use export::{Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory};
+pub use platform::{ForkStrategy, Platform};
+pub use profiler::{intern_on, Profiler};
+pub use sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
+pub use session::Activity;
+pub use stats::Stats;

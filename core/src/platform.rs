@@ -1,0 +1,39 @@
+//! The trait a backend implements: everything forkprof needs that differs between glibc, musl
+//! and macOS. The facade picks one implementation at compile time; core only sees the trait.
+
+use std::sync::atomic::AtomicU64;
+
+use crate::error::Result;
+
+/// How a platform learns about forks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ForkStrategy {
+    /// prepare / parent / child handlers registered with `pthread_atfork` (glibc, musl).
+    Atfork = 0,
+    /// No prepare handler: the host calls `before_fork` / `after_fork_*` from its own fork
+    /// entry points; a child-only handler flags forks nobody intercepted (macOS).
+    Interception = 1,
+}
+
+pub trait Platform: Sync + 'static {
+    /// Short name for diagnostics: "linux-glibc", "linux-musl", "macos".
+    fn name(&self) -> &'static str;
+
+    fn fork_strategy(&self) -> ForkStrategy;
+
+    /// Registers the fork handlers. Called once per process by [`crate::fork::install`];
+    /// the handlers must forward to the functions in [`crate::fork`].
+    fn install_fork_hooks(&self) -> Result<()>;
+
+    /// A word in memory the kernel zeroes in every child, however it was forked (Linux
+    /// `MADV_WIPEONFORK`, macOS `VM_INHERIT_ZERO`), so an unobserved fork is noticed with one
+    /// load. `None` where unavailable: forkprof then compares pids every 64 records.
+    fn fork_sentinel(&self) -> Option<&'static AtomicU64>;
+
+    /// CPU time consumed by the calling thread, in nanoseconds.
+    fn thread_cpu_time_ns(&self) -> Option<u64>;
+
+    /// A monotonic clock in nanoseconds (arbitrary origin).
+    fn monotonic_ns(&self) -> u64;
+}

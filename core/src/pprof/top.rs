@@ -1,0 +1,1 @@
+//! Flat / cumulative totals per function, per sample type: what `forkprof top` prints.

@@ -1,0 +1,318 @@
+//! The host-facing handle: `start`, `record`, `flush`, `stop`, `stats`.
+//!
+//! A `Profiler` points at the session of the process it runs in. After a fork the child's
+//! first call sees a new fork generation, leaks the parent's session (its threads do not exist
+//! here) and, under `Restart`, starts its own; see `fork.rs` for the protocol.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::buffer::Push;
+use crate::config::{ChildPolicy, Config};
+use crate::error::{Error, Result};
+use crate::fork::{self, ForkAware, CONTROL};
+use crate::platform::Platform;
+use crate::sample::{Sample, StrId};
+use crate::session::{Activity, Session};
+use crate::stats::Stats;
+use crate::wire;
+
+const RUNNING: u8 = 0;
+const STOPPED: u8 = 1;
+const DISABLED: u8 = 2;
+
+struct Shared {
+    config: Arc<Config>,
+    n_values: usize,
+    max_depth: usize,
+    /// `Arc::into_raw` of the current process's session; never null.
+    session: AtomicPtr<Session>,
+    state: AtomicU8,
+    restarting: AtomicBool,
+    ignored: AtomicU64,
+}
+
+/// A running profiler. Cheap to clone; every clone records into the same profiles.
+#[derive(Clone)]
+pub struct Profiler {
+    shared: Arc<Shared>,
+}
+
+impl Shared {
+    #[inline]
+    fn session(&self) -> &Session {
+        // SAFETY: `session` always holds a pointer from `Arc::into_raw` whose count `Shared`
+        // owns; it is replaced only in a forked child, where the old one is leaked, and freed
+        // only in `Drop`, when no `&Shared` remains.
+        unsafe { &*self.session.load(Ordering::Acquire) }
+    }
+
+    /// The session of this process, after restarting or disabling as the fork policy says.
+    /// `None` when the profiler does not record here.
+    fn current(&self) -> Option<&Session> {
+        let gen = fork::generation_checked()?;
+        if self.session().generation != gen {
+            self.restart_after_fork();
+        }
+        let s = self.session();
+        (s.generation == gen && self.state.load(Ordering::Acquire) == RUNNING).then_some(s)
+    }
+
+    #[cold]
+    fn record_after_fork(&self, sample: &Sample<'_>) -> Result<()> {
+        match self.current() {
+            Some(s) => self.push(s, sample),
+            None => {
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    #[inline]
+    fn push(&self, s: &Session, sample: &Sample<'_>) -> Result<()> {
+        if sample.values.len() != self.n_values {
+            return Err(Error::sample(
+                "values",
+                format!(
+                    "has {} entries; the profiler has {} sample types",
+                    sample.values.len(),
+                    self.n_values
+                ),
+            ));
+        }
+        let (kept, omitted) = wire::kept_frames(sample.stack.len(), self.max_depth);
+        let len = wire::encoded_len(sample, kept);
+        let (result, wake) = s
+            .buffer
+            .push(len, |out| wire::encode(sample, kept, omitted, len, out));
+        let c = &s.counters;
+        match result {
+            Push::Stored => {
+                c.samples_recorded.fetch_add(1, Ordering::Relaxed);
+                if omitted > 0 {
+                    c.frames_truncated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Push::Dropped => {
+                c.samples_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Push::TooLarge => {
+                c.samples_too_large.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if wake {
+            s.wake_collector();
+        }
+        Ok(())
+    }
+}
+
+impl ForkAware for Shared {
+    fn restart_after_fork(&self) {
+        let Some(gen) = fork::generation_checked() else {
+            return;
+        };
+        if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
+            return;
+        }
+        if self.config.child_policy == ChildPolicy::Disable {
+            self.state.store(DISABLED, Ordering::Release);
+            return;
+        }
+        if self.restarting.swap(true, Ordering::AcqRel) {
+            return; // another thread of this child is restarting it
+        }
+        match Session::start(self.config.clone(), gen, std::process::id()) {
+            Ok(new) => {
+                let _order = CONTROL.lock();
+                // The previous session is the parent's: overwrite the pointer, never drop it.
+                self.session
+                    .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+            }
+            Err(_) => self.state.store(DISABLED, Ordering::Release),
+        }
+        self.restarting.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let ptr = *self.session.get_mut();
+        let ours = fork::generation_checked() == Some(self.session().generation);
+        if !ours {
+            return; // inherited from a parent process: leak it
+        }
+        if self.state.swap(STOPPED, Ordering::AcqRel) == RUNNING {
+            fork::remove_user();
+            let s = self.session();
+            s.stopping.store(true, Ordering::Release);
+            s.wake_pending.store(true, Ordering::Release);
+            if let Some(t) = s.collector.get() {
+                t.unpark();
+            }
+        }
+        // SAFETY: `ptr` came from `Arc::into_raw` in this process and this is its last use.
+        drop(unsafe { Arc::from_raw(ptr) });
+    }
+}
+
+impl Profiler {
+    /// Starts a profiler on `platform` (the facade passes the one chosen at compile time).
+    pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
+        if fork::is_unobserved_child() {
+            return Err(Error::NotRunning {
+                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
+            });
+        }
+        fork::install(platform)?;
+        // Count ourselves before taking any lock, so a concurrent fork's prepare sees us.
+        fork::add_user();
+        let config = Arc::new(config);
+        let gen = fork::generation_checked().unwrap_or(0);
+        let session = match Session::start(config.clone(), gen, std::process::id()) {
+            Ok(s) => s,
+            Err(e) => {
+                fork::remove_user();
+                return Err(e);
+            }
+        };
+        let shared = Arc::new(Shared {
+            n_values: config.sample_types.len(),
+            max_depth: config.max_stack_depth,
+            config,
+            session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
+            state: AtomicU8::new(RUNNING),
+            restarting: AtomicBool::new(false),
+            ignored: AtomicU64::new(0),
+        });
+        {
+            let mut reg = CONTROL.lock();
+            reg.retain(|w| w.strong_count() > 0);
+            let weak: Weak<dyn ForkAware> = Arc::downgrade(&shared) as Weak<dyn ForkAware>;
+            reg.push(weak);
+        }
+        Ok(Profiler { shared })
+    }
+
+    /// Records one sample. Never blocks and never allocates per frame; when the buffer is full
+    /// the sample is dropped and counted. After `stop()`, or in a child under `Disable`, it is
+    /// a counted no-op. The only error is a sample that does not match the configuration.
+    #[inline]
+    pub fn record(&self, sample: &Sample<'_>) -> Result<()> {
+        let sh = &*self.shared;
+        let Some(gen) = fork::generation() else {
+            sh.ignored.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        };
+        let s = sh.session();
+        if s.generation != gen {
+            return sh.record_after_fork(sample);
+        }
+        if sh.state.load(Ordering::Relaxed) != RUNNING {
+            sh.ignored.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        sh.push(s, sample)
+    }
+
+    /// Closes the current profile now and queues it for export; returns at once.
+    pub fn flush(&self) -> Result<()> {
+        let s = self.running_session()?;
+        s.request_flush();
+        Ok(())
+    }
+
+    /// Like [`Profiler::flush`], then waits until the exporter has handled the profile (and
+    /// every profile queued before it), or `timeout` passes.
+    pub fn flush_sync(&self, timeout: Duration) -> Result<()> {
+        let s = self.running_session()?;
+        let ticket = s.request_flush();
+        if s.flushed.wait_for(ticket, Instant::now() + timeout) {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                what: "flush: the exporter has not handled the profile yet",
+            })
+        }
+    }
+
+    fn running_session(&self) -> Result<&Session> {
+        self.shared.current().ok_or(Error::NotRunning {
+            reason: "stopped, or disabled in this process (child policy Disable, or an unobserved fork)",
+        })
+    }
+
+    /// Writes the last profile, and joins the profiler's threads if they finish within
+    /// `timeout` (an export that is still stuck is left to finish alone and the call returns
+    /// `Error::Timeout`). Later `record()` calls are counted no-ops.
+    pub fn stop(&self, timeout: Duration) -> Result<Stats> {
+        let sh = &*self.shared;
+        let deadline = Instant::now() + timeout;
+        let current = sh.current();
+        {
+            let _order = CONTROL.lock();
+            if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
+                return Err(Error::NotRunning {
+                    reason: "already stopped or disabled",
+                });
+            }
+        }
+        fork::remove_user();
+        {
+            let mut reg = CONTROL.lock();
+            let me = Arc::as_ptr(&self.shared) as *const ();
+            reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
+        }
+        if let Some(s) = current {
+            s.shut_down(deadline)?;
+        }
+        Ok(self.stats())
+    }
+
+    /// Counters of this process's profiling (zero-based in a forked child).
+    pub fn stats(&self) -> Stats {
+        let sh = &*self.shared;
+        let ignored = sh.ignored.load(Ordering::Relaxed);
+        match fork::generation_checked() {
+            Some(gen) if sh.session().generation == gen => {
+                sh.session().counters.snapshot(std::process::id(), ignored)
+            }
+            _ => Stats {
+                pid: std::process::id(),
+                samples_ignored: ignored,
+                ..Stats::default()
+            },
+        }
+    }
+
+    /// What each profiler thread is doing (for watchdogs and diagnostics).
+    pub fn thread_activity(&self) -> Vec<(&'static str, Activity)> {
+        match self.shared.current() {
+            Some(s) => s.activity().to_vec(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// True while this profiler records in this process.
+    pub fn is_running(&self) -> bool {
+        self.shared.current().is_some()
+    }
+}
+
+/// Interns a name in the process-wide table for [`crate::FrameIds`]; see [`crate::intern`].
+pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
+    if fork::is_unobserved_child() {
+        return Err(Error::NotRunning {
+            reason: "this process was forked without forkprof's fork hooks",
+        });
+    }
+    fork::install(platform)?;
+    fork::note_intern_use();
+    crate::intern::intern(name)
+}

@@ -1,0 +1,68 @@
+//! Counters a host can read at any time (`Profiler::stats`), kept as relaxed atomics so the
+//! hot path pays one uncontended add.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub samples_recorded: AtomicU64,
+    pub samples_dropped: AtomicU64,
+    pub samples_too_large: AtomicU64,
+    pub frames_truncated: AtomicU64,
+    pub profiles_written: AtomicU64,
+    pub profiles_failed: AtomicU64,
+    pub profiles_dropped: AtomicU64,
+    pub profiles_too_large: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub uploads_retried: AtomicU64,
+    pub encode_failures: AtomicU64,
+}
+
+/// A snapshot of one process's profiler counters. In a forked child the counters start at
+/// zero: they describe what that process recorded and exported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub pid: u32,
+    /// Samples accepted into the buffer.
+    pub samples_recorded: u64,
+    /// Samples dropped because the buffer was full (overload never blocks the host).
+    pub samples_dropped: u64,
+    /// Samples larger than a buffer shard, dropped.
+    pub samples_too_large: u64,
+    /// Samples recorded after `stop()` or in a child with the `Disable` policy: counted no-ops.
+    pub samples_ignored: u64,
+    /// Samples whose stacks were cut to `max_stack_depth`.
+    pub frames_truncated: u64,
+    /// Profiles the exporter delivered (file written, upload accepted).
+    pub profiles_written: u64,
+    /// Profiles the exporter gave up on.
+    pub profiles_failed: u64,
+    /// Profiles dropped because the export queue was full (the oldest goes).
+    pub profiles_dropped: u64,
+    /// Profiles refused before sending because they exceed the endpoint's size limit.
+    pub profiles_too_large: u64,
+    /// Compressed bytes delivered.
+    pub bytes_written: u64,
+    /// Upload attempts repeated after a retryable failure.
+    pub uploads_retried: u64,
+}
+
+impl Counters {
+    pub fn snapshot(&self, pid: u32, ignored: u64) -> Stats {
+        Stats {
+            pid,
+            samples_recorded: self.samples_recorded.load(Relaxed),
+            samples_dropped: self.samples_dropped.load(Relaxed),
+            samples_too_large: self.samples_too_large.load(Relaxed),
+            samples_ignored: ignored,
+            frames_truncated: self.frames_truncated.load(Relaxed),
+            profiles_written: self.profiles_written.load(Relaxed),
+            profiles_failed: self.profiles_failed.load(Relaxed)
+                + self.encode_failures.load(Relaxed),
+            profiles_dropped: self.profiles_dropped.load(Relaxed),
+            profiles_too_large: self.profiles_too_large.load(Relaxed),
+            bytes_written: self.bytes_written.load(Relaxed),
+            uploads_retried: self.uploads_retried.load(Relaxed),
+        }
+    }
+}

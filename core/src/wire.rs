@@ -1,0 +1,380 @@
+//! The byte format a host thread writes a sample in, and the collector reads it back from.
+//!
+//! Recording must be cheap and must not allocate per frame, so a sample is copied as one
+//! contiguous record into a preallocated buffer: a fixed header, the values, the frames (text
+//! or interned ids) and the labels. The collector decodes it on its own thread. Lengths are
+//! little-endian; names longer than 64 KiB are cut (no host has such a function name).
+//!
+//! ```text
+//! u32 record length | u8 flags | u8 n_values | u16 n_frames | u16 n_labels | u16 pad
+//! u32 frames omitted by truncation | [i64 timestamp] | i64 × n_values
+//! frames:  ids  → u32 function, u32 file, u32 line
+//!          text → u32 line, u16 function len, u16 file len, function bytes, file bytes
+//! labels:  u16 key len, key, u8 kind, then str: u16 len + bytes | num: i64 | num+unit: i64, u16 len + bytes
+//! ```
+
+use crate::sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
+
+const FLAG_IDS: u8 = 1;
+const FLAG_TIMESTAMP: u8 = 2;
+const HEADER: usize = 16;
+const MAX_NAME: usize = u16::MAX as usize;
+
+const KIND_STR: u8 = 0;
+const KIND_NUM: u8 = 1;
+const KIND_NUM_UNIT: u8 = 2;
+
+#[inline]
+fn clip(b: &[u8]) -> &[u8] {
+    &b[..b.len().min(MAX_NAME)]
+}
+
+/// The number of frames kept from a stack of `len` under `max_depth`, and how many are
+/// omitted. When truncating, one slot is kept for the synthetic "N frames omitted" frame.
+#[inline]
+pub(crate) fn kept_frames(len: usize, max_depth: usize) -> (usize, usize) {
+    if len <= max_depth {
+        (len, 0)
+    } else {
+        let kept = max_depth - 1;
+        (kept, len - kept)
+    }
+}
+
+/// Bytes `encode` will write for `sample`.
+#[inline]
+pub(crate) fn encoded_len(sample: &Sample<'_>, kept: usize) -> usize {
+    let mut n = HEADER + 8 * sample.values.len();
+    if sample.timestamp_ns.is_some() {
+        n += 8;
+    }
+    n += match sample.stack {
+        Stack::Ids(_) => 12 * kept,
+        Stack::Text(frames) => frames[..kept]
+            .iter()
+            .map(|f| 8 + clip(f.function).len() + clip(f.file).len())
+            .sum(),
+    };
+    for l in sample.labels {
+        n += 3 + clip(l.key.as_bytes()).len();
+        n += match l.value {
+            LabelValue::Str(s) => 2 + clip(s).len(),
+            LabelValue::Num(_) => 8,
+            LabelValue::NumUnit(_, u) => 10 + clip(u.as_bytes()).len(),
+        };
+    }
+    n
+}
+
+/// Appends the record for `sample` to `out`. `len` is `encoded_len(sample, kept)`.
+#[inline]
+pub(crate) fn encode(
+    sample: &Sample<'_>,
+    kept: usize,
+    omitted: usize,
+    len: usize,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    let mut flags = 0;
+    if matches!(sample.stack, Stack::Ids(_)) {
+        flags |= FLAG_IDS;
+    }
+    if sample.timestamp_ns.is_some() {
+        flags |= FLAG_TIMESTAMP;
+    }
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.push(flags);
+    out.push(sample.values.len() as u8);
+    out.extend_from_slice(&(kept as u16).to_le_bytes());
+    out.extend_from_slice(&(sample.labels.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&(omitted.min(u32::MAX as usize) as u32).to_le_bytes());
+    if let Some(ts) = sample.timestamp_ns {
+        out.extend_from_slice(&ts.to_le_bytes());
+    }
+    for v in sample.values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    match sample.stack {
+        Stack::Ids(frames) => {
+            for f in &frames[..kept] {
+                out.extend_from_slice(&f.function.0.to_le_bytes());
+                out.extend_from_slice(&f.file.0.to_le_bytes());
+                out.extend_from_slice(&f.line.to_le_bytes());
+            }
+        }
+        Stack::Text(frames) => {
+            for f in &frames[..kept] {
+                let (func, file) = (clip(f.function), clip(f.file));
+                out.extend_from_slice(&f.line.to_le_bytes());
+                out.extend_from_slice(&(func.len() as u16).to_le_bytes());
+                out.extend_from_slice(&(file.len() as u16).to_le_bytes());
+                out.extend_from_slice(func);
+                out.extend_from_slice(file);
+            }
+        }
+    }
+    for l in sample.labels.iter().take(u16::MAX as usize) {
+        put_str(out, l.key.as_bytes());
+        match l.value {
+            LabelValue::Str(s) => {
+                out.push(KIND_STR);
+                put_str(out, s);
+            }
+            LabelValue::Num(n) => {
+                out.push(KIND_NUM);
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            LabelValue::NumUnit(n, u) => {
+                out.push(KIND_NUM_UNIT);
+                out.extend_from_slice(&n.to_le_bytes());
+                put_str(out, u.as_bytes());
+            }
+        }
+    }
+    debug_assert_eq!(out.len() - start, len);
+}
+
+#[inline]
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    let s = clip(s);
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// A record read back by the collector. Borrowed from the drained buffer.
+pub(crate) struct Record<'a> {
+    pub timestamp_ns: Option<i64>,
+    pub omitted: u32,
+    values: &'a [u8],
+    frames: &'a [u8],
+    n_frames: usize,
+    ids: bool,
+    labels: &'a [u8],
+    n_labels: usize,
+}
+
+/// A decoded frame: either interned ids or text.
+pub(crate) enum RecordFrame<'a> {
+    Ids(FrameIds),
+    Text(Frame<'a>),
+}
+
+impl<'a> Record<'a> {
+    pub fn values(&self) -> impl Iterator<Item = i64> + 'a {
+        self.values
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+    }
+
+    pub fn frames(&self) -> impl Iterator<Item = RecordFrame<'a>> + 'a {
+        let mut cur = Cursor(self.frames);
+        let ids = self.ids;
+        (0..self.n_frames).map_while(move |_| {
+            if ids {
+                let function = StrId(cur.u32()?);
+                let file = StrId(cur.u32()?);
+                let line = cur.u32()?;
+                Some(RecordFrame::Ids(FrameIds {
+                    function,
+                    file,
+                    line,
+                }))
+            } else {
+                let line = cur.u32()?;
+                let fl = cur.u16()? as usize;
+                let sl = cur.u16()? as usize;
+                let function = cur.take(fl)?;
+                let file = cur.take(sl)?;
+                Some(RecordFrame::Text(Frame {
+                    function,
+                    file,
+                    line,
+                }))
+            }
+        })
+    }
+
+    pub fn labels(&self) -> impl Iterator<Item = Label<'a>> + 'a {
+        let mut cur = Cursor(self.labels);
+        (0..self.n_labels).map_while(move |_| {
+            let kl = cur.u16()? as usize;
+            let key = std::str::from_utf8(cur.take(kl)?).unwrap_or("");
+            let value = match cur.u8()? {
+                KIND_STR => {
+                    let n = cur.u16()? as usize;
+                    LabelValue::Str(cur.take(n)?)
+                }
+                KIND_NUM => LabelValue::Num(cur.i64()?),
+                _ => {
+                    let v = cur.i64()?;
+                    let n = cur.u16()? as usize;
+                    LabelValue::NumUnit(v, std::str::from_utf8(cur.take(n)?).unwrap_or(""))
+                }
+            };
+            Some(Label { key, value })
+        })
+    }
+}
+
+/// Splits a drained buffer into records. A malformed tail (impossible unless memory is
+/// corrupted) ends the iteration instead of panicking.
+pub(crate) fn records(buf: &[u8]) -> impl Iterator<Item = Record<'_>> + '_ {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        let mut cur = Cursor(rest);
+        let len = cur.u32()? as usize;
+        if len < HEADER || len > rest.len() {
+            return None;
+        }
+        let (rec, tail) = rest.split_at(len);
+        rest = tail;
+        let mut cur = Cursor(&rec[4..]);
+        let flags = cur.u8()?;
+        let n_values = cur.u8()? as usize;
+        let n_frames = cur.u16()? as usize;
+        let n_labels = cur.u16()? as usize;
+        cur.u16()?;
+        let omitted = cur.u32()?;
+        let timestamp_ns = if flags & FLAG_TIMESTAMP != 0 {
+            Some(cur.i64()?)
+        } else {
+            None
+        };
+        let values = cur.take(8 * n_values)?;
+        let ids = flags & FLAG_IDS != 0;
+        let frames_start = cur.0;
+        let frames_len = if ids {
+            12 * n_frames
+        } else {
+            let mut probe = Cursor(frames_start);
+            for _ in 0..n_frames {
+                probe.u32()?;
+                let a = probe.u16()? as usize;
+                let b = probe.u16()? as usize;
+                probe.take(a + b)?;
+            }
+            frames_start.len() - probe.0.len()
+        };
+        let frames = cur.take(frames_len)?;
+        Some(Record {
+            timestamp_ns,
+            omitted,
+            values,
+            frames,
+            n_frames,
+            ids,
+            labels: cur.0,
+            n_labels,
+        })
+    })
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    #[inline]
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    #[inline]
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    #[inline]
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(sample: &Sample<'_>, max_depth: usize) -> Vec<u8> {
+        let (kept, omitted) = kept_frames(sample.stack.len(), max_depth);
+        let len = encoded_len(sample, kept);
+        let mut buf = Vec::new();
+        encode(sample, kept, omitted, len, &mut buf);
+        assert_eq!(buf.len(), len);
+        buf
+    }
+
+    #[test]
+    fn text_sample_roundtrips() {
+        let frames = [
+            Frame::new("leaf", "a.php", 3),
+            Frame::new("main", "index.php", 1),
+        ];
+        let labels = [
+            Label::str("thread", "w1"),
+            Label::num("tid", 7),
+            Label::num_unit("x", 2, "bytes"),
+        ];
+        let s = Sample::new(&frames, &[10, 20])
+            .labels(&labels)
+            .timestamp_ns(99);
+        let buf = roundtrip(&s, 128);
+        let recs: Vec<_> = records(&buf).collect();
+        assert_eq!(recs.len(), 1);
+        let r = &recs[0];
+        assert_eq!(r.timestamp_ns, Some(99));
+        assert_eq!(r.values().collect::<Vec<_>>(), vec![10, 20]);
+        let names: Vec<_> = r
+            .frames()
+            .map(|f| match f {
+                RecordFrame::Text(f) => (f.function.to_vec(), f.line),
+                RecordFrame::Ids(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(names, vec![(b"leaf".to_vec(), 3), (b"main".to_vec(), 1)]);
+        assert_eq!(r.labels().collect::<Vec<_>>(), labels.to_vec());
+    }
+
+    #[test]
+    fn truncation_keeps_leaf_side() {
+        let frames: Vec<_> = (0..10)
+            .map(|i| FrameIds {
+                function: StrId(i),
+                file: StrId(0),
+                line: i,
+            })
+            .collect();
+        let s = Sample::with_ids(&frames, &[1]);
+        let buf = roundtrip(&s, 4);
+        let r = records(&buf).next().unwrap();
+        assert_eq!(r.omitted, 7);
+        let lines: Vec<_> = r
+            .frames()
+            .map(|f| match f {
+                RecordFrame::Ids(f) => f.line,
+                RecordFrame::Text(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(lines, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn several_records_and_garbage_tail() {
+        let frames = [Frame::new("f", "g", 1)];
+        let s = Sample::new(&frames, &[5]);
+        let mut buf = roundtrip(&s, 8);
+        buf.extend(roundtrip(&s, 8));
+        buf.extend_from_slice(&[200, 0, 0, 0, 1]);
+        assert_eq!(records(&buf).count(), 2);
+    }
+}

@@ -1,0 +1,1 @@
+//! forkprof C ABI.

@@ -1,0 +1,95 @@
+//! forkprof: a fork-safe profiler core for language runtimes and native servers.
+//!
+//! The host hands it stack samples; forkprof aggregates them into pprof profiles on a
+//! background thread and exports them from another, and stays correct across `fork()`.
+//! This crate is the facade: it re-exports the API of `forkprof-core` and holds the one place
+//! that picks the platform backend.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use forkprof::{Config, Compression, Frame, Label, Profiler, Sample};
+//!
+//! let config = Config::builder("my-service")
+//!     .sample_type("wall-time", "nanoseconds")
+//!     .tag("env:dev")
+//!     .output_dir("profiles", Compression::Gzip)
+//!     .build()?;
+//! let profiler = Profiler::start(config)?;
+//!
+//! let frames = [Frame::new("handle_request", "server.rb", 42), Frame::new("main", "server.rb", 1)];
+//! let labels = [Label::str("thread name", "worker-1")];
+//! profiler.record(&Sample::new(&frames, &[10_000_000]).labels(&labels))?;
+//!
+//! profiler.stop(Duration::from_secs(2))?;
+//! # Ok::<(), forkprof::Error>(())
+//! ```
+
+use cfg_if::cfg_if;
+
+pub use forkprof_core::{
+    compress, config, export, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
+    EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy, Frame,
+    FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
+};
+
+cfg_if! {
+    if #[cfg(all(target_os = "linux", target_env = "gnu"))] {
+        use forkprof_backend_linux_glibc as backend;
+    } else if #[cfg(all(target_os = "linux", target_env = "musl"))] {
+        use forkprof_backend_linux_musl as backend;
+    } else if #[cfg(target_os = "macos")] {
+        use forkprof_backend_macos as backend;
+    } else {
+        compile_error!("forkprof supports Linux (glibc, musl) and macOS");
+    }
+}
+
+/// The backend chosen for this target.
+pub fn platform() -> &'static dyn Platform {
+    &backend::PLATFORM
+}
+
+/// A running profiler; see [`forkprof_core::Profiler`] for every method (`record`, `flush`,
+/// `stop`, `stats`). Cheap to clone.
+#[derive(Clone)]
+pub struct Profiler(forkprof_core::Profiler);
+
+impl Profiler {
+    /// Starts profiling with `config` on this platform's backend.
+    pub fn start(config: Config) -> Result<Profiler> {
+        forkprof_core::Profiler::start_on(config, platform()).map(Profiler)
+    }
+}
+
+impl std::ops::Deref for Profiler {
+    type Target = forkprof_core::Profiler;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+/// Interns a function or file name once for the fast path ([`FrameIds`]). Ids are valid for
+/// the life of the process, in every profiler and in forked children.
+pub fn intern(name: &str) -> Result<StrId> {
+    forkprof_core::intern_on(name.as_bytes(), platform())
+}
+
+/// CPU time used so far by the calling thread, in nanoseconds, so cpu-time samples are filled
+/// the same way on every platform.
+pub fn thread_cpu_time_ns() -> Option<u64> {
+    platform().thread_cpu_time_ns()
+}
+
+/// A monotonic clock in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    platform().monotonic_ns()
+}
+
+/// Fork interception, for hosts that own their fork entry points (PHP's `pcntl_fork`, Ruby's
+/// `Process._fork`, Python's `os.register_at_fork`). Required on macOS; harmless elsewhere.
+pub mod fork {
+    pub use forkprof_core::fork::{
+        after_fork_child, after_fork_parent, before_fork, fork, is_unobserved_child, state,
+        ForkState,
+    };
+}
