@@ -1,0 +1,6 @@
+//! `forkprof demo`.
+
+pub fn main(_args: &[String]) -> i32 {
+    eprintln!("forkprof demo: not built yet");
+    1
+}

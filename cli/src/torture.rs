@@ -1,0 +1,6 @@
+//! `forkprof torture`.
+
+pub fn main(_args: &[String]) -> i32 {
+    eprintln!("forkprof torture: not built yet");
+    1
+}
