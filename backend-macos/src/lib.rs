@@ -1,8 +1,62 @@
 //! forkprof on macOS: no prepare handler (Libsystem holds its atfork and dyld locks around
 //! prepare handlers). Hosts call `before_fork` / `after_fork_parent` / `after_fork_child` from
 //! their own fork entry points; a child-only atfork handler flags forks nobody intercepted.
+//!
+//! The strategy itself ([`strategy`]) is portable: under the `portable-strategy` feature it
+//! compiles on Linux, where the tests run it under a simulation of macOS's atfork semantics.
+//! What only exists on macOS (the Mach clocks) lives in `mach_clock`, compiled only there; the
+//! Linux build of the strategy reads the POSIX clocks instead.
 #![cfg(any(target_os = "macos", feature = "portable-strategy"))]
 
+#[cfg(target_os = "macos")]
+mod mach_clock;
 mod strategy;
 
-pub use strategy::{Macos, PLATFORM};
+#[cfg(not(target_os = "macos"))]
+use forkprof_backend_posix::clock;
+#[cfg(target_os = "macos")]
+use mach_clock as clock;
+
+pub use strategy::{Macos, ATFORK_OPT_IN_ENV, PLATFORM, PLATFORM_ATFORK};
+
+#[cfg(test)]
+mod tests {
+    use forkprof_core::Platform;
+
+    use super::PLATFORM;
+
+    #[test]
+    fn monotonic_clock_never_goes_back_and_advances() {
+        let a = PLATFORM.monotonic_ns();
+        let b = PLATFORM.monotonic_ns();
+        assert!(b >= a, "{b} < {a}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let c = PLATFORM.monotonic_ns();
+        assert!(c - a >= 2_000_000, "2 ms sleep measured as {} ns", c - a);
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let start = PLATFORM.thread_cpu_time_ns().expect("thread CPU clock");
+        // Burn ~20 ms of CPU on this thread.
+        let t0 = PLATFORM.monotonic_ns();
+        let mut x = 0u64;
+        while PLATFORM.monotonic_ns() - t0 < 20_000_000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let busy = PLATFORM.thread_cpu_time_ns().unwrap() - start;
+        assert!(busy >= 5_000_000, "20 ms of spinning counted as {busy} ns");
+        // A thread that only sleeps has used almost no CPU, whatever this one did.
+        let idle = std::thread::spawn(|| {
+            let a = PLATFORM.thread_cpu_time_ns().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            PLATFORM.thread_cpu_time_ns().unwrap() - a
+        })
+        .join()
+        .unwrap();
+        assert!(
+            idle < busy,
+            "sleeping thread {idle} ns >= busy thread {busy} ns"
+        );
+    }
+}
