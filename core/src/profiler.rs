@@ -249,6 +249,14 @@ impl Profiler {
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
+        if fork::generation_checked().is_none() {
+            // A child of a fork nobody observed: CONTROL may be held by a thread that does not
+            // exist here, so this call must not take it (nor touch anything else inherited).
+            return Err(Error::NotRunning {
+                reason:
+                    "this process was forked without forkprof's fork hooks; profiling is off in it",
+            });
+        }
         let deadline = Instant::now() + timeout;
         let current = sh.current();
         {
