@@ -205,6 +205,15 @@ impl Session {
             return Err(Error::Timeout { what: "stop: the exporter did not finish before the deadline; its thread is left to finish alone" });
         }
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.generation != 0 {
+            // A forked child: its threads have done their work, but their exit can block for
+            // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
+            // resolver cleanup takes resolv_conf's global lock, held if another thread was
+            // inside getaddrinfo). Joining would turn that into a stop() that never returns, so
+            // the threads are left to exit alone.
+            drop(handles);
+            return Ok(());
+        }
         for h in handles {
             let _ = h.join();
         }
