@@ -112,7 +112,24 @@ fn run_scenario(scenario: &str, sim: Sim, env: &[(&str, String)]) -> Output {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("re-run the test binary")
+    // Output goes to files, not pipes: a hung fork child would hold a pipe open and keep the
+    // driver waiting after the scenario itself has exited.
+    let logs = TempDir::new("macos-sim-log");
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    cmd.stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    // Its own process group, so whatever it leaves behind can be ended with it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().expect("re-run the test binary");
+    let status = child.wait().expect("wait for the scenario");
+    // SAFETY: signals the process group this test created (the scenario's id), nothing else;
+    // ESRCH when the scenario left nothing behind.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    Output {
+        status,
+        stdout: std::fs::read(&out_path).unwrap_or_default(),
+        stderr: std::fs::read(&err_path).unwrap_or_default(),
+    }
 }
 
 fn describe(out: &Output) -> String {
@@ -164,6 +181,12 @@ fn expect_pass(scenario: &str, sim: Sim, dir: &Path, forks: usize) -> String {
     s
 }
 
+/// How long one scenario process may take before its watchdog calls it a deadlock: generous
+/// (a loaded 2-core CI machine forks in ~0.2-5 ms here), and growing with the soak size.
+fn scenario_limit(forks: usize) -> Duration {
+    Duration::from_secs(60) + Duration::from_millis(50) * forks as u32
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn naive_prepare_barrier_deadlocks_under_macos_semantics_only() {
@@ -193,16 +216,19 @@ fn naive_prepare_barrier_deadlocks_under_macos_semantics_only() {
 }
 
 fn fork_loop(scenario: &str) {
-    let _w = Watchdog::new("fork loop scenario", Duration::from_secs(240));
-    let dir = TempDir::new(scenario);
     let forks = env_usize("FORKPROF_MACOS_SIM_FORKS", 150);
+    let _w = Watchdog::new("fork loop scenario", scenario_limit(forks) * 2);
+    let dir = TempDir::new(scenario);
     expect_pass(scenario, Sim::AwaitFork, dir.path(), forks);
 }
 
 fn fresh_processes(scenario: &str) {
-    let _w = Watchdog::new("fresh processes scenario", Duration::from_secs(240));
     let processes = env_usize("FORKPROF_MACOS_SIM_PROCESSES", 12);
     let forks = 6;
+    let _w = Watchdog::new(
+        "fresh processes scenario",
+        scenario_limit(forks) + Duration::from_secs(2 * processes as u64),
+    );
     let t0 = std::time::Instant::now();
     for i in 0..processes {
         let dir = TempDir::new(scenario);
@@ -251,11 +277,16 @@ mod scenario {
     use forkprof::{ChildPolicy, Compression, Config, Frame, Platform, Sample};
     use forkprof_core::Profiler;
 
-    use super::{read_profiles, totals_by_stack, EXIT_DEADLOCK, EXIT_NO_SIM};
+    use super::{read_profiles, scenario_limit, totals_by_stack, EXIT_DEADLOCK, EXIT_NO_SIM};
 
     pub fn run(name: &str) -> i32 {
-        let limit = if name == "naive-barrier" { 3 } else { 120 };
-        let _watchdog = ExitWatchdog::start(name, Duration::from_secs(limit));
+        let limit = if name == "naive-barrier" {
+            // Its 5 forks take milliseconds unless it deadlocks, which is what it checks.
+            Duration::from_secs(3)
+        } else {
+            scenario_limit(forks())
+        };
+        let _watchdog = ExitWatchdog::start(name, limit);
         if cfg!(target_os = "linux") && sim_stats().is_none() && preload_expected() {
             say("macos-sim: LD_PRELOAD set but the simulation library is not loaded\n");
             return EXIT_NO_SIM;
@@ -266,6 +297,13 @@ mod scenario {
             "atfork-strategy" => strategy(atfork_platform(), true),
             _ => 2,
         }
+    }
+
+    fn forks() -> usize {
+        std::env::var("FORKPROF_MACOS_SIM_FORKS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30)
     }
 
     fn preload_expected() -> bool {
@@ -596,10 +634,7 @@ mod scenario {
             Ok(d) => std::path::PathBuf::from(d),
             Err(_) => return 40,
         };
-        let forks: usize = std::env::var("FORKPROF_MACOS_SIM_FORKS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(30);
+        let forks = forks();
         let config = Config::builder("macsim")
             .sample_type("samples", "count")
             .child_policy(ChildPolicy::Restart)
