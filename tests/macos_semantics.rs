@@ -215,10 +215,26 @@ fn naive_prepare_barrier_deadlocks_under_macos_semantics_only() {
     eprintln!("{}", summary(&out));
 }
 
+/// Where the scenario's profiles go: tmpfs when there is one, so that the exporter's
+/// `fdatasync` (thousands of files) does not wait on a disk shared with other builds.
+fn profile_dir(tag: &str) -> TempDir {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = shm.join(format!("forkprof-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::create_dir_all(&dir).is_ok() {
+            return TempDir(dir);
+        }
+    }
+    TempDir::new(tag)
+}
+
 fn fork_loop(scenario: &str) {
     let forks = env_usize("FORKPROF_MACOS_SIM_FORKS", 150);
     let _w = Watchdog::new("fork loop scenario", scenario_limit(forks) * 2);
-    let dir = TempDir::new(scenario);
+    let dir = profile_dir(scenario);
     expect_pass(scenario, Sim::AwaitFork, dir.path(), forks);
 }
 
@@ -231,7 +247,7 @@ fn fresh_processes(scenario: &str) {
     );
     let t0 = std::time::Instant::now();
     for i in 0..processes {
-        let dir = TempDir::new(scenario);
+        let dir = profile_dir(scenario);
         // Half meet the registration with a fork certainly in progress, half after a delay
         // that lets it race the first forks.
         let sim = if i % 2 == 0 {
@@ -513,6 +529,8 @@ mod scenario {
         pid: libc::pid_t,
         kind: Kind,
         fork_ns: u64,
+        /// From the fork call to the child's exit status, in the parent.
+        child_ns: u64,
     }
 
     const CHILD_SAMPLES: u64 = 10;
@@ -528,7 +546,7 @@ mod scenario {
         if !p.is_running() {
             return 11;
         }
-        match p.stop(Duration::from_secs(20)) {
+        match p.stop(Duration::from_secs(30)) {
             Ok(s)
                 if s.samples_recorded == CHILD_SAMPLES
                     && s.profiles_written >= 1
@@ -536,8 +554,17 @@ mod scenario {
             {
                 0
             }
-            Ok(_) => 12,
-            Err(_) => 13,
+            Ok(s) => {
+                say(&format!(
+                    "child {}: unexpected stats {s:?}\n",
+                    std::process::id()
+                ));
+                12
+            }
+            Err(e) => {
+                say(&format!("child {}: stop: {e}\n", std::process::id()));
+                13
+            }
         }
     }
 
@@ -615,13 +642,19 @@ mod scenario {
             }
         });
         let code = wait_exit_code(pid);
+        let child_ns = t0.elapsed().as_nanos() as u64;
         if code != 0 {
             return Err(format!(
                 "child {pid} (fork kind {}) exited {code}",
                 kind as u8
             ));
         }
-        Ok(ForkRecord { pid, kind, fork_ns })
+        Ok(ForkRecord {
+            pid,
+            kind,
+            fork_ns,
+            child_ns,
+        })
     }
 
     fn strategy(platform: &'static dyn Platform, atfork: bool) -> i32 {
@@ -752,6 +785,7 @@ mod scenario {
                 return 46;
             }
         }
+        let child_ms_max = records.iter().map(|r| r.child_ns).max().unwrap_or(0) / 1_000_000;
         records.sort_by_key(|r| r.fork_ns);
         let pct = |q: f64| records[((records.len() - 1) as f64 * q) as usize].fork_ns / 1000;
         let count = |k: Kind| records.iter().filter(|r| r.kind == k).count();
@@ -767,7 +801,7 @@ mod scenario {
         say(&format!(
             "macos-sim[{scenario}] platform={} forks={} wrapper={} explicit={} plain={} \
              child_profiles={child_profiles} lookups={} parent_samples={} \
-             fork_call_us_p50={} p99={} elapsed_ms={}{sim}\n",
+             fork_call_us_p50={} p99={} child_ms_max={child_ms_max} elapsed_ms={}{sim}\n",
             platform.name(),
             records.len(),
             count(Kind::Wrapper),
