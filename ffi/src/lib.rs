@@ -26,3 +26,10 @@ pub use config::*;
 pub use fork::*;
 pub use profiler::*;
 pub use status::*;
+
+#[cfg(test)]
+#[path = "../tests/abi.rs"]
+mod abi_tests;
+#[cfg(test)]
+#[path = "../../tests/support/mod.rs"]
+mod support;
