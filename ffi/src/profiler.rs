@@ -113,6 +113,13 @@ const STACK_FRAMES: usize = 128;
 /// Labels converted on the stack up to this count.
 const STACK_LABELS: usize = 16;
 
+impl forkprof_profiler {
+    /// A handle around a profiler started from Rust (the ABI benchmark uses it).
+    pub fn wrap(inner: Profiler) -> Self {
+        forkprof_profiler { inner }
+    }
+}
+
 /// # Safety
 /// `p` is NULL or a live handle from `forkprof_start`.
 unsafe fn profiler<'a>(p: *const forkprof_profiler) -> Result<&'a Profiler, FfiError> {
