@@ -180,7 +180,7 @@ class Profiler:
         f = sys._getframe(skip)
         while f is not None:
             code = f.f_code
-            fn = code.co_qualname.encode()
+            fn = getattr(code, "co_qualname", code.co_name).encode()
             file = code.co_filename.encode()
             names.extend((fn, file))
             frames.append(Frame(fn, len(fn), file, len(file), f.f_lineno or 0))
@@ -265,6 +265,8 @@ def wait_child(pid, what):
         if pidfd is not None:
             os.close(pidfd)
     code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGALRM:
+        raise AssertionError(f"{what} (pid {pid}) hung: its {CHILD_TIMEOUT_S} s alarm fired")
     assert code == 0, f"{what} (pid {pid}) exited with {code}"
 
 
@@ -426,6 +428,8 @@ def run_multiprocessing(prof, n_children=2, n=25):
             p.kill()
             p.join()
             raise AssertionError(f"multiprocessing child {p.pid} hung: killed after {CHILD_TIMEOUT_S} s")
+        if p.exitcode == -signal.SIGALRM:
+            raise AssertionError(f"multiprocessing child {p.pid} hung: its {CHILD_TIMEOUT_S} s alarm fired")
         assert p.exitcode == 0, f"multiprocessing child {p.pid} exited with {p.exitcode}"
     return [p.pid for p in procs]
 
