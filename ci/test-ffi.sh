@@ -108,6 +108,25 @@ prefork_valgrind() {
 }
 step "pre-fork server under valgrind" prefork_valgrind
 
+prefork_musl() {
+  # The staticlib on musl, linked into a fully static C program with musl-gcc. Rust's musl
+  # staticlib leaves unwinding to the linker: take the libunwind Rust ships for musl, not
+  # the host gcc's (glibc-only) libgcc_eh.
+  CC_x86_64_unknown_linux_musl=musl-gcc cargo build -p forkprof-ffi --locked --target x86_64-unknown-linux-musl
+  local unwind
+  unwind="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-musl/lib/self-contained/libunwind.a"
+  musl-gcc "${CFLAGS[@]}" ffi/examples/prefork_server.c \
+    "$TARGET_DIR/x86_64-unknown-linux-musl/debug/libforkprof.a" "$unwind" \
+    -static -nodefaultlibs -lc -lgcc -o "$WORK/prefork_server_musl"
+  timeout 60 "$WORK/prefork_server_musl" "$WORK/prefork-musl" | tee "$WORK/prefork-musl.out"
+  check_prefork_profiles "$WORK/prefork-musl.out" "$WORK/prefork-musl"
+}
+if command -v musl-gcc >/dev/null 2>&1 && rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  step "pre-fork server, static musl" prefork_musl
+else
+  echo "=== skipping the musl run: needs musl-gcc (musl-tools) and rustup target x86_64-unknown-linux-musl"
+fi
+
 step "CPython ctypes across fork" env FORKPROF_LIB="$LIBDIR/libforkprof.so" \
   timeout 400 python3 tests/python/test_ctypes.py
 
