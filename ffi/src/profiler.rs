@@ -113,6 +113,12 @@ const STACK_FRAMES: usize = 128;
 /// Labels converted on the stack up to this count.
 const STACK_LABELS: usize = 16;
 
+// The header promises any thread may use a handle at once.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<forkprof_profiler>()
+};
+
 impl forkprof_profiler {
     /// A handle around a profiler started from Rust (the ABI benchmark uses it).
     pub fn wrap(inner: Profiler) -> Self {

@@ -506,3 +506,48 @@ fn forkprof_fork_gives_the_child_its_own_profile() {
         }
     }
 }
+
+#[test]
+fn a_panic_stops_at_the_boundary() {
+    let status = crate::status::guard(|| panic!("boom at the boundary"));
+    assert_eq!(status, FORKPROF_ERR_PANIC);
+    let msg = last_error();
+    assert!(msg.contains("boom at the boundary"), "{msg}");
+    let (value, status) = crate::status::guard_with(-1, || -> Result<i32, _> {
+        panic!("{}", String::from("owned payload"))
+    });
+    assert_eq!((value, status), (-1, FORKPROF_ERR_PANIC));
+    assert!(last_error().contains("owned payload"), "{}", last_error());
+}
+
+#[test]
+fn threads_record_into_one_handle() {
+    let dir = TempDir::new("ffi-threads");
+    let p = start(dir.path());
+    // Raw pointers are not Send; the handle is documented as shareable across threads.
+    let addr = p as usize;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let name = format!("thread_{t}_fn");
+                let frames = [frame(name.as_bytes(), b"t.c", 1)];
+                for _ in 0..500 {
+                    let status = record(addr as *const forkprof_profiler, &frames, &[1]);
+                    assert_eq!(status, FORKPROF_OK, "{}", last_error());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = stop(p);
+    assert_eq!(stats.samples_recorded + stats.samples_dropped, 2000);
+    let names = all_function_names(dir.path());
+    for t in 0..4 {
+        assert!(
+            names.contains(&format!("thread_{t}_fn")),
+            "thread {t} missing"
+        );
+    }
+}
