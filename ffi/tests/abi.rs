@@ -551,3 +551,55 @@ fn threads_record_into_one_handle() {
         );
     }
 }
+
+#[test]
+fn child_policy_disable_turns_the_child_off() {
+    let _watchdog = Watchdog::new("forkprof_fork child under Disable", Duration::from_secs(60));
+    let dir = TempDir::new("ffi-disable");
+    let cfg = config(dir.path(), false);
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(
+            forkprof_config_child_policy(cfg, FORKPROF_CHILD_DISABLE),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+    let pid = forkprof_fork();
+    assert!(pid >= 0, "forkprof_fork: {}", last_error());
+    if pid == 0 {
+        let frames = [frame(b"child_fn", b"c.c", 1)];
+        let mut s = forkprof_stats::default();
+        // SAFETY: the inherited handle, live in the child.
+        let code = unsafe {
+            if record(p, &frames, &[1]) != FORKPROF_OK {
+                20
+            } else if forkprof_is_running(p) != 0 {
+                21
+            } else if forkprof_flush(p) != FORKPROF_ERR_NOT_RUNNING {
+                22
+            } else if forkprof_stats_get(p, &mut s) != FORKPROF_OK || s.samples_ignored != 1 {
+                23
+            } else {
+                0
+            }
+        };
+        // SAFETY: leave without the harness's teardown, which belongs to the parent.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: status {status:#x} (20 record, 21 running, 22 flush, 23 stats)"
+    );
+    stop(p);
+    let children: Vec<_> = read_profiles(dir.path())
+        .into_iter()
+        .filter(|(path, _)| path.to_string_lossy().contains(&format!("-{pid}-")))
+        .collect();
+    assert!(children.is_empty(), "a disabled child wrote profiles");
+}
