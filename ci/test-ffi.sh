@@ -112,7 +112,9 @@ prefork_musl() {
   # The staticlib on musl, linked into a fully static C program with musl-gcc. Rust's musl
   # staticlib leaves unwinding to the linker: take the libunwind Rust ships for musl, not
   # the host gcc's (glibc-only) libgcc_eh.
-  CC_x86_64_unknown_linux_musl=musl-gcc cargo build -p forkprof-ffi --locked --target x86_64-unknown-linux-musl
+  # Only the staticlib: a cdylib is not supported on the static-CRT musl target.
+  CC_x86_64_unknown_linux_musl=musl-gcc cargo rustc -p forkprof-ffi --lib --crate-type staticlib \
+    --locked --target x86_64-unknown-linux-musl
   local unwind
   unwind="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-musl/lib/self-contained/libunwind.a"
   musl-gcc "${CFLAGS[@]}" ffi/examples/prefork_server.c \
