@@ -62,6 +62,21 @@ thread_local! {
     static PID_CHECK_COUNTDOWN: Cell<u32> = const { Cell::new(0) };
 }
 
+/// Thread-local flags read from atfork handlers must not panic (a panic there aborts): when a
+/// thread forks from inside a TLS destructor the flag reads as unset.
+fn flag_get(key: &'static std::thread::LocalKey<Cell<bool>>) -> bool {
+    key.try_with(Cell::get).unwrap_or(false)
+}
+
+fn flag_replace(key: &'static std::thread::LocalKey<Cell<bool>>, v: bool) -> bool {
+    key.try_with(|c| c.replace(v)).unwrap_or(false)
+}
+
+/// Sets a flag; false if this thread's TLS is gone.
+fn flag_set(key: &'static std::thread::LocalKey<Cell<bool>>) -> bool {
+    key.try_with(|c| c.set(true)).is_ok()
+}
+
 fn getpid() -> u32 {
     std::process::id()
 }
@@ -111,11 +126,13 @@ pub(crate) fn generation() -> Option<u64> {
             return unobserved();
         }
     } else {
-        let due = PID_CHECK_COUNTDOWN.with(|c| {
-            let n = c.get();
-            c.set(if n == 0 { 63 } else { n - 1 });
-            n == 0
-        });
+        let due = PID_CHECK_COUNTDOWN
+            .try_with(|c| {
+                let n = c.get();
+                c.set(if n == 0 { 63 } else { n - 1 });
+                n == 0
+            })
+            .unwrap_or(true);
         if due && getpid() != PID.load(Ordering::Relaxed) {
             return unobserved();
         }
@@ -206,13 +223,16 @@ pub fn atfork_prepare() {
     if USERS.load(Ordering::Acquire) == 0 || UNOBSERVED.load(Ordering::Relaxed) {
         return;
     }
-    lock_all();
-    LOCKED_HERE.with(|l| l.set(true));
+    // Without TLS the parent half could not know to unlock: skip, and the child will find
+    // the locks as they were (see `reinit_child`).
+    if flag_set(&LOCKED_HERE) {
+        lock_all();
+    }
 }
 
 /// atfork parent (also reached when `fork()` fails). May call: atomics and unlocking.
 pub fn atfork_parent() {
-    if LOCKED_HERE.with(|l| l.replace(false)) {
+    if flag_replace(&LOCKED_HERE, false) {
         FORKS_SEEN.fetch_add(1, Ordering::Relaxed);
         // SAFETY: this thread's prepare took the locks.
         unsafe { unlock_all() };
@@ -223,17 +243,17 @@ pub fn atfork_parent() {
 /// atfork child. May call: atomics and lock re-initialisation. May not: allocate, spawn,
 /// join, drop inherited state, or call anything that takes a libc lock.
 pub fn atfork_child() {
-    if EXPLICIT.with(|e| e.get()) && strategy() == ForkStrategy::Interception {
+    if flag_get(&EXPLICIT) && strategy() == ForkStrategy::Interception {
         return; // after_fork_child does the work
     }
-    reinit_child(LOCKED_HERE.with(|l| l.replace(false)));
+    reinit_child(flag_replace(&LOCKED_HERE, false));
 }
 
 /// The child-only handler of [`ForkStrategy::Interception`] (macOS): a fork reached here
 /// without `before_fork` on this thread was not intercepted, so the child cannot trust any
 /// lock it inherited. Only atomics.
 pub fn atfork_child_unintercepted() {
-    if !EXPLICIT.with(|e| e.get()) && USERS.load(Ordering::Acquire) != 0 {
+    if !flag_get(&EXPLICIT) && USERS.load(Ordering::Acquire) != 0 {
         UNOBSERVED.store(true, Ordering::Relaxed);
     }
 }
@@ -243,22 +263,25 @@ pub fn atfork_child_unintercepted() {
 /// Call right before the host forks. Pairs with exactly one `after_fork_parent` (in the
 /// parent, also when the fork failed) or `after_fork_child` (in the child).
 pub fn before_fork() -> Result<()> {
-    if EXPLICIT.with(|e| e.get()) {
+    if flag_get(&EXPLICIT) {
         return Err(Error::ForkOrder { reason: "before_fork called twice on this thread without after_fork_parent/after_fork_child in between" });
     }
-    EXPLICIT.with(|e| e.set(true));
+    if !flag_set(&EXPLICIT) {
+        return Err(Error::ForkOrder { reason: "before_fork called from a thread that is exiting" });
+    }
     // With atfork handlers installed, libc's fork runs them and they do the locking: taking
     // the locks here as well would deadlock where libc holds its atfork lock across prepare
     // (musl, glibc < 2.34) while another thread's prepare waits for ours.
     if strategy() == ForkStrategy::Interception && USERS.load(Ordering::Acquire) != 0 {
-        lock_all();
-        LOCKED_HERE.with(|l| l.set(true));
+        if flag_set(&LOCKED_HERE) {
+            lock_all();
+        }
     }
     Ok(())
 }
 
 fn end_explicit(which: &'static str) -> Result<()> {
-    if !EXPLICIT.with(|e| e.replace(false)) {
+    if !flag_replace(&EXPLICIT, false) {
         return Err(Error::ForkOrder {
             reason: if which == "parent" {
                 "after_fork_parent called without before_fork on this thread"
@@ -283,7 +306,7 @@ pub fn after_fork_parent() -> Result<()> {
 pub fn after_fork_child() -> Result<()> {
     end_explicit("child")?;
     match strategy() {
-        ForkStrategy::Interception => reinit_child(LOCKED_HERE.with(|l| l.replace(false))),
+        ForkStrategy::Interception => reinit_child(flag_replace(&LOCKED_HERE, false)),
         ForkStrategy::Atfork => {
             if getpid() != PID.load(Ordering::Relaxed) {
                 // The atfork child handler did not run: whatever forked skipped it (`_Fork`,

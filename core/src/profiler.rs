@@ -250,13 +250,18 @@ impl Profiler {
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
         let deadline = Instant::now() + timeout;
-        let current = sh.current();
+        // Only a session started in this process has threads to stop; a child that never
+        // restarted has nothing of its own (and must not touch the parent's session).
+        let Some(gen) = fork::generation_checked() else {
+            // Unobserved fork: every lock may be held by a thread that does not exist here.
+            sh.state.store(STOPPED, Ordering::Release);
+            return Ok(self.stats());
+        };
+        let ours = gen == sh.session().generation;
         {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
-                return Err(Error::NotRunning {
-                    reason: "already stopped or disabled",
-                });
+                return Err(Error::NotRunning { reason: "already stopped or disabled" });
             }
         }
         fork::remove_user();
@@ -265,8 +270,8 @@ impl Profiler {
             let me = Arc::as_ptr(&self.shared) as *const ();
             reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
         }
-        if let Some(s) = current {
-            s.shut_down(deadline)?;
+        if ours {
+            sh.session().shut_down(deadline)?;
         }
         Ok(self.stats())
     }
