@@ -249,6 +249,14 @@ impl Profiler {
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
+        if fork::generation_checked().is_none() {
+            // An unobserved child: CONTROL may be held forever by a thread that does not
+            // exist here (a prepare handler or a start/stop mid-way in the parent), so touch
+            // no lock at all. Nothing of this process's runs to be stopped.
+            return Err(Error::NotRunning {
+                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
+            });
+        }
         let deadline = Instant::now() + timeout;
         let current = sh.current();
         {
