@@ -348,3 +348,10 @@ pub fn state() -> ForkState {
         unobserved_child: UNOBSERVED.load(Ordering::Relaxed),
     }
 }
+
+/// Whether (CONTROL, the string table) are held right now, for tests that must know a fork's
+/// prepare handler really holds them before they act.
+#[cfg(feature = "test-hooks")]
+pub fn locks_held() -> (bool, bool) {
+    (CONTROL.is_locked(), crate::intern::TABLE.is_locked())
+}
