@@ -43,6 +43,8 @@ static INTERN_USER: AtomicBool = AtomicBool::new(false);
 static SENTINEL: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 static STRATEGY: AtomicU8 = AtomicU8::new(ForkStrategy::Atfork as u8);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The pid of the process one of whose threads is inside [`install`], 0 when none.
+static INSTALLER: AtomicU32 = AtomicU32::new(0);
 
 /// Something that must hear about a fork outside the atfork handler: a running profiler.
 pub(crate) trait ForkAware: Send + Sync {
@@ -82,14 +84,39 @@ fn getpid() -> u32 {
 }
 
 /// Wires the backend in: once per process, however often profilers start and stop.
+///
+/// Not under CONTROL, nor any lock a child could inherit held: a fork from another thread
+/// can land anywhere in here (inside the backend's once-only set-up, or before the handlers
+/// exist and so with no child handler to reset anything). [`INSTALLER`] names the process
+/// whose thread is installing, so such a child sees a set-up begun by a thread it does not
+/// have and turns profiling off instead of waiting for it for ever.
 pub fn install(platform: &'static dyn Platform) -> Result<()> {
-    if INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
+    let me = getpid();
+    loop {
+        if INSTALLED.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match INSTALLER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(pid) if pid != me => {
+                UNOBSERVED.store(true, Ordering::Relaxed);
+                return Err(Error::NotRunning {
+                    reason: "this process was forked while its parent was setting forkprof up; profiling is off in it",
+                });
+            }
+            // Another thread of this process is installing; it holds no lock and does a
+            // bounded amount of work.
+            Err(_) => std::thread::yield_now(),
+        }
     }
-    let _guard = CONTROL.lock();
-    if INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
+    let result = install_now(platform);
+    if result.is_err() {
+        INSTALLER.store(0, Ordering::Release);
     }
+    result
+}
+
+fn install_now(platform: &'static dyn Platform) -> Result<()> {
     STRATEGY.store(platform.fork_strategy() as u8, Ordering::Relaxed);
     if let Some(word) = platform.fork_sentinel() {
         word.store(1, Ordering::Relaxed);
@@ -370,4 +397,11 @@ pub fn state() -> ForkState {
         forks_seen: FORKS_SEEN.load(Ordering::Relaxed),
         unobserved_child: UNOBSERVED.load(Ordering::Relaxed),
     }
+}
+
+/// Whether (CONTROL, the string table) are held right now, for tests that must know a fork's
+/// prepare handler really holds them before they act.
+#[cfg(feature = "test-hooks")]
+pub fn locks_held() -> (bool, bool) {
+    (CONTROL.is_locked(), crate::intern::TABLE.is_locked())
 }
