@@ -259,22 +259,17 @@ impl Profiler {
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
-        if fork::generation_checked().is_none() {
+        let Some(gen) = fork::generation_checked() else {
             // An unobserved child: CONTROL may be held forever by a thread that does not
             // exist here (a prepare handler or a start/stop mid-way in the parent), so touch
             // no lock at all. Nothing of this process's runs to be stopped.
             return Err(Error::NotRunning {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
             });
-        }
+        };
         let deadline = Instant::now() + timeout;
         // Only a session started in this process has threads to stop; a child that never
         // restarted has nothing of its own (and must not touch the parent's session).
-        let Some(gen) = fork::generation_checked() else {
-            // Unobserved fork: every lock may be held by a thread that does not exist here.
-            sh.state.store(STOPPED, Ordering::Release);
-            return Ok(self.stats());
-        };
         let ours = gen == sh.session().generation;
         {
             let _order = CONTROL.lock();
