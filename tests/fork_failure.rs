@@ -2,7 +2,7 @@
 //! release what prepare took, or the next record/flush/stop/fork hangs.
 //!
 //! The failure is made real, not simulated: a seccomp filter on one thread only (seccomp is
-//! per thread without TSYNC) makes that thread's `clone`/`clone3` for a new process return
+//! per thread without TSYNC) makes that thread's `fork`/`clone`/`clone3` for a new process return
 //! EAGAIN, while every other thread (the profiler's, the test's) is untouched, so "a later
 //! fork works" can be checked in the same process.
 
@@ -28,11 +28,17 @@ fn block_forks_on_this_thread() {
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     // seccomp_data: nr at 0, arch at 4, args[0] (low half on little endian) at 16.
+    // musl's fork() issues SYS_fork where the architecture has it; glibc's uses clone.
+    #[cfg(target_arch = "x86_64")]
+    const SYS_FORK: u32 = libc::SYS_fork as u32;
+    #[cfg(not(target_arch = "x86_64"))]
+    const SYS_FORK: u32 = libc::SYS_clone3 as u32;
     let prog = [
         ins(LD_W_ABS, 0, 0, 4),
-        ins(JEQ_K, 0, 6, AUDIT_ARCH),
+        ins(JEQ_K, 0, 7, AUDIT_ARCH),
         ins(LD_W_ABS, 0, 0, 0),
-        ins(JEQ_K, 3, 0, libc::SYS_clone3 as u32),
+        ins(JEQ_K, 4, 0, libc::SYS_clone3 as u32),
+        ins(JEQ_K, 3, 0, SYS_FORK),
         ins(JEQ_K, 0, 3, libc::SYS_clone as u32),
         ins(LD_W_ABS, 0, 0, 16),
         ins(JSET_K, 1, 0, libc::CLONE_THREAD as u32),
@@ -97,8 +103,8 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
             .unwrap();
         // The explicit wrapper reports the failure and leaves the thread's hooks balanced.
         let wrapper = forkprof::fork::fork();
-        let balanced = forkprof::fork::before_fork().is_ok()
-            && forkprof::fork::after_fork_parent().is_ok();
+        let balanced =
+            forkprof::fork::before_fork().is_ok() && forkprof::fork::after_fork_parent().is_ok();
         (errno, (wrapper, balanced))
     })
     .join()
@@ -106,7 +112,10 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
     recorded += 1;
     assert_eq!(raw_errno, Some(libc::EAGAIN));
     match wrapper.0 {
-        Err(forkprof::Error::Os { call: "fork", errno }) => assert_eq!(errno, libc::EAGAIN),
+        Err(forkprof::Error::Os {
+            call: "fork",
+            errno,
+        }) => assert_eq!(errno, libc::EAGAIN),
         other => panic!("fork wrapper on a blocked thread returned {other:?}"),
     }
     assert!(wrapper.1, "hooks unbalanced after a failed fork() wrapper");
@@ -152,8 +161,5 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
         total_value(&profiles_of(&profiles, SERVICE, std::process::id())),
         recorded as i64
     );
-    assert_eq!(
-        total_value(&profiles_of(&profiles, SERVICE, pid as u32)),
-        1
-    );
+    assert_eq!(total_value(&profiles_of(&profiles, SERVICE, pid as u32)), 1);
 }

@@ -116,7 +116,10 @@ fn forkprof_scenario() -> i32 {
         for _ in 0..200 {
             let code = fork_and_reap(|| {
                 let frames = [Frame::new("child_work", "musl.rs", 2)];
-                match p.record(&Sample::new(&frames, &[1])).and_then(|_| p.stop(Duration::from_secs(5))) {
+                match p
+                    .record(&Sample::new(&frames, &[1]))
+                    .and_then(|_| p.stop(Duration::from_secs(5)))
+                {
                     Ok(s) if s.samples_recorded == 1 => 0,
                     _ => 1,
                 }
@@ -133,7 +136,12 @@ fn forkprof_scenario() -> i32 {
 
 fn run_scenario(name: &str) -> i32 {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "scenario_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "scenario_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(MODE, name)
         .status()
         .expect("re-exec test binary");
@@ -163,5 +171,9 @@ fn naive_barrier_deadlocks_on_musl() {
 
 #[test]
 fn forkprof_survives_atfork_registration_during_forks() {
-    assert_eq!(run_scenario("forkprof"), 0, "forkprof's fork loop with concurrent pthread_atfork calls failed or hung");
+    assert_eq!(
+        run_scenario("forkprof"),
+        0,
+        "forkprof's fork loop with concurrent pthread_atfork calls failed or hung"
+    );
 }

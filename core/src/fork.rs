@@ -294,7 +294,9 @@ pub fn before_fork() -> Result<()> {
         return Err(Error::ForkOrder { reason: "before_fork called twice on this thread without after_fork_parent/after_fork_child in between" });
     }
     if !flag_set(&EXPLICIT) {
-        return Err(Error::ForkOrder { reason: "before_fork called from a thread that is exiting" });
+        return Err(Error::ForkOrder {
+            reason: "before_fork called from a thread that is exiting",
+        });
     }
     // With atfork handlers installed, libc's fork runs them and they do the locking: taking
     // the locks here as well would deadlock where libc holds its atfork lock across prepare

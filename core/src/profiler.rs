@@ -274,7 +274,9 @@ impl Profiler {
         {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
-                return Err(Error::NotRunning { reason: "already stopped or disabled" });
+                return Err(Error::NotRunning {
+                    reason: "already stopped or disabled",
+                });
             }
         }
         fork::remove_user();
