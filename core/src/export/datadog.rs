@@ -91,6 +91,15 @@ impl Datadog {
         Datadog::new(endpoint, Some(Secret(api_key.to_string())))
     }
 
+    /// To an intake, or a proxy in front of one, at `url` (`https://…`, or `http://…` for a
+    /// local proxy), authenticated by `api_key`, with the intake's path `/api/v2/profile`.
+    pub fn intake(url: &str, api_key: &str) -> Datadog {
+        Datadog::new(
+            Endpoint::parse(url, "endpoint"),
+            Some(Secret(api_key.to_string())),
+        )
+    }
+
     fn new(endpoint: Result<Endpoint>, api_key: Option<Secret>) -> Datadog {
         Datadog {
             endpoint,
