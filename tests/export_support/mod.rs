@@ -397,14 +397,14 @@ pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<Part> {
 
 /// Short timeouts and pauses so fault tests finish in well under a second per attempt.
 pub fn fast_http(max_retries: u32) -> HttpOptions {
-    let mut o = HttpOptions::default();
-    o.connect_timeout = Duration::from_millis(300);
-    o.request_timeout = Duration::from_millis(400);
-    o.max_retries = max_retries;
-    o.retry_budget = Duration::from_secs(10);
-    o.initial_backoff = Duration::from_millis(10);
-    o.max_backoff = Duration::from_millis(40);
-    o
+    HttpOptions {
+        connect_timeout: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(400),
+        max_retries,
+        retry_budget: Duration::from_secs(10),
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+    }
 }
 
 /// Records `n` samples of the one-frame stack `function`.
@@ -453,8 +453,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = find(b, b"\r\n") else { break };
+    while let Some(eol) = find(b, b"\r\n") {
         let size =
             usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
         if size == 0 {

@@ -116,6 +116,11 @@ impl<'a> Vars<'a> {
         DEFAULT_AGENT_URL.into()
     }
 
+    fn agentless_requested(&self) -> bool {
+        self.value(&["DD_PROFILING_AGENTLESS"])
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    }
+
     fn datadog(&self, agentless: bool) -> Result<Datadog> {
         let mut d = if agentless {
             let key = self
@@ -163,23 +168,18 @@ impl<'a> Vars<'a> {
             Some((_, k)) => k.to_ascii_lowercase(),
             None => {
                 let endpoint = self.value(&["FORKPROF_ENDPOINT"]);
-                if endpoint
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("pyroscope+"))
-                {
+                let pyroscope = match &endpoint {
+                    Some(e) => e.starts_with("pyroscope+"),
+                    None => {
+                        self.value(&["PYROSCOPE_SERVER_ADDRESS"]).is_some()
+                            && self
+                                .value(&["DD_TRACE_AGENT_URL", "DD_AGENT_HOST"])
+                                .is_none()
+                    }
+                };
+                if pyroscope {
                     "pyroscope".into()
-                } else if endpoint.is_none()
-                    && self.value(&["PYROSCOPE_SERVER_ADDRESS"]).is_some()
-                    && self
-                        .value(&["DD_TRACE_AGENT_URL", "DD_AGENT_HOST"])
-                        .is_none()
-                {
-                    "pyroscope".into()
-                } else if endpoint.is_none()
-                    && self.value(&["DD_PROFILING_AGENTLESS"]).is_some_and(|v| {
-                        matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")
-                    })
-                {
+                } else if endpoint.is_none() && self.agentless_requested() {
                     "datadog-agentless".into()
                 } else {
                     "datadog".into()
@@ -224,10 +224,7 @@ pub(crate) fn datadog_from_process_env() -> Result<Datadog> {
     let get = |n: &str| std::env::var(n).ok();
     let exists = |p: &Path| p.exists();
     let v = Vars::new(&get, &exists);
-    let agentless = v
-        .value(&["DD_PROFILING_AGENTLESS"])
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    v.datadog(agentless)
+    v.datadog(v.agentless_requested())
 }
 
 #[cfg(test)]
@@ -376,8 +373,10 @@ mod tests {
             assert!(err.to_string().contains(name), "{err}");
         }
         let t = dd(with(&[("FORKPROF_CONNECT_TIMEOUT_MS", "150")], false).unwrap());
-        let mut o = HttpOptions::default();
-        o.connect_timeout = Duration::from_millis(150);
+        let o = HttpOptions {
+            connect_timeout: Duration::from_millis(150),
+            ..HttpOptions::default()
+        };
         assert_eq!(t, Datadog::agent(DEFAULT_AGENT_URL).http_options(o));
     }
 }
