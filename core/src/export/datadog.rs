@@ -260,6 +260,7 @@ impl ExporterFactory for DatadogFactory {
             headers,
             max_request_bytes: s.max_request_bytes,
             seed,
+            api_key: s.api_key.clone(),
         }))
     }
 }
@@ -289,6 +290,8 @@ struct DatadogExporter {
     headers: Vec<(&'static str, ureq::http::HeaderValue)>,
     max_request_bytes: usize,
     seed: u64,
+    /// Kept only to scrub it from failure messages (a proxy could echo it in a body).
+    api_key: Option<Secret>,
 }
 
 impl DatadogExporter {
@@ -345,7 +348,7 @@ impl Exporter for DatadogExporter {
         if body.len() > self.max_request_bytes {
             return Err(too_large(body.len()));
         }
-        self.client.send(
+        let sent = self.client.send(
             &Request {
                 path: self.path.to_string(),
                 content_type,
@@ -353,7 +356,13 @@ impl Exporter for DatadogExporter {
                 body: &body,
             },
             deadline,
-        )
+        );
+        sent.map_err(|mut f| {
+            if let Some(k) = &self.api_key {
+                f.reason = f.reason.replace(&k.0, "<redacted>");
+            }
+            f
+        })
     }
 }
 
@@ -514,6 +523,80 @@ mod tests {
         assert_eq!(&id[14..15], "4");
         assert!("89ab".contains(&id[19..20]));
         assert_ne!(id, runtime_id(http::seed(1), http::seed(3)));
+    }
+
+    fn profile() -> EncodedProfile {
+        EncodedProfile {
+            bytes: vec![1, 2, 3],
+            compression: Compression::Zstd,
+            start: SystemTime::now(),
+            end: SystemTime::now(),
+            seq: 0,
+            pid: 1,
+            samples: 1,
+            flush_ticket: 0,
+        }
+    }
+
+    /// A one-shot server answering `status` with the request's own API key in the body.
+    fn echoing_server(status: u16) -> (u16, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Read until the end of the multipart body.
+            while !req.ends_with(b"--\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&req).into_owned();
+            let key = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("dd-api-key: ")
+                        .or(l.strip_prefix("DD-API-KEY: "))
+                })
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let body = format!("bad key {key}");
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            key
+        });
+        (port, t)
+    }
+
+    #[test]
+    fn failure_messages_never_hold_the_api_key() {
+        let key = "k3y-0f-the-test-5678";
+        let config = crate::Config::builder("svc")
+            .sample_type("s", "count")
+            .build()
+            .unwrap();
+        let (port, server) = echoing_server(403);
+        let f = DatadogFactory::new(Datadog::intake(&format!("http://127.0.0.1:{port}"), key));
+        let mut e = f
+            .create(&ExportContext {
+                config: &config,
+                pid: 1,
+            })
+            .unwrap();
+        let failure = e.export(&profile(), None).unwrap_err();
+        assert_eq!(server.join().unwrap(), key, "the key went in the header");
+        assert!(failure.reason.contains("403"), "{}", failure.reason);
+        assert!(failure.reason.contains("<redacted>"), "{}", failure.reason);
+        assert!(!failure.reason.contains(key), "{}", failure.reason);
+        assert!(!format!("{f:?}").contains(key));
     }
 
     #[test]

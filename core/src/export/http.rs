@@ -402,6 +402,42 @@ mod tests {
         }
     }
 
+    /// With `tls`, https really is TLS: a plain-text server fails the handshake. Without it,
+    /// https is refused at configuration time.
+    #[test]
+    fn https_goes_through_tls_or_is_refused() {
+        use std::io::Write;
+        let e = Endpoint::parse("https://127.0.0.1:1", "endpoint").unwrap();
+        if !cfg!(feature = "tls") {
+            let err = check_tls(&e).unwrap_err();
+            assert!(err.to_string().contains("`tls` feature"), "{err}");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        });
+        let e = Endpoint::parse(&format!("https://127.0.0.1:{port}"), "endpoint").unwrap();
+        let opts = HttpOptions {
+            max_retries: 0,
+            ..HttpOptions::default()
+        };
+        let cfg = ureq_config(&opts, "t");
+        let addrs = Arc::new(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+        let mut c = HttpClient::new(&e, addrs, opts, &cfg, 1);
+        let req = Request {
+            path: "/x".into(),
+            content_type: "text/plain".into(),
+            headers: vec![],
+            body: b"hi",
+        };
+        let failure = c.send(&req, None).unwrap_err();
+        assert!(!failure.too_large);
+        t.join().unwrap();
+    }
+
     #[test]
     fn secrets_do_not_show() {
         let s = Secret("abc123".into());
