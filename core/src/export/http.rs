@@ -1,6 +1,6 @@
 //! The HTTP upload shared by the Datadog and Pyroscope exporters: one ureq agent per exporter
 //! (so a forked child never shares its parent's connections), addresses from the
-//! [`AddressBook`](super::resolve::AddressBook) instead of DNS, timeouts on every step, and
+//! `AddressBook` (in `resolve.rs`) instead of DNS, timeouts on every step, and
 //! retries with exponential backoff and jitter inside a time budget and the stop deadline.
 
 use std::fmt;
