@@ -148,7 +148,7 @@ impl ExporterConfig {
     }
 
     /// The exporter the environment describes; see the precedence rules in
-    /// [`env`] (explicit builder > `FORKPROF_*` > `DD_*` / `PYROSCOPE_*` >
+    /// [`env`](mod@env) (explicit builder > `FORKPROF_*` > `DD_*` / `PYROSCOPE_*` >
     /// defaults). Reads the environment now, on this thread, and never again.
     pub fn from_env() -> Result<ExporterConfig> {
         env::from_process_env()
