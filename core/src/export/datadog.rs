@@ -599,6 +599,57 @@ mod tests {
         assert!(!format!("{f:?}").contains(key));
     }
 
+    /// The HTTP client connects to the addresses found at `create()`, never looking the name
+    /// up itself: `agent.invalid` cannot resolve through DNS, and the upload still arrives.
+    #[test]
+    fn uploads_use_the_addresses_resolved_at_create_and_never_look_up() {
+        use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+        static PORT: AtomicU16 = AtomicU16::new(0);
+        static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+        let (port, server) = echoing_server(200);
+        PORT.store(port, Ordering::SeqCst);
+        let config = crate::Config::builder("svc")
+            .sample_type("s", "count")
+            .build()
+            .unwrap();
+        let mut f = DatadogFactory::new(Datadog::agent(&format!("http://agent.invalid:{port}")));
+        f.book = AddressBook::new(|host, p| {
+            LOOKUPS.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(host, "agent.invalid");
+            Ok(vec![std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                PORT.load(Ordering::SeqCst).max(p),
+            ))])
+        });
+        let mut e = f
+            .create(&ExportContext {
+                config: &config,
+                pid: 7,
+            })
+            .unwrap();
+        assert_eq!(
+            LOOKUPS.load(Ordering::SeqCst),
+            1,
+            "looked up once, in create()"
+        );
+        let d = e.export(&profile(), None).unwrap();
+        assert!(d.bytes > 0);
+        server.join().unwrap();
+        assert_eq!(
+            LOOKUPS.load(Ordering::SeqCst),
+            1,
+            "no lookup while exporting"
+        );
+        // A child (another pid) builds its exporter without any lookup.
+        let _child = f
+            .create(&ExportContext {
+                config: &config,
+                pid: 8,
+            })
+            .unwrap();
+        assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn debug_hides_the_api_key() {
         let d = Datadog::agentless("datadoghq.eu", "sekrit-key-123");
