@@ -191,3 +191,23 @@ fn a_stuck_endpoint_makes_the_queue_drop_the_oldest_not_grow() {
     assert_eq!(s.profiles_written + s.profiles_failed, 0, "{s:?}");
     let _ = p.stop(Duration::from_millis(200));
 }
+
+#[test]
+fn a_unix_agent_whose_backlog_is_full_times_out_on_connect() {
+    use std::os::fd::AsRawFd;
+    let _w = Watchdog::new("unix backlog", Duration::from_secs(60));
+    let dir = TempDir::new("uds-backlog");
+    let path = dir.path().join("stuck.socket");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: listen(2) again on our listening socket only shrinks its backlog to the minimum.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the backlog: this one is queued, never accepted; the next connect would block.
+    let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let p = start(&format!("unix://{}", path.display()), fast_http(1), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_failed, s.uploads_retried), (1, 1), "{s:?}");
+    record(&p, "last", 1);
+    let t0 = Instant::now();
+    let _ = p.stop(Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}
