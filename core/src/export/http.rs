@@ -2,6 +2,14 @@
 //! (so a forked child never shares its parent's connections), addresses from the
 //! `AddressBook` (in `resolve.rs`) instead of DNS, timeouts on every step, and
 //! retries with exponential backoff and jitter inside a time budget and the stop deadline.
+//!
+//! Not used from ureq, on purpose: its proxy support (a proxy host would need a DNS lookup on
+//! the uploader thread), redirects (to hosts nobody resolved), its default resolver and its
+//! default connector chain. One thing ureq still does on the uploader thread is emit `log`
+//! records at debug and trace level; a host whose logger takes a lock (stderr, a file) and
+//! enables those levels for the `ureq` targets gets that lock taken on a profiler thread, so
+//! such hosts should filter `ureq*` out. ureq never logs header values it does not know to
+//! be harmless, and the API key header is also marked sensitive.
 
 use std::fmt;
 use std::io::Read;

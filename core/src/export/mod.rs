@@ -1,5 +1,30 @@
 //! Where finished profiles go. An [`Exporter`] runs on the uploader thread only, never under a
 //! profiler lock, so a slow or hung destination delays nothing but its own queue.
+//!
+//! Built in: files ([`ExporterConfig::File`]), the Datadog agent or intake ([`Datadog`]) and
+//! Pyroscope ([`Pyroscope`]), the last two over HTTP with timeouts, bounded retries and
+//! addresses resolved when the profiler starts, never on a profiler thread.
+//!
+//! ```no_run
+//! use forkprof_core::export::{Datadog, ExporterConfig, HttpOptions};
+//! use forkprof_core::Config;
+//! use std::time::Duration;
+//!
+//! // The environment first (DD_*, FORKPROF_*), then explicit settings, which win.
+//! let exporter: ExporterConfig = Datadog::from_env()?
+//!     .env("prod")
+//!     .family("ruby")
+//!     .http_options(HttpOptions { request_timeout: Duration::from_secs(5), ..Default::default() })
+//!     .into();
+//! let config = Config::builder("checkout")
+//!     .sample_type("wall-time", "nanoseconds")
+//!     .exporter(exporter)
+//!     .build()?;
+//! // Or: ExporterConfig::datadog_agent("unix:///var/run/datadog/apm.socket"),
+//! //     ExporterConfig::pyroscope("http://pyroscope:4040", "checkout"),
+//! //     ExporterConfig::from_env()?.
+//! # Ok::<(), forkprof_core::Error>(())
+//! ```
 
 pub mod datadog;
 pub mod env;
