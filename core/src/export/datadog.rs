@@ -47,6 +47,7 @@ pub struct Datadog {
     family: String,
     http: HttpOptions,
     max_request_bytes: usize,
+    lookup: super::resolve::LookupFn,
 }
 
 impl fmt::Debug for Datadog {
@@ -111,6 +112,7 @@ impl Datadog {
             family: "native".into(),
             http: HttpOptions::default(),
             max_request_bytes: DATADOG_MAX_REQUEST_BYTES,
+            lookup: super::resolve::LookupFn(super::resolve::system_lookup),
         }
     }
 
@@ -139,6 +141,16 @@ impl Datadog {
     }
     pub fn http_options(mut self, http: HttpOptions) -> Self {
         self.http = http;
+        self
+    }
+    /// Replaces the host-name lookup `start()` performs (tests inject a slow or failing one
+    /// to show that forks never wait for it). It still runs only on the starting thread.
+    #[doc(hidden)]
+    pub fn lookup_with(
+        mut self,
+        lookup: fn(&str, u16) -> std::io::Result<Vec<std::net::SocketAddr>>,
+    ) -> Self {
+        self.lookup = super::resolve::LookupFn(lookup);
         self
     }
     /// Lowers the size limit (for tests and for proxies with a smaller one).
@@ -172,7 +184,7 @@ impl DatadogFactory {
     fn new(settings: Datadog) -> DatadogFactory {
         DatadogFactory {
             ureq: http::ureq_config(&settings.http, USER_AGENT),
-            book: AddressBook::new(super::resolve::system_lookup),
+            book: AddressBook::new(settings.lookup.0),
             settings,
         }
     }

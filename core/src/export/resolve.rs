@@ -150,6 +150,18 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
 /// How a host name becomes addresses: the system resolver in production, a stub in tests.
 pub(crate) type Lookup = fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
 
+/// A [`Lookup`] that settings can hold and compare.
+#[derive(Clone, Copy)]
+pub(crate) struct LookupFn(pub Lookup);
+
+impl PartialEq for LookupFn {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for LookupFn {}
+
 pub(crate) fn system_lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.collect())
 }
