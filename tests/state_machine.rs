@@ -22,6 +22,8 @@
 
 #[path = "state_machine/endpoint.rs"]
 mod endpoint;
+#[path = "state_machine/regressions.rs"]
+mod regressions;
 #[path = "state_machine/samples.rs"]
 mod samples;
 mod support;
