@@ -167,10 +167,13 @@ pub(crate) fn run(s: Arc<Session>) {
             let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid));
             period_start = Instant::now();
             ids.slots.clear();
+            let new_flush = flush != flush_seen;
             flush_seen = flush;
             let profile = if finished.is_empty() {
-                // Nothing to write; still tell flush waiters, in queue order.
-                (flush > 0).then(|| EncodedProfile {
+                // Nothing to write; still tell flush waiters, in queue order. Only for a flush
+                // requested since the last profile: a placeholder on every empty rotation
+                // would, behind a slow exporter, push real profiles out of the bounded queue.
+                new_flush.then(|| EncodedProfile {
                     bytes: Vec::new(),
                     compression,
                     start: finished.start,

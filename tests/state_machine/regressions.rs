@@ -80,3 +80,51 @@ fn a_child_numbers_its_profiles_from_zero() {
         .collect();
     assert_eq!(child, [&format!("regress-{pid}-0.pprof.gz")], "{names:?}");
 }
+
+/// Once any flush had been requested, every empty period rotation queued a placeholder
+/// profile. Behind a hung endpoint those placeholders filled the export queue and pushed out
+/// the real profiles waiting there (counted dropped, samples lost), and a later `flush_sync`
+/// could be answered by a placeholder for a profile that had been dropped.
+#[test]
+fn empty_rotations_do_not_push_real_profiles_out_of_the_queue() {
+    use super::endpoint::{Endpoint, Mode, Outcome};
+    use forkprof::ExporterConfig;
+    let _w = Watchdog::new("empty_rotations_do_not_push", Duration::from_secs(60));
+    let dir = TempDir::new("regress-placeholder");
+    let ep = Endpoint::new(dir.path(), "regress");
+    let period = Duration::from_millis(5);
+    let cfg = Config::builder("regress")
+        .sample_type("samples", "count")
+        .period(period)
+        .max_pending_profiles(4)
+        .exporter(ExporterConfig::Custom(ep.factory(Compression::Gzip)))
+        .build()
+        .unwrap();
+    let p = Profiler::start(cfg).unwrap();
+    let frames = [Frame::new("before_the_hang", "a.rs", 1)];
+    p.record(&Sample::new(&frames, &[1])).unwrap();
+    p.flush_sync(Duration::from_secs(10)).unwrap();
+    ep.set_mode(Mode::Hung);
+    let stuck = [Frame::new("stuck", "a.rs", 2)];
+    p.record(&Sample::new(&stuck, &[1])).unwrap();
+    super::wait_until("an export hangs", Duration::from_secs(10), || {
+        ep.hung() == 1
+    })
+    .unwrap();
+    let queued = [Frame::new("queued", "a.rs", 3)];
+    p.record(&Sample::new(&queued, &[1])).unwrap();
+    // Let many empty periods pass while the export hangs: nothing new is recorded, so
+    // nothing may be pushed out of the queue.
+    std::thread::sleep(period * 60);
+    ep.set_mode(Mode::Down);
+    let stats = p.stop(Duration::from_secs(10)).unwrap();
+    assert_eq!(stats.profiles_dropped, 0, "{stats:?}");
+    let failed: Vec<_> = ep
+        .entries()
+        .into_iter()
+        .filter(|e| !matches!(e.outcome, Outcome::Delivered(_)))
+        .flat_map(|e| e.totals.into_keys())
+        .collect();
+    assert!(failed.iter().any(|k| k.contains("|stuck|")), "{failed:?}");
+    assert!(failed.iter().any(|k| k.contains("|queued|")), "{failed:?}");
+}
