@@ -128,6 +128,8 @@ pub enum Op {
         seed: u32,
         wrapper: bool,
     },
+    /// Wait, without flushing, until period rotation has exported everything recorded.
+    AwaitRotation,
     /// Stop, then start again with the same configuration but this child policy.
     ChangePolicy(ChildPolicy),
     Stop,
@@ -270,7 +272,7 @@ fn start_cfg() -> impl Strategy<Value = StartCfg> {
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![2 => Just(Mode::Up), 1 => Just(Mode::Down), 1 => Just(Mode::Hung)]
+    prop_oneof![3 => Just(Mode::Up), 2 => Just(Mode::Down), 2 => Just(Mode::Hung)]
 }
 
 impl ReferenceStateMachine for Reference {
@@ -298,7 +300,8 @@ impl ReferenceStateMachine for Reference {
 
     fn transitions(state: &Model) -> BoxedStrategy<Op> {
         let record = (
-            1..=40usize,
+            // Now and then a burst big enough to overflow a small buffer (drops are counted).
+            prop_oneof![12 => 1..=40usize, 1 => 200..=2000usize],
             any::<u32>(),
             prop_oneof![
                 3 => Just(Recorder::Caller),
@@ -310,7 +313,25 @@ impl ReferenceStateMachine for Reference {
         let fork = (1..=30usize, any::<u32>(), any::<bool>())
             .prop_map(|(n, seed, wrapper)| Op::Fork { n, seed, wrapper });
         let policy = prop_oneof![Just(ChildPolicy::Restart), Just(ChildPolicy::Disable)];
-        if state.running {
+        let rotating = state.running
+            && state.mode != Mode::Hung
+            && state
+                .session
+                .as_ref()
+                .is_some_and(|x| x.cfg.period_ms.is_some());
+        if rotating {
+            prop_oneof![
+                8 => record,
+                2 => Just(Op::AwaitRotation),
+                2 => Just(Op::FlushSync),
+                1 => Just(Op::Flush),
+                2 => fork,
+                1 => policy.prop_map(Op::ChangePolicy),
+                2 => Just(Op::Stop),
+                3 => mode().prop_map(Op::Endpoint),
+            ]
+            .boxed()
+        } else if state.running {
             prop_oneof![
                 8 => record,
                 2 => Just(Op::FlushSync),
@@ -338,6 +359,14 @@ impl ReferenceStateMachine for Reference {
         match op {
             Op::Start(_) => !state.running,
             Op::ChangePolicy(_) => state.running,
+            Op::AwaitRotation => {
+                state.running
+                    && state.mode != Mode::Hung
+                    && state
+                        .session
+                        .as_ref()
+                        .is_some_and(|x| x.cfg.period_ms.is_some())
+            }
             _ => true,
         }
     }
@@ -425,6 +454,10 @@ impl ReferenceStateMachine for Reference {
                     cfg,
                     ignored_before: s.ignored,
                 });
+            }
+            Op::AwaitRotation => {
+                s.close_profile();
+                s.settled = true;
             }
             Op::ChangePolicy(policy) => {
                 s.stop();
@@ -597,6 +630,8 @@ impl Sut {
         };
         if model.running {
             let after = p.stats();
+            coverage::bump(2, after.samples_recorded - self.accepted);
+            coverage::bump(3, drops.count);
             self.accepted = after.samples_recorded;
             let into = if model.mode == Mode::Up {
                 &mut self.dropped_delivered
@@ -621,6 +656,10 @@ impl Sut {
         };
         let r = p.flush_sync(limit);
         assert_eq!(kind_of(&r), model.expect, "flush_sync: {r:?}");
+        coverage::bump(
+            4,
+            r.is_err() as u64 * (model.expect == Expect::Timeout) as u64,
+        );
     }
 
     fn stop(&mut self, model: &Model) {
@@ -635,6 +674,7 @@ impl Sut {
         };
         let r = p.stop(limit);
         assert_eq!(kind_of(&r), model.expect, "stop: {r:?}");
+        coverage::bump(5, (model.expect == Expect::Timeout) as u64);
         if let Ok(stats) = &r {
             assert_eq!(stats.pid, std::process::id());
             assert_eq!(
@@ -662,11 +702,18 @@ impl Sut {
         )
         .unwrap();
         self.ep.set_mode(to);
+        coverage::bump(6, 1);
+    }
+
+    fn check_exported(&self, model: &Model) {
+        if let Err(e) = self.exported_matches(model) {
+            panic!("{e}");
+        }
     }
 
     /// The store of this process against the model: per key and value column, what was
     /// delivered and what the endpoint refused, plus the dropped samples, is what was recorded.
-    fn check_exported(&self, model: &Model) {
+    fn exported_matches(&self, model: &Model) -> Result<(), String> {
         let me = std::process::id();
         let entries = self.ep.entries();
         let (mut delivered, mut tl_delivered) = totals_of(&entries, true, me);
@@ -680,31 +727,35 @@ impl Sut {
             for (got, want) in [(&delivered, &model.delivered), (&failed, &model.failed)] {
                 for (k, v) in got {
                     let w = want.get(k).copied().unwrap_or([0; 3]);
-                    assert!(
-                        v.iter().zip(w).all(|(a, b)| *a <= b),
-                        "{k}: exported {v:?} but only {w:?} recorded"
-                    );
+                    if !v.iter().zip(w).all(|(a, b)| *a <= b) {
+                        return Err(format!("{k}: exported {v:?} but only {w:?} recorded"));
+                    }
                 }
             }
-            return;
+            return Ok(());
         }
         let d = samples::diff(&model.delivered, &delivered);
-        assert!(
-            d.is_empty(),
-            "delivered profiles differ from the model:\n{}",
-            d.join("\n")
-        );
+        if !d.is_empty() {
+            return Err(format!(
+                "delivered profiles differ from the model:\n{}",
+                d.join("\n")
+            ));
+        }
         let f = samples::diff(&model.failed, &failed);
-        assert!(
-            f.is_empty(),
-            "failed exports differ from the model:\n{}",
-            f.join("\n")
-        );
-        assert_eq!(
-            (tl_delivered, tl_failed),
-            (model.timeline_delivered, model.timeline_failed),
-            "timestamped samples (delivered, failed)"
-        );
+        if !f.is_empty() {
+            return Err(format!(
+                "failed exports differ from the model:\n{}",
+                f.join("\n")
+            ));
+        }
+        if (tl_delivered, tl_failed) != (model.timeline_delivered, model.timeline_failed) {
+            return Err(format!(
+                "timestamped samples (delivered, failed): got {:?}, expected {:?}",
+                (tl_delivered, tl_failed),
+                (model.timeline_delivered, model.timeline_failed)
+            ));
+        }
+        Ok(())
     }
 
     fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool) {
@@ -769,6 +820,15 @@ impl Sut {
             d.join("\n")
         );
         self.children.push((pid as u32, expected));
+        coverage::bump(
+            match plan.kind {
+                ChildKind::Inherited => 7,
+                ChildKind::Disabled => 8,
+                ChildKind::Fresh { .. } => 9,
+            },
+            1,
+        );
+        coverage::bump(10, wrapper as u64);
     }
 }
 
@@ -1010,6 +1070,44 @@ mod child {
     }
 }
 
+/// What the run exercised, printed after the last case (so a report can quote it and a
+/// change that silently stops covering something shows up).
+mod coverage {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub const NAMES: [&str; 15] = [
+        "cases",
+        "ops",
+        "samples recorded",
+        "samples dropped",
+        "flush_sync timed out (hung)",
+        "stop timed out (hung)",
+        "endpoint switches",
+        "forks: child restarted parent's profiler",
+        "forks: child disabled",
+        "forks: child started its own",
+        "forks through forkprof::fork::fork",
+        "profiles delivered",
+        "profiles failed / hung",
+        "go tool pprof checks",
+        "rotations awaited",
+    ];
+    static COUNTS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+
+    pub fn bump(i: usize, by: u64) {
+        COUNTS[i].fetch_add(by, Ordering::Relaxed);
+    }
+
+    pub fn summary() -> String {
+        NAMES
+            .iter()
+            .zip(&COUNTS)
+            .map(|(n, c)| format!("{n}: {}", c.load(Ordering::Relaxed)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 fn go_checks_left() -> bool {
     static LEFT: AtomicU32 = AtomicU32::new(4);
     LEFT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
@@ -1029,6 +1127,7 @@ impl StateMachineTest for ProfilerTest {
 
     fn apply(mut sut: Sut, model: &Model, op: Op) -> Sut {
         let started = Instant::now();
+        coverage::bump(1, 1);
         match &op {
             Op::Start(cfg) => sut.start(cfg),
             Op::Record { n, seed, on } => sut.record(model, *n, *seed, on),
@@ -1046,6 +1145,22 @@ impl StateMachineTest for ProfilerTest {
             }
             Op::Stop => sut.stop(model),
             Op::Endpoint(m) => sut.endpoint(model, *m),
+            Op::AwaitRotation => {
+                let mut last = String::new();
+                let r = wait_until("period rotation exports everything", GENEROUS, || match sut
+                    .exported_matches(model)
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        last = e;
+                        false
+                    }
+                });
+                if let Err(e) = r {
+                    panic!("{e}: {last}");
+                }
+                coverage::bump(14, 1);
+            }
         }
         let took = started.elapsed();
         assert!(took < OP_BOUND, "{op:?} took {took:?}: something blocked");
@@ -1152,7 +1267,18 @@ impl StateMachineTest for ProfilerTest {
         {
             if go_checks_left() {
                 support::go_pprof_check(path, &[]);
+                coverage::bump(13, 1);
             }
+        }
+        let delivered = entries
+            .iter()
+            .filter(|e| matches!(e.outcome, Outcome::Delivered(_)))
+            .count() as u64;
+        coverage::bump(11, delivered);
+        coverage::bump(12, entries.len() as u64 - delivered);
+        coverage::bump(0, 1);
+        if coverage::summary().starts_with(&format!("cases: {},", cases())) {
+            eprintln!("state machine coverage: {}", coverage::summary());
         }
     }
 }
