@@ -157,6 +157,10 @@ pub(crate) fn run(s: Arc<Session>) {
     loop {
         s.wake_pending.store(false, Ordering::Release);
         let stopping = s.stopping.load(Ordering::Acquire);
+        if stopping {
+            // This is the last drain: records that come after it must not be counted stored.
+            s.buffer.close();
+        }
         let flush = s.flush_requested.load(Ordering::Acquire);
         set_activity(&s.collector_activity, Activity::Draining);
         s.buffer.drain(&mut spare, |bytes| {

@@ -128,3 +128,68 @@ fn empty_rotations_do_not_push_real_profiles_out_of_the_queue() {
     assert!(failed.iter().any(|k| k.contains("|stuck|")), "{failed:?}");
     assert!(failed.iter().any(|k| k.contains("|queued|")), "{failed:?}");
 }
+
+/// `record()` racing `stop()` from other threads: every sample the counters call recorded
+/// must be in the last profile; the rest must be counted ignored (none lost in between).
+#[test]
+fn records_racing_stop_are_exported_or_ignored() {
+    use super::endpoint::Endpoint;
+    use forkprof::ExporterConfig;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let _w = Watchdog::new("records_racing_stop", Duration::from_secs(120));
+    let dir = TempDir::new("regress-race-stop");
+    let ep = Endpoint::new(dir.path(), "regress");
+    let frames = [Frame::new("racing", "r.rs", 1)];
+    let rounds = std::env::var("FORKPROF_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut lost_total = 0;
+    for round in 0..rounds {
+        let cfg = Config::builder("regress")
+            .sample_type("samples", "count")
+            .buffer_capacity(64 << 10)
+            .exporter(ExporterConfig::Custom(ep.factory(Compression::None)))
+            .build()
+            .unwrap();
+        let p = Profiler::start(cfg).unwrap();
+        let go = AtomicBool::new(true);
+        let attempted = AtomicU64::new(0);
+        let stats = std::thread::scope(|sc| {
+            for _ in 0..2 {
+                sc.spawn(|| {
+                    while go.load(Ordering::Relaxed) {
+                        p.record(&Sample::new(&frames, &[1])).unwrap();
+                        attempted.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while attempted.load(Ordering::Relaxed) < 1000 {
+                std::hint::spin_loop();
+            }
+            let stats = p.stop(Duration::from_secs(10)).unwrap();
+            go.store(false, Ordering::Relaxed);
+            stats
+        });
+        let after = p.stats();
+        let exported: i64 = ep
+            .entries()
+            .iter()
+            .filter(|e| e.pid == std::process::id())
+            .flat_map(|e| e.totals.values().map(|v| v[0]).collect::<Vec<_>>())
+            .sum();
+        let _ = std::fs::remove_dir_all(dir.path());
+        let _ = std::fs::create_dir_all(dir.path());
+        ep.store().entries.lock().unwrap().clear();
+        assert_eq!(
+            after.samples_recorded + after.samples_dropped + after.samples_ignored,
+            attempted.load(Ordering::Relaxed),
+            "round {round}: every record() counted once: {after:?}"
+        );
+        let lost = after.samples_recorded as i64 - exported;
+        assert!(lost >= 0, "round {round}: exported more than recorded");
+        lost_total += lost;
+        let _ = stats;
+    }
+    assert_eq!(lost_total, 0, "samples counted recorded but never exported");
+}
