@@ -127,7 +127,12 @@ pub enum Op {
         n: usize,
         seed: u32,
         wrapper: bool,
+        /// Two other threads keep recording while the fork happens.
+        busy: bool,
     },
+    /// Stop while two other threads keep recording (some samples land before the last
+    /// drain, the rest are ignored; none may be counted and lost).
+    StopWhileRecording,
     /// Wait, without flushing, until period rotation has exported everything recorded.
     AwaitRotation,
     /// Stop, then start again with the same configuration but this child policy.
@@ -310,8 +315,14 @@ impl ReferenceStateMachine for Reference {
             ],
         )
             .prop_map(|(n, seed, on)| Op::Record { n, seed, on });
-        let fork = (1..=30usize, any::<u32>(), any::<bool>())
-            .prop_map(|(n, seed, wrapper)| Op::Fork { n, seed, wrapper });
+        let fork = (1..=30usize, any::<u32>(), any::<bool>(), any::<bool>()).prop_map(
+            |(n, seed, wrapper, busy)| Op::Fork {
+                n,
+                seed,
+                wrapper,
+                busy,
+            },
+        );
         let policy = prop_oneof![Just(ChildPolicy::Restart), Just(ChildPolicy::Disable)];
         let rotating = state.running
             && state.mode != Mode::Hung
@@ -328,6 +339,7 @@ impl ReferenceStateMachine for Reference {
                 2 => fork,
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
+                1 => Just(Op::StopWhileRecording),
                 3 => mode().prop_map(Op::Endpoint),
             ]
             .boxed()
@@ -339,6 +351,7 @@ impl ReferenceStateMachine for Reference {
                 2 => fork,
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
+                1 => Just(Op::StopWhileRecording),
                 3 => mode().prop_map(Op::Endpoint),
             ]
             .boxed()
@@ -359,6 +372,7 @@ impl ReferenceStateMachine for Reference {
         match op {
             Op::Start(_) => !state.running,
             Op::ChangePolicy(_) => state.running,
+            Op::StopWhileRecording => state.running && state.mode != Mode::Hung,
             Op::AwaitRotation => {
                 state.running
                     && state.mode != Mode::Hung
@@ -434,7 +448,16 @@ impl ReferenceStateMachine for Reference {
                     sess.exact = false;
                 }
             }
-            Op::Fork { .. } => {
+            Op::Fork { busy, .. } => {
+                if *busy && s.running {
+                    // The busy threads' samples are the parent's (counted by the test).
+                    let hung = s.mode == Mode::Hung;
+                    if let Some(sess) = s.session.as_mut() {
+                        sess.pending = true;
+                        sess.hung_pending |= hung;
+                    }
+                    s.settled = false;
+                }
                 let kind = match (&s.session, s.running) {
                     (Some(sess), true) if sess.cfg.policy == ChildPolicy::Restart => {
                         ChildKind::Inherited
@@ -467,6 +490,13 @@ impl ReferenceStateMachine for Reference {
                 s.start(cfg);
                 s.expect = stop_expect;
                 s.settled = false;
+            }
+            Op::StopWhileRecording => {
+                if let Some(sess) = s.session.as_mut() {
+                    sess.pending = true;
+                }
+                s.stop();
+                s.settled = s.expect == Expect::Ok;
             }
             Op::Stop => {
                 s.stop();
@@ -505,6 +535,11 @@ pub struct Sut {
     unattributed: u64,
     /// Children forked, with the totals their delivered profiles must hold.
     children: Vec<(u32, Totals)>,
+    /// Samples of the background recorders (an unpredictable number, counted from the
+    /// counters), by the way they must go, and those ignored (after stop).
+    extra_delivered: Totals,
+    extra_failed: Totals,
+    extra_ignored: u64,
 }
 
 impl Drop for Sut {
@@ -576,6 +611,9 @@ impl Sut {
             dropped_failed: Drops::default(),
             unattributed: 0,
             children: Vec::new(),
+            extra_delivered: Totals::new(),
+            extra_failed: Totals::new(),
+            extra_ignored: 0,
         }
     }
 
@@ -583,6 +621,7 @@ impl Sut {
         let p = Profiler::start(cfg.build(&self.ep)).expect("start");
         self.profiler = Some(p);
         self.accepted = 0;
+        self.extra_ignored = 0;
     }
 
     fn record(&mut self, model: &Model, n: usize, seed: u32, on: &Recorder) {
@@ -722,6 +761,15 @@ impl Sut {
         samples::merge(&mut failed, &self.dropped_failed.totals);
         tl_delivered += self.dropped_delivered.timeline;
         tl_failed += self.dropped_failed.timeline;
+        let mut want_delivered = model.delivered.clone();
+        let mut want_failed = model.failed.clone();
+        samples::merge(&mut want_delivered, &self.extra_delivered);
+        samples::merge(&mut want_failed, &self.extra_failed);
+        let model = Model {
+            delivered: want_delivered,
+            failed: want_failed,
+            ..model.clone()
+        };
         if self.unattributed > 0 {
             // Concurrent drops: only "nothing exported that was not recorded" can be checked.
             for (got, want) in [(&delivered, &model.delivered), (&failed, &model.failed)] {
@@ -758,44 +806,83 @@ impl Sut {
         Ok(())
     }
 
-    fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool) {
+    /// Runs `f` while two threads record the `race` stack in a loop; then books what they
+    /// recorded (by the counters) as the model's mode says, and what was ignored.
+    fn while_recording<T>(&mut self, model: &Model, f: impl FnOnce(&Sut) -> T) -> T {
+        let Some(p) = self.profiler.clone() else {
+            return f(self);
+        };
+        let types = model.session.as_ref().expect("a handle").cfg.types;
+        let before = p.stats();
+        let go = std::sync::atomic::AtomicBool::new(true);
+        let frames = [
+            forkprof::Frame::new("race", "race.rs", 1),
+            forkprof::Frame::new("main", "race.rs", 2),
+        ];
+        let values = [1i64; 3];
+        let out = std::thread::scope(|sc| {
+            for _ in 0..2 {
+                sc.spawn(|| {
+                    while go.load(Ordering::Relaxed) {
+                        p.record(&forkprof::Sample::new(&frames, &values[..types]))
+                            .expect("record");
+                    }
+                });
+            }
+            // Let them get going: some samples in (or ignored, when stopped).
+            wait_until("background recorders started", GENEROUS, || {
+                let s = p.stats();
+                s.samples_recorded + s.samples_ignored
+                    >= before.samples_recorded + before.samples_ignored + 50
+            })
+            .unwrap();
+            let out = f(self);
+            go.store(false, Ordering::Relaxed);
+            out
+        });
+        let after = p.stats();
+        let recorded = after.samples_recorded - before.samples_recorded;
+        let into = if model.mode == Mode::Up {
+            &mut self.extra_delivered
+        } else {
+            &mut self.extra_failed
+        };
+        let mut v = [0i64; 3];
+        v[..types].fill(recorded as i64);
+        samples::add(into, format!("t{types}|race;main|"), &v);
+        self.accepted += recorded;
+        self.extra_ignored += after.samples_ignored - before.samples_ignored;
+        out
+    }
+
+    fn stop_while_recording(&mut self, model: &Model) {
+        let stats = self.while_recording(model, |sut| {
+            sut.profiler
+                .as_ref()
+                .expect("running")
+                .stop(GENEROUS)
+                .expect("stop while others record")
+        });
+        let after = self.profiler.as_ref().expect("handle").stats();
+        assert_eq!(
+            stats.samples_recorded, after.samples_recorded,
+            "no sample may be counted recorded after stop returned: {stats:?} then {after:?}"
+        );
+        assert_eq!(stats.samples_recorded, self.accepted);
+        coverage::bump(16, 1);
+    }
+
+    fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool, busy: bool) {
         let plan = model.child.clone().expect("the model plans the child");
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: `fds` has room for the two descriptors.
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
-        let pid = if wrapper {
-            forkprof::fork::fork().expect("forkprof::fork::fork")
+        let do_fork = |sut: &Sut| fork_and_run_child(sut, &plan, n, seed, fds, wrapper);
+        let pid = if busy {
+            self.while_recording(model, do_fork)
         } else {
-            // SAFETY: the child only runs `child::main` and `_exit`s.
-            unsafe { libc::fork() }
+            do_fork(self)
         };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: closing our copy of the read end.
-            unsafe { libc::close(fds[0]) };
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                child::main(self, &plan, n, seed)
-            }));
-            let (code, msg) = match result {
-                Ok(Ok(report)) => (0, report),
-                Ok(Err(e)) => (1, e),
-                Err(_) => (2, "the child panicked".to_string()),
-            };
-            let bytes = msg.as_bytes();
-            let mut off = 0;
-            while off < bytes.len() {
-                // SAFETY: writing from a live buffer to our pipe.
-                let w =
-                    unsafe { libc::write(fds[1], bytes[off..].as_ptr().cast(), bytes.len() - off) };
-                if w <= 0 {
-                    break;
-                }
-                off += w as usize;
-            }
-            // SAFETY: ends the child without running the parent's atexit handlers or
-            // destructors (which belong to the parent).
-            unsafe { libc::_exit(code) };
-        }
         // SAFETY: closing our copy of the write end, so EOF arrives when the child exits.
         unsafe { libc::close(fds[1]) };
         let report = child::read_report(fds[0], OP_BOUND);
@@ -829,7 +916,54 @@ impl Sut {
             1,
         );
         coverage::bump(10, wrapper as u64);
+        coverage::bump(15, busy as u64);
     }
+}
+
+/// Forks; the child runs `child::main`, writes its report into the pipe and `_exit`s right
+/// there (it never returns: the caller's stack may hold scoped threads that do not exist in
+/// the child). Returns the child's pid in the parent.
+fn fork_and_run_child(
+    sut: &Sut,
+    plan: &ChildPlan,
+    n: usize,
+    seed: u32,
+    fds: [libc::c_int; 2],
+    wrapper: bool,
+) -> libc::pid_t {
+    let pid = if wrapper {
+        forkprof::fork::fork().expect("forkprof::fork::fork")
+    } else {
+        // SAFETY: the child only runs `child::main` and `_exit`s.
+        unsafe { libc::fork() }
+    };
+    assert!(pid >= 0, "fork failed");
+    if pid != 0 {
+        return pid;
+    }
+    // SAFETY: closing our copy of the read end.
+    unsafe { libc::close(fds[0]) };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        child::main(sut, plan, n, seed)
+    }));
+    let (code, msg) = match result {
+        Ok(Ok(report)) => (0, report),
+        Ok(Err(e)) => (1, e),
+        Err(_) => (2, "the child panicked".to_string()),
+    };
+    let bytes = msg.as_bytes();
+    let mut off = 0;
+    while off < bytes.len() {
+        // SAFETY: writing from a live buffer to our pipe.
+        let w = unsafe { libc::write(fds[1], bytes[off..].as_ptr().cast(), bytes.len() - off) };
+        if w <= 0 {
+            break;
+        }
+        off += w as usize;
+    }
+    // SAFETY: ends the child without running the parent's atexit handlers or destructors
+    // (which belong to the parent).
+    unsafe { libc::_exit(code) }
 }
 
 /// What a forked child does; it reports through a pipe and its exit status, never panics
@@ -851,9 +985,15 @@ mod child {
             ChildKind::Inherited => sut.profiler.clone().ok_or_else(|| err("no handle"))?,
             ChildKind::Disabled => {
                 let p = sut.profiler.as_ref().ok_or_else(|| err("no handle"))?;
+                let inherited = p.stats().samples_ignored;
+                if inherited != plan.ignored_before + sut.extra_ignored {
+                    return Err(err(&format!(
+                        "the handle's ignored count carries over into the child: {inherited}"
+                    )));
+                }
                 samples::record_all(p, &specs, cfg.types, cfg.max_depth)?;
                 let s = p.stats();
-                if p.is_running() || s.samples_ignored != plan.ignored_before + n as u64 {
+                if p.is_running() || s.samples_ignored != inherited + n as u64 {
                     return Err(err(&format!("Disable: must ignore every sample: {s:?}")));
                 }
                 if s.samples_recorded != 0 || s.pid != me {
@@ -867,9 +1007,11 @@ mod child {
             ChildKind::Fresh { stopped_handle } => {
                 if stopped_handle {
                     let p = sut.profiler.as_ref().ok_or_else(|| err("no handle"))?;
+                    // (Background recorders in the parent add an unknown number before.)
+                    let inherited = p.stats().samples_ignored;
                     samples::record_all(p, &specs, cfg.types, cfg.max_depth)?;
                     let s = p.stats();
-                    if p.is_running() || s.samples_ignored != plan.ignored_before + n as u64 {
+                    if p.is_running() || s.samples_ignored != inherited + n as u64 {
                         return Err(err(&format!("stopped handle must ignore: {s:?}")));
                     }
                 }
@@ -1075,7 +1217,7 @@ mod child {
 mod coverage {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    pub const NAMES: [&str; 15] = [
+    pub const NAMES: [&str; 17] = [
         "cases",
         "ops",
         "samples recorded",
@@ -1091,8 +1233,10 @@ mod coverage {
         "profiles failed / hung",
         "go tool pprof checks",
         "rotations awaited",
+        "forks while other threads record",
+        "stops while other threads record",
     ];
-    static COUNTS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+    static COUNTS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
 
     pub fn bump(i: usize, by: u64) {
         COUNTS[i].fetch_add(by, Ordering::Relaxed);
@@ -1137,7 +1281,13 @@ impl StateMachineTest for ProfilerTest {
                     assert_eq!(kind_of(&p.flush()), model.expect, "flush");
                 }
             }
-            Op::Fork { n, seed, wrapper } => sut.fork(model, *n, *seed, *wrapper),
+            Op::Fork {
+                n,
+                seed,
+                wrapper,
+                busy,
+            } => sut.fork(model, *n, *seed, *wrapper, *busy),
+            Op::StopWhileRecording => sut.stop_while_recording(model),
             Op::ChangePolicy(_) => {
                 sut.stop(model);
                 let cfg = model.session.as_ref().expect("restarted").cfg.clone();
@@ -1172,7 +1322,11 @@ impl StateMachineTest for ProfilerTest {
         if let Some(p) = &sut.profiler {
             let s = p.stats();
             assert_eq!(s.pid, me);
-            assert_eq!(s.samples_ignored, model.ignored, "ignored samples: {s:?}");
+            assert_eq!(
+                s.samples_ignored,
+                model.ignored + sut.extra_ignored,
+                "ignored samples: {s:?}"
+            );
             if model.running {
                 assert_eq!(s.samples_recorded, sut.accepted, "recorded samples: {s:?}");
             }
