@@ -129,6 +129,8 @@ pub enum Op {
         wrapper: bool,
         /// Two other threads keep recording while the fork happens.
         busy: bool,
+        /// The child forks a grandchild halfway through, which checks itself the same way.
+        nested: bool,
     },
     /// Stop while two other threads keep recording (some samples land before the last
     /// drain, the rest are ignored; none may be counted and lost).
@@ -315,14 +317,20 @@ impl ReferenceStateMachine for Reference {
             ],
         )
             .prop_map(|(n, seed, on)| Op::Record { n, seed, on });
-        let fork = (1..=30usize, any::<u32>(), any::<bool>(), any::<bool>()).prop_map(
-            |(n, seed, wrapper, busy)| Op::Fork {
+        let fork = (
+            1..=30usize,
+            any::<u32>(),
+            any::<bool>(),
+            any::<bool>(),
+            prop::bool::weighted(0.3),
+        )
+            .prop_map(|(n, seed, wrapper, busy, nested)| Op::Fork {
                 n,
                 seed,
                 wrapper,
                 busy,
-            },
-        );
+                nested,
+            });
         let policy = prop_oneof![Just(ChildPolicy::Restart), Just(ChildPolicy::Disable)];
         let rotating = state.running
             && state.mode != Mode::Hung
@@ -872,12 +880,26 @@ impl Sut {
         coverage::bump(16, 1);
     }
 
-    fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool, busy: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn fork(
+        &mut self,
+        model: &Model,
+        n: usize,
+        seed: u32,
+        wrapper: bool,
+        busy: bool,
+        nested: bool,
+    ) {
         let plan = model.child.clone().expect("the model plans the child");
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` has room for the two descriptors.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
-        let do_fork = |sut: &Sut| fork_and_run_child(sut, &plan, n, seed, fds, wrapper);
+        let env = child::Env {
+            ep: self.ep.clone(),
+            profiler: self.profiler.clone(),
+            ignored_base: plan.ignored_before + self.extra_ignored,
+            nested,
+        };
+        let fds = child::pipe();
+        let do_fork =
+            |_: &Sut| fork_and_run_child(|| child::main(&env, &plan, n, seed), fds, wrapper);
         let pid = if busy {
             self.while_recording(model, do_fork)
         } else {
@@ -894,7 +916,7 @@ impl Sut {
             "child {pid} ({plan:?}) failed with status {status:#x}: {report}"
         );
         // The parent's own view of the child's output.
-        let expected = child::parse_report(&report);
+        let (expected, descendants) = child::parse_report(&report);
         let files = child::files_of(self.dir.path(), pid as u32);
         let mut got = Totals::new();
         for (_, prof) in &files {
@@ -907,6 +929,10 @@ impl Sut {
             d.join("\n")
         );
         self.children.push((pid as u32, expected));
+        for d in descendants {
+            self.children.push((d, Totals::new()));
+            coverage::bump(17, 1);
+        }
         coverage::bump(
             match plan.kind {
                 ChildKind::Inherited => 7,
@@ -920,14 +946,11 @@ impl Sut {
     }
 }
 
-/// Forks; the child runs `child::main`, writes its report into the pipe and `_exit`s right
+/// Forks; the child runs `body`, writes its report into the pipe and `_exit`s right
 /// there (it never returns: the caller's stack may hold scoped threads that do not exist in
 /// the child). Returns the child's pid in the parent.
 fn fork_and_run_child(
-    sut: &Sut,
-    plan: &ChildPlan,
-    n: usize,
-    seed: u32,
+    body: impl FnOnce() -> Result<String, String>,
     fds: [libc::c_int; 2],
     wrapper: bool,
 ) -> libc::pid_t {
@@ -943,9 +966,7 @@ fn fork_and_run_child(
     }
     // SAFETY: closing our copy of the read end.
     unsafe { libc::close(fds[0]) };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        child::main(sut, plan, n, seed)
-    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     let (code, msg) = match result {
         Ok(Ok(report)) => (0, report),
         Ok(Err(e)) => (1, e),
@@ -972,8 +993,26 @@ mod child {
     use super::*;
     use std::path::{Path, PathBuf};
 
-    /// The child's side. Returns its report: the totals its delivered profiles hold.
-    pub fn main(sut: &Sut, plan: &ChildPlan, n: usize, seed: u32) -> Result<String, String> {
+    /// What a child inherits from the process that forked it, as the test sees it.
+    pub struct Env {
+        pub ep: Arc<Endpoint>,
+        pub profiler: Option<Profiler>,
+        /// The handle's ignored count at the fork.
+        pub ignored_base: u64,
+        /// Fork a grandchild halfway through.
+        pub nested: bool,
+    }
+
+    pub fn pipe() -> [libc::c_int; 2] {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+        fds
+    }
+
+    /// The child's side. Returns its report: the totals its delivered profiles hold, and the
+    /// pids of the grandchildren it forked.
+    pub fn main(sut: &Env, plan: &ChildPlan, n: usize, seed: u32) -> Result<String, String> {
         let me = std::process::id();
         let specs = samples::specs(seed ^ 0x5eed, n);
         let cfg = &plan.cfg;
@@ -986,7 +1025,7 @@ mod child {
             ChildKind::Disabled => {
                 let p = sut.profiler.as_ref().ok_or_else(|| err("no handle"))?;
                 let inherited = p.stats().samples_ignored;
-                if inherited != plan.ignored_before + sut.extra_ignored {
+                if inherited != sut.ignored_base {
                     return Err(err(&format!(
                         "the handle's ignored count carries over into the child: {inherited}"
                     )));
@@ -1002,7 +1041,7 @@ mod child {
                 if !matches!(p.stop(SHORT), Err(Error::NotRunning { .. })) {
                     return Err(err("Disable: stop must say not running"));
                 }
-                return finish(sut, &Totals::new(), me, true);
+                return finish(sut, &Totals::new(), me, &[]);
             }
             ChildKind::Fresh { stopped_handle } => {
                 if stopped_handle {
@@ -1021,6 +1060,10 @@ mod child {
         // Half from this thread, half from a thread the child spawns.
         let (a, b) = specs.split_at(n / 2);
         let mut drops = samples::record_all(&profiler, a, cfg.types, cfg.max_depth)?;
+        let mut descendants = Vec::new();
+        if sut.nested {
+            descendants.push(grandchild(sut, plan, &profiler, n, seed).map_err(|e| err(&e))?);
+        }
         let more = std::thread::scope(|sc| {
             sc.spawn(|| samples::record_all(&profiler, b, cfg.types, cfg.max_depth))
                 .join()
@@ -1093,11 +1136,57 @@ mod child {
             )));
         }
         let none = Totals::new();
-        finish(sut, if up { &expected } else { &none }, me, up)
+        finish(sut, if up { &expected } else { &none }, me, &descendants)
+    }
+
+    /// Forks a grandchild from a child whose profiler runs: it inherits that profiler (or is
+    /// disabled by its policy) and checks itself as its parent does.
+    fn grandchild(
+        env: &Env,
+        plan: &ChildPlan,
+        profiler: &Profiler,
+        n: usize,
+        seed: u32,
+    ) -> Result<u32, String> {
+        let gplan = ChildPlan {
+            kind: if plan.cfg.policy == ChildPolicy::Restart {
+                ChildKind::Inherited
+            } else {
+                ChildKind::Disabled
+            },
+            mode: plan.mode,
+            cfg: plan.cfg.clone(),
+            ignored_before: 0,
+        };
+        let genv = Env {
+            ep: env.ep.clone(),
+            profiler: Some(profiler.clone()),
+            ignored_base: profiler.stats().samples_ignored,
+            nested: false,
+        };
+        let fds = pipe();
+        let pid = fork_and_run_child(|| main(&genv, &gplan, n, seed.rotate_left(7)), fds, false);
+        // SAFETY: our copy of the write end.
+        unsafe { libc::close(fds[1]) };
+        let report = read_report(fds[0], OP_BOUND);
+        // SAFETY: our read end, done with.
+        unsafe { libc::close(fds[0]) };
+        let status = wait(pid, OP_BOUND);
+        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+            return Err(format!(
+                "grandchild {pid} ({gplan:?}) failed with status {status:#x}: {report}"
+            ));
+        }
+        Ok(pid as u32)
     }
 
     /// Checks the child's files against `delivered` and renders the report.
-    fn finish(sut: &Sut, delivered: &Totals, me: u32, _up: bool) -> Result<String, String> {
+    fn finish(
+        sut: &Env,
+        delivered: &Totals,
+        me: u32,
+        descendants: &[u32],
+    ) -> Result<String, String> {
         let mut got = Totals::new();
         for (path, prof) in files_of(sut.ep.dir.as_path(), me) {
             let name = path
@@ -1118,18 +1207,26 @@ mod child {
         for (k, v) in samples::normalized(delivered) {
             report.push_str(&format!("{k}\t{}\t{}\t{}\n", v[0], v[1], v[2]));
         }
+        for d in descendants {
+            report.push_str(&format!("#pid\t{d}\n"));
+        }
         Ok(report)
     }
 
-    pub fn parse_report(report: &str) -> Totals {
+    pub fn parse_report(report: &str) -> (Totals, Vec<u32>) {
         let mut t = Totals::new();
+        let mut pids = Vec::new();
         for line in report.lines() {
+            if let Some(pid) = line.strip_prefix("#pid\t") {
+                pids.push(pid.parse().expect("pid"));
+                continue;
+            }
             let f: Vec<&str> = line.split('\t').collect();
             assert_eq!(f.len(), 4, "report line {line:?}");
             let v = [f[1], f[2], f[3]].map(|x| x.parse::<i64>().expect("number"));
             t.insert(f[0].to_string(), v);
         }
-        t
+        (t, pids)
     }
 
     /// Profiles in `dir` written for process `pid`, decoded (the file name says the pid).
@@ -1217,7 +1314,7 @@ mod child {
 mod coverage {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    pub const NAMES: [&str; 17] = [
+    pub const NAMES: [&str; 18] = [
         "cases",
         "ops",
         "samples recorded",
@@ -1235,8 +1332,9 @@ mod coverage {
         "rotations awaited",
         "forks while other threads record",
         "stops while other threads record",
+        "grandchildren",
     ];
-    static COUNTS: [AtomicU64; 17] = [const { AtomicU64::new(0) }; 17];
+    static COUNTS: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
 
     pub fn bump(i: usize, by: u64) {
         COUNTS[i].fetch_add(by, Ordering::Relaxed);
@@ -1286,7 +1384,8 @@ impl StateMachineTest for ProfilerTest {
                 seed,
                 wrapper,
                 busy,
-            } => sut.fork(model, *n, *seed, *wrapper, *busy),
+                nested,
+            } => sut.fork(model, *n, *seed, *wrapper, *busy, *nested),
             Op::StopWhileRecording => sut.stop_while_recording(model),
             Op::ChangePolicy(_) => {
                 sut.stop(model);
