@@ -1020,8 +1020,18 @@ mod child {
         if !sut.ep.entries().is_empty() {
             return Err(err("the endpoint store must start empty in a child"));
         }
+        // Some grandchildren are forked before this child touched the profiler at all (so
+        // the inherited profiler has not restarted here yet), the others halfway through.
+        let early = sut.nested && seed % 2 == 1 && plan.kind == ChildKind::Inherited;
+        let mut descendants = Vec::new();
         let profiler = match plan.kind {
-            ChildKind::Inherited => sut.profiler.clone().ok_or_else(|| err("no handle"))?,
+            ChildKind::Inherited => {
+                let p = sut.profiler.clone().ok_or_else(|| err("no handle"))?;
+                if early {
+                    descendants.push(grandchild(sut, plan, &p, n, seed).map_err(|e| err(&e))?);
+                }
+                p
+            }
             ChildKind::Disabled => {
                 let p = sut.profiler.as_ref().ok_or_else(|| err("no handle"))?;
                 let inherited = p.stats().samples_ignored;
@@ -1060,8 +1070,7 @@ mod child {
         // Half from this thread, half from a thread the child spawns.
         let (a, b) = specs.split_at(n / 2);
         let mut drops = samples::record_all(&profiler, a, cfg.types, cfg.max_depth)?;
-        let mut descendants = Vec::new();
-        if sut.nested {
+        if sut.nested && !early {
             descendants.push(grandchild(sut, plan, &profiler, n, seed).map_err(|e| err(&e))?);
         }
         let more = std::thread::scope(|sc| {
