@@ -234,6 +234,7 @@ fn reinit_child(locked_here: bool) {
     }
     IN_FLIGHT.store(0, Ordering::Relaxed);
     PID.store(getpid(), Ordering::Relaxed);
+    crate::collector::reset_sequence_in_child();
     let sentinel = SENTINEL.load(Ordering::Relaxed);
     if !sentinel.is_null() {
         // SAFETY: a `&'static AtomicU64` from the backend; the kernel zeroed it in this child.

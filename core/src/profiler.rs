@@ -104,6 +104,10 @@ impl Shared {
             Push::TooLarge => {
                 c.samples_too_large.fetch_add(1, Ordering::Relaxed);
             }
+            Push::Closed => {
+                // Raced `stop()`: counted like any record after stop.
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if wake {
             s.wake_collector();
