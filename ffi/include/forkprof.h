@@ -308,6 +308,31 @@ enum forkprof_status forkprof_config_output_dir(struct forkprof_config *cfg,
                                                 uint32_t compression);
 
 /**
+ * Exports to the endpoint a URL names, instead of files: `http://host:8126`, `https://...`
+ * or `unix:///path/to/apm.socket` is a Datadog agent; `pyroscope+http://host:4040` (or
+ * `+https`) a Pyroscope server. An unusable URL is reported by `forkprof_start` (or
+ * `forkprof_config_validate`) as FORKPROF_ERR_CONFIG naming `endpoint`. Host names are
+ * resolved once, at start, on the calling thread.
+ *
+ * # Safety
+ * `cfg` is a live handle; `url` points to `url_len` readable bytes.
+ */
+enum forkprof_status forkprof_config_exporter_url(struct forkprof_config *cfg,
+                                                  const char *url,
+                                                  size_t url_len);
+
+/**
+ * Exports where the environment says: `FORKPROF_EXPORTER` / `FORKPROF_ENDPOINT` /
+ * `FORKPROF_SERVICE` / ..., then the back end's own `DD_*` or `PYROSCOPE_*` variables, then
+ * the defaults (the local Datadog agent). Reads the environment now, on this thread, and
+ * never again (not in forked children, not on profiler threads).
+ *
+ * # Safety
+ * `cfg` is a live handle.
+ */
+enum forkprof_status forkprof_config_exporter_from_env(struct forkprof_config *cfg);
+
+/**
  * What a forked child does: FORKPROF_CHILD_RESTART or FORKPROF_CHILD_DISABLE.
  *
  * # Safety

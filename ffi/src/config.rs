@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use forkprof::{ChildPolicy, Compression, Config, ConfigBuilder, SampleType};
+use forkprof::{ChildPolicy, Compression, Config, ConfigBuilder, ExporterConfig, SampleType};
 
 use crate::args::{bytes, text};
 use crate::status::{forkprof_status, guard, FfiError};
@@ -233,6 +233,43 @@ pub unsafe extern "C" fn forkprof_config_output_dir(
             Ok(b.output_dir(dir, compression))
         })
     }
+}
+
+/// Exports to the endpoint a URL names, instead of files: `http://host:8126`, `https://...`
+/// or `unix:///path/to/apm.socket` is a Datadog agent; `pyroscope+http://host:4040` (or
+/// `+https`) a Pyroscope server. An unusable URL is reported by `forkprof_start` (or
+/// `forkprof_config_validate`) as FORKPROF_ERR_CONFIG naming `endpoint`. Host names are
+/// resolved once, at start, on the calling thread.
+///
+/// # Safety
+/// `cfg` is a live handle; `url` points to `url_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_exporter_url(
+    cfg: *mut forkprof_config,
+    url: *const c_char,
+    url_len: usize,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update(cfg, |b| {
+            Ok(b.exporter(ExporterConfig::from_url(&text(url, url_len, "url")?)))
+        })
+    }
+}
+
+/// Exports where the environment says: `FORKPROF_EXPORTER` / `FORKPROF_ENDPOINT` /
+/// `FORKPROF_SERVICE` / ..., then the back end's own `DD_*` or `PYROSCOPE_*` variables, then
+/// the defaults (the local Datadog agent). Reads the environment now, on this thread, and
+/// never again (not in forked children, not on profiler threads).
+///
+/// # Safety
+/// `cfg` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_exporter_from_env(
+    cfg: *mut forkprof_config,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe { update(cfg, |b| Ok(b.exporter(ExporterConfig::from_env()?))) }
 }
 
 /// What a forked child does: FORKPROF_CHILD_RESTART or FORKPROF_CHILD_DISABLE.

@@ -31,5 +31,8 @@ pub use status::*;
 #[path = "../tests/abi.rs"]
 mod abi_tests;
 #[cfg(test)]
+#[path = "../../tests/export_support/mod.rs"]
+mod export_support;
+#[cfg(test)]
 #[path = "../../tests/support/mod.rs"]
 mod support;

@@ -603,3 +603,58 @@ fn child_policy_disable_turns_the_child_off() {
         .collect();
     assert!(children.is_empty(), "a disabled child wrote profiles");
 }
+
+/// A profiler exporting to `url` (no files).
+fn start_with_url(url: &str) -> Result<*mut forkprof_profiler, (forkprof_status, String)> {
+    let mut cfg = null_mut();
+    let mut p = null_mut();
+    // SAFETY: live handles and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_new(ptr(b"abi-http"), 8, &mut cfg),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_sample_type(cfg, ptr(b"wall-time"), 9, ptr(b"nanoseconds"), 11),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_exporter_url(cfg, ptr(url.as_bytes()), url.len()),
+            FORKPROF_OK
+        );
+        let status = forkprof_start(cfg, &mut p);
+        let message = last_error();
+        forkprof_config_free(cfg);
+        if status == FORKPROF_OK {
+            Ok(p)
+        } else {
+            Err((status, message))
+        }
+    }
+}
+
+#[test]
+fn exporter_urls_reach_an_agent_and_bad_ones_name_the_endpoint() {
+    use crate::export_support::{Reply, TestServer};
+
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let p = start_with_url(&server.url()).expect("start with the test server's URL");
+    let frames = [frame(b"uploaded_fn", b"u.c", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    // SAFETY: live handle.
+    let flushed = unsafe { forkprof_flush_sync(p, 10_000) };
+    assert_eq!(flushed, FORKPROF_OK, "{}", last_error());
+    let stats = stop(p);
+    assert!(stats.profiles_written >= 1, "{stats:?}");
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "POST" && !r.body.is_empty()),
+        "the agent saw no upload: {requests:?}"
+    );
+
+    let (status, message) = start_with_url("ftp://nowhere").expect_err("ftp is no exporter");
+    assert_eq!(status, FORKPROF_ERR_CONFIG);
+    assert!(message.contains("endpoint"), "{message}");
+}
