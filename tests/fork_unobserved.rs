@@ -3,6 +3,7 @@
 //! it, both of forkprof's locks are held by threads that vanish in the child (the collector
 //! held on the string table by a pause point, and another thread's fork whose prepare holds
 //! CONTROL while it waits for that table).
+#![cfg(target_os = "linux")]
 
 mod support;
 
