@@ -93,7 +93,8 @@ fn run_scenario(scenario: &str, sim: Sim, env: &[(&str, String)]) -> Output {
     .env(SCENARIO_ENV, scenario)
     .env_remove("LD_PRELOAD")
     .env_remove("MACOS_SIM_GAI_AWAIT_FORK")
-    .env_remove("MACOS_SIM_GAI_DELAY_MS");
+    .env_remove("MACOS_SIM_GAI_DELAY_MS")
+    .env_remove(forkprof_backend_macos::ATFORK_OPT_IN_ENV);
     match sim {
         Sim::Off => {}
         #[cfg(target_os = "linux")]
@@ -157,15 +158,19 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn expect_pass(scenario: &str, sim: Sim, dir: &Path, forks: usize) -> String {
-    let out = run_scenario(
-        scenario,
-        sim,
-        &[
-            ("FORKPROF_MACOS_SIM_DIR", dir.display().to_string()),
-            ("FORKPROF_MACOS_SIM_FORKS", forks.to_string()),
-        ],
-    );
+fn expect_pass(
+    scenario: &str,
+    sim: Sim,
+    dir: &Path,
+    forks: usize,
+    extra_env: &[(&str, String)],
+) -> String {
+    let mut env = vec![
+        ("FORKPROF_MACOS_SIM_DIR", dir.display().to_string()),
+        ("FORKPROF_MACOS_SIM_FORKS", forks.to_string()),
+    ];
+    env.extend_from_slice(extra_env);
+    let out = run_scenario(scenario, sim, &env);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -235,7 +240,7 @@ fn fork_loop(scenario: &str) {
     let forks = env_usize("FORKPROF_MACOS_SIM_FORKS", 150);
     let _w = Watchdog::new("fork loop scenario", scenario_limit(forks) * 2);
     let dir = profile_dir(scenario);
-    expect_pass(scenario, Sim::AwaitFork, dir.path(), forks);
+    expect_pass(scenario, Sim::AwaitFork, dir.path(), forks, &[]);
 }
 
 fn fresh_processes(scenario: &str) {
@@ -255,7 +260,7 @@ fn fresh_processes(scenario: &str) {
         } else {
             Sim::DelayMs((i % 5) as u32)
         };
-        expect_pass(scenario, sim, dir.path(), forks);
+        expect_pass(scenario, sim, dir.path(), forks, &[]);
     }
     eprintln!(
         "{scenario}: {processes} fresh processes x {forks} forks in {:?}",
@@ -271,6 +276,24 @@ fn macos_strategy_fork_loop() {
 #[test]
 fn macos_strategy_fresh_processes() {
     fresh_processes("macos-strategy");
+}
+
+/// The documented opt-in: the macOS backend with prepare/parent/child handlers, under the
+/// macOS atfork lock. forkprof's prepare takes only its own brief locks, so it passes; every
+/// child, intercepted or not, profiles itself.
+#[test]
+fn macos_atfork_opt_in_fork_loop() {
+    let forks = env_usize("FORKPROF_MACOS_SIM_FORKS", 150);
+    let _w = Watchdog::new("opt-in fork loop", scenario_limit(forks) * 2);
+    let dir = profile_dir("opt-in");
+    let opt_in = [(forkprof_backend_macos::ATFORK_OPT_IN_ENV, "1".to_string())];
+    expect_pass(
+        "macos-atfork-opt-in",
+        Sim::AwaitFork,
+        dir.path(),
+        forks,
+        &opt_in,
+    );
 }
 
 #[test]
@@ -311,6 +334,15 @@ mod scenario {
             "naive-barrier" => naive_barrier(),
             "macos-strategy" => strategy(&forkprof_backend_macos::PLATFORM, false),
             "atfork-strategy" => strategy(atfork_platform(), true),
+            "macos-atfork-opt-in" => {
+                // FORKPROF_MACOS_ATFORK=1 (set by the driver) turns the default macOS platform
+                // into the atfork strategy at install.
+                let p: &'static dyn Platform = &forkprof_backend_macos::PLATFORM;
+                if p.fork_strategy() != forkprof::ForkStrategy::Atfork {
+                    return 47;
+                }
+                strategy(p, true)
+            }
             _ => 2,
         }
     }
@@ -658,10 +690,10 @@ mod scenario {
     }
 
     fn strategy(platform: &'static dyn Platform, atfork: bool) -> i32 {
-        let scenario = if atfork {
-            "atfork-strategy"
-        } else {
-            "macos-strategy"
+        let scenario = match (atfork, platform.name()) {
+            (false, _) => "macos-strategy",
+            (true, "macos") => "macos-atfork-opt-in",
+            (true, _) => "atfork-strategy",
         };
         let dir = match std::env::var("FORKPROF_MACOS_SIM_DIR") {
             Ok(d) => std::path::PathBuf::from(d),
