@@ -37,15 +37,27 @@ mod tests {
 
     #[test]
     fn thread_cpu_time_counts_this_threads_work_only() {
-        let start = PLATFORM.thread_cpu_time_ns().expect("thread CPU clock");
-        // Burn ~20 ms of CPU on this thread.
-        let t0 = PLATFORM.monotonic_ns();
+        let cpu0 = PLATFORM.thread_cpu_time_ns().expect("thread CPU clock");
+        let wall0 = PLATFORM.monotonic_ns();
+        // Spin until this thread has used 20 ms of CPU (however long a loaded machine takes
+        // to give it that much, up to 10 s of wall time).
         let mut x = 0u64;
-        while PLATFORM.monotonic_ns() - t0 < 20_000_000 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        let mut cpu = cpu0;
+        while cpu - cpu0 < 20_000_000 && PLATFORM.monotonic_ns() - wall0 < 10_000_000_000 {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            cpu = PLATFORM.thread_cpu_time_ns().unwrap();
         }
-        let busy = PLATFORM.thread_cpu_time_ns().unwrap() - start;
-        assert!(busy >= 5_000_000, "20 ms of spinning counted as {busy} ns");
+        let busy = cpu - cpu0;
+        let wall = PLATFORM.monotonic_ns() - wall0;
+        assert!(
+            busy >= 20_000_000,
+            "spinning for {wall} ns counted {busy} ns of CPU"
+        );
+        // One thread cannot use more CPU than time passed (1 ms slack: THREAD_BASIC_INFO
+        // counts in microseconds and the two clocks are read at different instants).
+        assert!(busy <= wall + 1_000_000, "{busy} ns of CPU in {wall} ns");
         // A thread that only sleeps has used almost no CPU, whatever this one did.
         let idle = std::thread::spawn(|| {
             let a = PLATFORM.thread_cpu_time_ns().unwrap();
