@@ -766,15 +766,32 @@ mod scenario {
         };
 
         // Every observed child wrote a profile of its own samples only; unobserved ones none.
+        let forks_ms = started.elapsed().as_millis();
         let profiles = read_profiles(&dir);
-        let mut child_profiles = 0;
+        // Files are named service-pid-seq.pprof.gz: group them by pid once.
+        let mut by_pid: std::collections::HashMap<u32, Vec<&forkprof::pprof::Profile>> =
+            std::collections::HashMap::new();
+        for (path, prof) in &profiles {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(pid) = name.split('-').nth(1).and_then(|p| p.parse().ok()) {
+                by_pid.entry(pid).or_default().push(prof);
+            }
+        }
+        // Long soaks wrap pid_max: a pid used by two children names two processes' files
+        // (and their seq numbers collide), so those children cannot be told apart; skip them.
+        let mut uses: std::collections::HashMap<libc::pid_t, usize> =
+            std::collections::HashMap::new();
         for r in &records {
-            let tag = format!("macsim-{}-", r.pid);
-            let mine: Vec<_> = profiles
-                .iter()
-                .filter(|(path, _)| path.to_string_lossy().contains(&tag))
-                .map(|(_, prof)| prof)
-                .collect();
+            *uses.entry(r.pid).or_default() += 1;
+        }
+        let mut child_profiles = 0;
+        let mut pids_reused = 0;
+        for r in &records {
+            if uses[&r.pid] > 1 {
+                pids_reused += 1;
+                continue;
+            }
+            let mine = by_pid.get(&(r.pid as u32)).cloned().unwrap_or_default();
             let expect_profile = atfork || r.kind != Kind::Plain;
             if !expect_profile {
                 if !mine.is_empty() {
@@ -790,12 +807,12 @@ mod scenario {
             }
             child_profiles += 1;
         }
-        let me = format!("macsim-{}-", std::process::id());
         let parent_totals = totals_by_stack(
-            profiles
-                .iter()
-                .filter(|(path, _)| path.to_string_lossy().contains(&me))
-                .map(|(_, prof)| prof),
+            by_pid
+                .get(&std::process::id())
+                .into_iter()
+                .flatten()
+                .copied(),
             0,
         );
         if parent_totals.get("helper_lookup").copied() != Some(parent.samples_recorded as i64)
@@ -832,8 +849,10 @@ mod scenario {
             .unwrap_or_default();
         say(&format!(
             "macos-sim[{scenario}] platform={} forks={} wrapper={} explicit={} plain={} \
-             child_profiles={child_profiles} lookups={} parent_samples={} \
-             fork_call_us_p50={} p99={} child_ms_max={child_ms_max} elapsed_ms={}{sim}\n",
+             child_profiles={child_profiles} pids_reused={pids_reused} lookups={} \
+             parent_samples={} \
+             fork_call_us_p50={} p99={} child_ms_max={child_ms_max} forks_ms={forks_ms} \
+             checked_ms={}{sim}\n",
             platform.name(),
             records.len(),
             count(Kind::Wrapper),
