@@ -97,8 +97,8 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
             .unwrap();
         // The explicit wrapper reports the failure and leaves the thread's hooks balanced.
         let wrapper = forkprof::fork::fork();
-        let balanced = forkprof::fork::before_fork().is_ok()
-            && forkprof::fork::after_fork_parent().is_ok();
+        let balanced =
+            forkprof::fork::before_fork().is_ok() && forkprof::fork::after_fork_parent().is_ok();
         (errno, (wrapper, balanced))
     })
     .join()
@@ -106,7 +106,10 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
     recorded += 1;
     assert_eq!(raw_errno, Some(libc::EAGAIN));
     match wrapper.0 {
-        Err(forkprof::Error::Os { call: "fork", errno }) => assert_eq!(errno, libc::EAGAIN),
+        Err(forkprof::Error::Os {
+            call: "fork",
+            errno,
+        }) => assert_eq!(errno, libc::EAGAIN),
         other => panic!("fork wrapper on a blocked thread returned {other:?}"),
     }
     assert!(wrapper.1, "hooks unbalanced after a failed fork() wrapper");
@@ -152,8 +155,5 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
         total_value(&profiles_of(&profiles, SERVICE, std::process::id())),
         recorded as i64
     );
-    assert_eq!(
-        total_value(&profiles_of(&profiles, SERVICE, pid as u32)),
-        1
-    );
+    assert_eq!(total_value(&profiles_of(&profiles, SERVICE, pid as u32)), 1);
 }

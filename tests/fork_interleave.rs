@@ -157,13 +157,24 @@ fn scenario(point: Point) {
 
     let profiles = read_profiles(dir.path());
     let parent = profiles_of(&profiles, SERVICE, std::process::id());
-    assert_eq!(total_value(&parent), recorded, "parent lost or gained samples");
+    assert_eq!(
+        total_value(&parent),
+        recorded,
+        "parent lost or gained samples"
+    );
     let child = profiles_of(&profiles, SERVICE, pid as u32);
     assert!(!child.is_empty(), "the child wrote no profile of its own");
     let child_totals = totals_by_stack(child.iter(), 0);
     assert_eq!(child_totals.get("child_work"), Some(&(CHILD_SAMPLES / 2)));
-    assert_eq!(child_totals.get("child_ids_work"), Some(&(CHILD_SAMPLES / 2)));
-    assert_eq!(total_value(&child), CHILD_SAMPLES, "the child exported parent samples");
+    assert_eq!(
+        child_totals.get("child_ids_work"),
+        Some(&(CHILD_SAMPLES / 2))
+    );
+    assert_eq!(
+        total_value(&child),
+        CHILD_SAMPLES,
+        "the child exported parent samples"
+    );
 }
 
 #[test]

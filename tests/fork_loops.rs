@@ -43,12 +43,19 @@ fn child_work(p: &Profiler, flush: bool) -> i32 {
 }
 
 /// Host threads that record until told to stop; each returns how many samples it handed over.
-fn spawn_hosts(p: &Profiler, n: usize, stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<u64>> {
+fn spawn_hosts(
+    p: &Profiler,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
     (0..n)
         .map(|_| {
             let (p, stop) = (p.clone(), stop.clone());
             std::thread::spawn(move || {
-                let f = [Frame::new("host_work", "h.rs", 1), Frame::new("main", "h.rs", 9)];
+                let f = [
+                    Frame::new("host_work", "h.rs", 1),
+                    Frame::new("main", "h.rs", 9),
+                ];
                 let mut n = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     p.record(&Sample::new(&f, &[1])).unwrap();
@@ -89,7 +96,11 @@ fn two_thousand_forks_from_four_threads_while_hosts_record() {
             })
         })
         .collect();
-    let worst = forkers.into_iter().map(|f| f.join().unwrap()).max().unwrap();
+    let worst = forkers
+        .into_iter()
+        .map(|f| f.join().unwrap())
+        .max()
+        .unwrap();
     let elapsed = t0.elapsed();
     stop.store(true, Ordering::Release);
     let handed: u64 = hosts.into_iter().map(|h| h.join().unwrap()).sum();
@@ -135,7 +146,11 @@ fn fresh_process(dir: &std::path::Path) -> i32 {
                             Err(_) => 70,
                         }
                     });
-                    wait_exit(pid, Duration::from_secs(10), "child forked during the first start")
+                    wait_exit(
+                        pid,
+                        Duration::from_secs(10),
+                        "child forked during the first start",
+                    )
                 })
             })
             .collect();

@@ -130,7 +130,10 @@ fn scenario(what: &str, unobserved_fork: impl FnOnce() -> libc::pid_t) {
     });
     let end = Instant::now() + Duration::from_secs(10);
     while forkprof_core::fork::locks_held() != (true, true) {
-        assert!(Instant::now() < end, "the observed fork's prepare never took CONTROL");
+        assert!(
+            Instant::now() < end,
+            "the observed fork's prepare never took CONTROL"
+        );
         std::thread::yield_now();
     }
 
@@ -138,7 +141,11 @@ fn scenario(what: &str, unobserved_fork: impl FnOnce() -> libc::pid_t) {
     let spare = config(dir.path());
     let t0 = Instant::now();
     let pid = unobserved_fork();
-    assert!(pid >= 0, "{what} failed: {}", std::io::Error::last_os_error());
+    assert!(
+        pid >= 0,
+        "{what} failed: {}",
+        std::io::Error::last_os_error()
+    );
     if pid == 0 {
         let code = unobserved_child(&p, spare);
         // SAFETY: leaves the unobserved child without running anything of the parent's.
@@ -149,7 +156,10 @@ fn scenario(what: &str, unobserved_fork: impl FnOnce() -> libc::pid_t) {
         Exit::Code(0) => {}
         other => panic!("{what} child ended with {other:?} (exit codes: see unobserved_child)"),
     }
-    assert!(!forkprof::fork::is_unobserved_child(), "the parent stays observed");
+    assert!(
+        !forkprof::fork::is_unobserved_child(),
+        "the parent stays observed"
+    );
 
     // 4. Let the observed fork finish; the parent carries on with exact totals.
     hooks::release();

@@ -183,7 +183,10 @@ fn report(what: &str, lat: &[Duration]) {
 fn wait_for_phase(progress: &Progress, phase: u8) {
     let end = Instant::now() + Duration::from_secs(10);
     while progress.phase.load(Ordering::Acquire) != phase {
-        assert!(Instant::now() < end, "the upload never reached phase {phase}");
+        assert!(
+            Instant::now() < end,
+            "the upload never reached phase {phase}"
+        );
         std::thread::yield_now();
     }
 }
@@ -236,7 +239,10 @@ fn forks_while_the_upload_is_blocked_in_connect() {
         sa.sin_family = libc::AF_INET as libc::sa_family_t;
         sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
         let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len), 0);
+        assert_eq!(
+            libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+            0
+        );
         assert_eq!(libc::listen(fd, 0), 0);
         let mut got = len;
         assert_eq!(
@@ -267,7 +273,10 @@ fn forks_while_the_upload_is_blocked_in_connect() {
     // after all the forks below was stuck in the SYN retries.
     let lat = fork_while(&p, &progress, CONNECTING, 50);
     report(
-        &format!("blocked in connect ({} connections fill the backlog)", fillers.len()),
+        &format!(
+            "blocked in connect ({} connections fill the backlog)",
+            fillers.len()
+        ),
         &lat,
     );
     // Unblock: close the listener; the next SYN retry is refused.

@@ -170,11 +170,7 @@ impl Drop for Watchdog {
 pub fn fork_and_run(child: impl FnOnce() -> i32) -> libc::pid_t {
     // SAFETY: the child only runs `child` and then `_exit`s.
     let pid = unsafe { libc::fork() };
-    assert!(
-        pid >= 0,
-        "fork failed: {}",
-        std::io::Error::last_os_error()
-    );
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
     if pid == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
         // SAFETY: ends the child without running the parent's atexit handlers or destructors.
@@ -206,12 +202,7 @@ pub fn wait_exit(pid: libc::pid_t, limit: Duration, what: &str) -> Exit {
                 Exit::Signal(libc::WTERMSIG(status))
             };
         }
-        assert_eq!(
-            r,
-            0,
-            "waitpid({pid}): {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(r, 0, "waitpid({pid}): {}", std::io::Error::last_os_error());
         if start.elapsed() > limit {
             // SAFETY: killing and reaping our own child.
             unsafe {
