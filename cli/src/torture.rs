@@ -145,6 +145,9 @@ struct Phase {
     handed: u64,
     /// Forks started while an upload was in flight.
     during_upload: u64,
+    /// Resident memory at the end of the phase, KiB (fork copies page tables: it grows with
+    /// what is resident).
+    rss_kb: Option<u64>,
 }
 
 impl Phase {
@@ -324,6 +327,7 @@ fn run_phase(
         fork_errors: 0,
         handed: 0,
         during_upload: 0,
+        rss_kb: None,
     };
     for f in forkers {
         let (lat, failed, errors, during) = f.join().expect("forking thread");
@@ -339,7 +343,15 @@ fn run_phase(
         .map(|h| h.join().expect("host thread"))
         .sum();
     phase.latencies.sort_unstable();
+    phase.rss_kb = rss_kb();
     phase
+}
+
+/// VmRSS of this process, where /proc has it.
+fn rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn us(ns: u64) -> String {
@@ -455,8 +467,8 @@ pub fn main(args: &[String]) -> i32 {
     let mut failures = Vec::new();
     println!();
     println!(
-        "{:<10} {:>6} {:>9} {:>12} {:>12} {:>12} {:>8}",
-        "phase", "forks", "forks/s", "p50", "p99", "max", "failed"
+        "{:<10} {:>6} {:>9} {:>12} {:>12} {:>12} {:>8} {:>10}",
+        "phase", "forks", "forks/s", "p50", "p99", "max", "failed", "rss"
     );
     for (name, ph) in [
         ("bare", &bare),
@@ -464,14 +476,17 @@ pub fn main(args: &[String]) -> i32 {
         ("stopped", &stopped),
     ] {
         println!(
-            "{:<10} {:>6} {:>9.0} {:>12} {:>12} {:>12} {:>8}",
+            "{:<10} {:>6} {:>9.0} {:>12} {:>12} {:>12} {:>8} {:>10}",
             name,
             ph.latencies.len(),
             ph.rate(),
             us(ph.pct(50)),
             us(ph.pct(99)),
             us(ph.max()),
-            ph.failed.len() + ph.fork_errors as usize
+            ph.failed.len() + ph.fork_errors as usize,
+            ph.rss_kb
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into())
         );
         for (pid, why) in ph.failed.iter().take(10) {
             println!("  {name} child {pid} failed: {why}");

@@ -37,12 +37,13 @@ fn run(args: &[&str], limit: Duration) -> (i32, String, String) {
     )
 }
 
-/// The "failed" column of the phase row `name`.
+/// The "failed" column of the phase row `name`: the token after the max latency's unit
+/// (`name forks rate p50 µs p99 µs max µs failed rss MiB`).
 fn failed_children(stdout: &str, name: &str) -> Option<u64> {
     stdout
         .lines()
         .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().last())
+        .and_then(|l| l.split_whitespace().nth(9))
         .and_then(|v| v.parse().ok())
 }
 
