@@ -15,6 +15,8 @@
 //! 6. Unobserved forks: the backend's sentinel word is zeroed by the kernel in every child; a
 //!    zero sentinel with no child handler run means nobody saw the fork, and profiling turns
 //!    itself off in that process without touching any inherited lock or thread.
+//! 7. Set-up ([`install`]) holds no lock a child could inherit: a fork can land in the middle
+//!    of it, before any handler exists, and that child must refuse rather than wait.
 
 use std::cell::Cell;
 use std::sync::atomic::{
