@@ -118,6 +118,19 @@ fn install_now(platform: &'static dyn Platform) -> Result<()> {
     Ok(())
 }
 
+/// Refuses calls that take CONTROL or the string table from a thread that already holds them
+/// for a fork in progress: between `before_fork` and `after_fork_*` under interception, or
+/// from another library's atfork prepare handler that runs after forkprof's. BriefLock is not
+/// reentrant, so taking them again would wait on this very thread for ever.
+pub(crate) fn check_not_mid_fork() -> Result<()> {
+    if LOCKED_HERE.with(|l| l.get()) {
+        return Err(Error::ForkOrder {
+            reason: "start/stop/intern called on a thread whose fork is in progress (between before_fork and after_fork_parent/after_fork_child); call it before or after the fork",
+        });
+    }
+    Ok(())
+}
+
 fn strategy() -> ForkStrategy {
     if STRATEGY.load(Ordering::Relaxed) == ForkStrategy::Interception as u8 {
         ForkStrategy::Interception
