@@ -169,6 +169,21 @@ fn before_fork_holds_the_locks_until_the_parent_half() {
     // Recording never takes them: the host keeps recording while its fork is in progress.
     p.record(&Sample::new(&[Frame::new("work", "w.rs", 1)], &[1]))
         .unwrap();
+    // What takes the locks is refused on this thread instead of waiting on itself.
+    let order_error = |r: Result<(), forkprof::Error>| {
+        assert!(
+            matches!(r, Err(forkprof::Error::ForkOrder { .. })),
+            "expected ForkOrder, got {r:?}"
+        )
+    };
+    order_error(p.stop(Duration::from_secs(1)).map(|_| ()));
+    order_error(forkprof_core::intern_on(b"mid_fork_name", &PLATFORM).map(|_| ()));
+    let cfg = Config::builder("second")
+        .sample_type("samples", "count")
+        .output_dir(dir.path(), Compression::Gzip)
+        .build()
+        .unwrap();
+    order_error(Profiler::start_on(cfg, &PLATFORM).map(|_| ()));
     forkprof::fork::after_fork_parent().unwrap();
     assert_eq!(forkprof_core::fork::locks_held(), (false, false));
     assert_eq!(forkprof::fork::state().in_flight, 0);
