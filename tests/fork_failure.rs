@@ -5,6 +5,7 @@
 //! per thread without TSYNC) makes that thread's `clone`/`clone3` for a new process return
 //! EAGAIN, while every other thread (the profiler's, the test's) is untouched, so "a later
 //! fork works" can be checked in the same process.
+#![cfg(target_os = "linux")] // seccomp is Linux-only
 
 mod support;
 

@@ -67,6 +67,13 @@ impl Drop for StalledServer {
     }
 }
 
+/// "The peer shut its side": Linux says so with POLLRDHUP; elsewhere only a full hang-up
+/// shows, so there a child's abandoned connection is closed a little later or not at all.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const PEER_GONE: libc::c_short = libc::POLLRDHUP;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const PEER_GONE: libc::c_short = libc::POLLHUP;
+
 fn serve(listener: TcpListener, answering: &AtomicBool, stop: &AtomicBool, c: &ServerCounters) {
     let mut held: Vec<TcpStream> = Vec::new();
     let mut fds: Vec<libc::pollfd> = Vec::new();
@@ -78,17 +85,17 @@ fn serve(listener: TcpListener, answering: &AtomicBool, stop: &AtomicBool, c: &S
             revents: 0,
         });
         for s in &held {
-            // POLLRDHUP only: asking for POLLIN would report the unread request at once.
+            // Not POLLIN: that would report the unread request at once.
             fds.push(libc::pollfd {
                 fd: s.as_raw_fd(),
-                events: libc::POLLRDHUP,
+                events: PEER_GONE,
                 revents: 0,
             });
         }
         // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
         if n > 0 {
-            let gone = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR;
+            let gone = PEER_GONE | libc::POLLHUP | libc::POLLERR;
             let mut i = 0;
             held.retain(|_| {
                 i += 1;
