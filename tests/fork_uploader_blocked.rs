@@ -233,7 +233,7 @@ fn forks_while_the_upload_is_blocked_in_connect() {
     // A listener with the smallest backlog, never accepting.
     // SAFETY: plain socket calls on a descriptor this test owns; results are checked.
     let (fd, addr) = unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         assert!(fd >= 0);
         let mut sa: libc::sockaddr_in = std::mem::zeroed();
         sa.sin_family = libc::AF_INET as libc::sa_family_t;

@@ -124,6 +124,9 @@ impl ForkAware for Shared {
         if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
             return;
         }
+        if fork::check_not_mid_fork().is_err() {
+            return; // this thread holds CONTROL for a fork; the next call restarts
+        }
         if self.config.child_policy == ChildPolicy::Disable {
             self.state.store(DISABLED, Ordering::Release);
             return;
@@ -175,6 +178,7 @@ impl Drop for Shared {
 impl Profiler {
     /// Starts a profiler on `platform` (the facade passes the one chosen at compile time).
     pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
+        fork::check_not_mid_fork()?;
         if fork::is_unobserved_child() {
             return Err(Error::NotRunning {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
@@ -271,6 +275,7 @@ impl Profiler {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
             });
         };
+        fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
         // Only a session started in this process has threads to stop; a child that never
         // restarted has nothing of its own (and must not touch the parent's session).
@@ -331,6 +336,7 @@ impl Profiler {
 
 /// Interns a name in the process-wide table for [`crate::FrameIds`]; see [`crate::intern`].
 pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
+    fork::check_not_mid_fork()?;
     if fork::is_unobserved_child() {
         return Err(Error::NotRunning {
             reason: "this process was forked without forkprof's fork hooks",
