@@ -154,7 +154,7 @@ fn report(path: &str, o: &Options) -> Result<String, String> {
     let mut out = format!("File: {path}\n");
     if p.duration_nanos > 0 {
         out += &format!(
-            "Duration: {}, {} samples\n",
+            "Duration: {}, {} sample rows\n",
             format_value(p.duration_nanos, "nanoseconds"),
             p.samples.len()
         );
