@@ -304,11 +304,9 @@ fn run_worker(index: usize, profiler: &Profiler, slot: &'static Slot, deadline: 
         Label::num("worker id", index as i64),
         Label::num("thread id", thread_id()),
     ];
-    if let Some(inherited) = shadow::install(Sampler::new(
-        profiler.clone(),
-        labels,
-        Some(&slot.samples),
-    )) {
+    if let Some(inherited) =
+        shadow::install(Sampler::new(profiler.clone(), labels, Some(&slot.samples)))
+    {
         std::mem::forget(inherited);
     }
     let ticker = match Ticker::start(TICK_INTERVAL) {

@@ -19,30 +19,9 @@ const DIGEST_PASSES: u64 = 4;
 const CHUNK: usize = 4096;
 
 const WORDS: [&str; 24] = [
-    "alpha",
-    "bravo",
-    "charlie",
-    "delta",
-    "echo",
-    "fox&trot",
-    "golf",
-    "<hotel>",
-    "india",
-    "juliett",
-    "kilo",
-    "lima",
-    "\"mike\"",
-    "november",
-    "oscar",
-    "papa",
-    "quebec",
-    "romeo",
-    "sierra",
-    "tango",
-    "uniform",
-    "victor",
-    "whiskey",
-    "x-ray",
+    "alpha", "bravo", "charlie", "delta", "echo", "fox&trot", "golf", "<hotel>", "india",
+    "juliett", "kilo", "lima", "\"mike\"", "november", "oscar", "papa", "quebec", "romeo",
+    "sierra", "tango", "uniform", "victor", "whiskey", "x-ray",
 ];
 
 /// xorshift64*: deterministic payloads per request number.
@@ -225,15 +204,13 @@ fn url_decode(s: &[u8]) -> String {
     while i < s.len() {
         match s[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => {
-                match (hex(s[i + 1]), hex(s[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -302,7 +279,11 @@ fn render_response(req: &Request, digest: u64, compressed: &[u8], out: &mut Stri
         escape_html(&f.key, out);
         out.push_str("</td><td>");
         escape_html(&f.value, out);
-        let _ = write!(out, "</td><td>{}</td><td>{}</td></tr>", f.number_sum, f.words);
+        let _ = write!(
+            out,
+            "</td><td>{}</td><td>{}</td></tr>",
+            f.number_sum, f.words
+        );
         if i % 16 == 0 {
             safepoint();
         }
