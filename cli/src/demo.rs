@@ -272,11 +272,14 @@ fn spawn_workers(
                 pid: -1,
                 outcome: Outcome::ForkFailed(std::io::Error::last_os_error().to_string()),
             }),
-            pid => workers.push(Worker {
-                index,
-                pid,
-                outcome: Outcome::Running,
-            }),
+            pid => {
+                println!("worker {index} started: pid {pid}");
+                workers.push(Worker {
+                    index,
+                    pid,
+                    outcome: Outcome::Running,
+                })
+            }
         }
     }
     workers

@@ -182,3 +182,78 @@ fn bad_options_are_refused() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--workers"), "{stderr}");
 }
+
+/// A worker that dies (here: SIGKILL from outside, as the OOM killer would) is reported, and
+/// the master still finishes, writes its own profile and exits non-zero.
+#[test]
+fn a_failed_worker_is_reported_and_fails_the_run() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("demo-fail");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_forkprof"))
+        .args(["demo", "--duration", "3", "--workers", "2", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start forkprof demo");
+    // Kill worker 1 as soon as the master announces it; the rest of stdout is the report.
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(|l| l.ok()) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stdout = String::new();
+    let mut killed = None;
+    let until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(pid) = line.strip_prefix("worker 1 started: pid ") {
+                    let pid: i32 = pid.trim().parse().unwrap();
+                    // SAFETY: signalling the demo's own worker process, which is alive: it
+                    // runs until --duration passes and the master has not reaped it.
+                    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+                    killed = Some(pid);
+                }
+                stdout += &line;
+                stdout.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("DEADLOCK? forkprof demo still running after 90 s:\n{stdout}");
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    let pid = killed.unwrap_or_else(|| panic!("worker 1 never announced:\n{stdout}"));
+    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("killed by signal 9"), "{stdout}");
+    assert!(stdout.contains("1 of 3 processes FAILED"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{pid} ")))
+        .unwrap_or_else(|| panic!("no summary row for {pid}:\n{stdout}"));
+    assert!(row.contains("worker 1"), "{row}");
+    // The master and worker 0 still wrote their profiles.
+    let master_pid = stdout
+        .split("master pid ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("forkprof-demo-{master_pid}-"))),
+        "{files:?}"
+    );
+}
