@@ -349,7 +349,7 @@ fn supervise(workers: &mut [Worker], board: &Board, start: Instant, watchdog: In
         wait_for_events();
         reap_workers(workers);
         if workers.iter().all(|w| w.outcome != Outcome::Running) {
-            return;
+            break;
         }
         let now = Instant::now();
         if now >= next_report {
@@ -358,9 +358,10 @@ fn supervise(workers: &mut [Worker], board: &Board, start: Instant, watchdog: In
         }
         if now >= watchdog {
             kill_stragglers(workers);
-            return;
+            break;
         }
     }
+    shadow::sample_now();
 }
 
 /// The master idles until the next tick: its workers do the serving.

@@ -191,10 +191,16 @@ pub fn install(sampler: Sampler) -> Option<Sampler> {
     SAMPLER.with(|s| s.borrow_mut().replace(sampler))
 }
 
-/// Removes this thread's sampler (after a last sample of the time since the previous one).
+/// Removes this thread's sampler.
 pub fn uninstall() -> Option<Sampler> {
-    take_sample();
     SAMPLER.with(|s| s.borrow_mut().take())
+}
+
+/// Records the current stack now, whatever the ticker says: at the end of a loop, so the time
+/// since the last tick is not lost (and a very short run still has its sample).
+pub fn sample_now() {
+    TICK.store(false, Ordering::Relaxed);
+    take_sample();
 }
 
 /// A safe point: records the stack if the ticker has fired since the last sample.

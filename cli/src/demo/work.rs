@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use super::shadow::{frame, safepoint, Func};
+use super::shadow::{self, frame, safepoint, Func};
 
 /// Body lines per generated request (about 25 KB of body).
 const BODY_LINES: usize = 300;
@@ -79,6 +79,7 @@ pub fn serve_requests(deadline: Instant, seed: u64) -> (u64, u64) {
         served += 1;
         safepoint();
     }
+    shadow::sample_now();
     (served, checksum)
 }
 
