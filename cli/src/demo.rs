@@ -34,6 +34,7 @@ options:
   --duration SECS    how long the workers serve requests (default 10)
   --out DIR          where profiles are written (default ./forkprof-demo-profiles)
   --period SECS      profile rotation period (default 60; a last profile is written at stop)
+  --watchdog SECS    kill a worker still running this long after --duration (default 20)
   --endpoint URL     upload destination (not available in this build: profiles go to --out)";
 
 const SERVICE: &str = "forkprof-demo";
@@ -41,7 +42,8 @@ const SERVICE: &str = "forkprof-demo";
 const TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a process waits for its profiler to write the last profile.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A worker still running this long after the end of the run is killed and reported.
+/// By default a worker still running this long after the end of the run is killed and
+/// reported (`--watchdog`).
 const WATCHDOG_GRACE: Duration = Duration::from_secs(20);
 /// Exit codes of a worker that failed (`0` is success).
 const EXIT_WORKER_FAILED: i32 = 1;
@@ -53,6 +55,7 @@ struct Options {
     duration: Duration,
     out: PathBuf,
     period: Duration,
+    watchdog: Duration,
     endpoint: Option<String>,
 }
 
@@ -69,6 +72,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
         duration: Duration::from_secs(10),
         out: PathBuf::from("./forkprof-demo-profiles"),
         period: Duration::from_secs(60),
+        watchdog: WATCHDOG_GRACE,
         endpoint: None,
     };
     let mut it = args.iter();
@@ -94,6 +98,7 @@ fn parse(args: &[String]) -> Result<Option<Options>, String> {
             }
             "--duration" => o.duration = seconds(flag, &value()?)?,
             "--period" => o.period = seconds(flag, &value()?)?,
+            "--watchdog" => o.watchdog = seconds(flag, &value()?)?,
             "--out" => o.out = PathBuf::from(value()?),
             "--endpoint" => o.endpoint = Some(value()?),
             _ => return Err(format!("unknown option `{a}`")),
@@ -191,16 +196,13 @@ fn run(o: &Options) -> Result<i32, String> {
     let workers = {
         let _f = frame!(Func::MasterMain);
         let mut workers = spawn_workers(o.workers, &profiler, board, deadline);
-        supervise(&mut workers, board, start, deadline + WATCHDOG_GRACE);
+        supervise(&mut workers, board, start, deadline + o.watchdog);
         workers
     };
     ticker.stop();
     let master_samples = shadow::uninstall().map(|s| s.taken).unwrap_or(0);
     let master_stop = profiler.stop(STOP_TIMEOUT);
-    println!(
-        "all workers finished after {:.1}s",
-        start.elapsed().as_secs_f64()
-    );
+    println!("workers done after {:.1}s", start.elapsed().as_secs_f64());
 
     // One row per process, master first.
     let mut rows = Vec::new();
@@ -219,7 +221,13 @@ fn run(o: &Options) -> Result<i32, String> {
         let mut r = Row::new(w.pid, format!("worker {}", w.index));
         let slot = board.slot(w.index);
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Acquire);
-        r.samples = load(&slot.recorded);
+        // A worker that never stopped its profiler did not report what it accepted: show
+        // what its sampler handed over until it died.
+        r.samples = if load(&slot.stopped) == 1 {
+            load(&slot.recorded)
+        } else {
+            load(&slot.samples)
+        };
         r.dropped = load(&slot.dropped);
         r.profiles = load(&slot.profiles);
         match &w.outcome {
@@ -227,8 +235,8 @@ fn run(o: &Options) -> Result<i32, String> {
             Outcome::Exited(c) => r.problems.push(format!("exited with status {c}")),
             Outcome::Signaled(s) => r.problems.push(format!("killed by signal {s}")),
             Outcome::KilledByWatchdog => r.problems.push(format!(
-                "still running {}s after the end: killed by the watchdog",
-                WATCHDOG_GRACE.as_secs()
+                "still running {:.1}s after the end: killed by the watchdog",
+                o.watchdog.as_secs_f64()
             )),
             Outcome::ForkFailed(e) => r.problems.push(format!("fork failed: {e}")),
             Outcome::Lost(e) => r.problems.push(format!("waitpid failed: {e}")),

@@ -183,20 +183,18 @@ fn bad_options_are_refused() {
     assert!(stderr.contains("--workers"), "{stderr}");
 }
 
-/// A worker that dies (here: SIGKILL from outside, as the OOM killer would) is reported, and
-/// the master still finishes, writes its own profile and exits non-zero.
-#[test]
-fn a_failed_worker_is_reported_and_fails_the_run() {
+/// Runs the demo and sends `signal` to the worker whose announcement line starts with
+/// `announce` as soon as it is printed. Returns the exit code and stdout; a run still going
+/// after 90 s is killed and fails the test.
+fn run_demo_acting(args: &[&str], announce: &str, signal: i32) -> (Option<i32>, String) {
     use std::io::{BufRead, BufReader};
-    let dir = TempDir::new("demo-fail");
     let mut child = Command::new(env!("CARGO_BIN_EXE_forkprof"))
-        .args(["demo", "--duration", "3", "--workers", "2", "--out"])
-        .arg(dir.path())
+        .arg("demo")
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start forkprof demo");
-    // Kill worker 1 as soon as the master announces it; the rest of stdout is the report.
     let reader = BufReader::new(child.stdout.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -205,18 +203,18 @@ fn a_failed_worker_is_reported_and_fails_the_run() {
         }
     });
     let mut stdout = String::new();
-    let mut killed = None;
+    let mut signalled = false;
     let until = Instant::now() + Duration::from_secs(90);
     loop {
         let left = until.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if let Some(pid) = line.strip_prefix("worker 1 started: pid ") {
+                if let Some(pid) = line.strip_prefix(announce) {
                     let pid: i32 = pid.trim().parse().unwrap();
                     // SAFETY: signalling the demo's own worker process, which is alive: it
                     // runs until --duration passes and the master has not reaped it.
-                    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-                    killed = Some(pid);
+                    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+                    signalled = true;
                 }
                 stdout += &line;
                 stdout.push('\n');
@@ -229,10 +227,31 @@ fn a_failed_worker_is_reported_and_fails_the_run() {
         }
     }
     let status = child.wait().unwrap();
-    let pid = killed.unwrap_or_else(|| panic!("worker 1 never announced:\n{stdout}"));
-    assert_eq!(status.code(), Some(1), "{stdout}");
+    assert!(signalled, "`{announce}` never printed:\n{stdout}");
+    (status.code(), stdout)
+}
+
+/// A worker that dies (here: SIGKILL from outside, as the OOM killer would) is reported, and
+/// the master still finishes, writes its own profile and exits non-zero.
+#[test]
+fn a_failed_worker_is_reported_and_fails_the_run() {
+    let dir = TempDir::new("demo-fail");
+    let out = dir.path().to_str().unwrap();
+    let (code, stdout) = run_demo_acting(
+        &["--duration", "3", "--workers", "2", "--out", out],
+        "worker 1 started: pid ",
+        libc::SIGKILL,
+    );
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("killed by signal 9"), "{stdout}");
     assert!(stdout.contains("1 of 3 processes FAILED"), "{stdout}");
+    let pid = stdout
+        .split("worker 1 started: pid ")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .unwrap()
+        .trim()
+        .to_string();
     let row = stdout
         .lines()
         .find(|l| l.trim_start().starts_with(&format!("{pid} ")))
@@ -256,4 +275,29 @@ fn a_failed_worker_is_reported_and_fails_the_run() {
             .any(|f| f.starts_with(&format!("forkprof-demo-{master_pid}-"))),
         "{files:?}"
     );
+}
+
+/// A worker that never exits (here: stopped with SIGSTOP) is killed by the master's watchdog
+/// after `--duration` + `--watchdog`, and reported; nothing hangs.
+#[test]
+fn a_hung_worker_is_killed_by_the_watchdog() {
+    let dir = TempDir::new("demo-hang");
+    let out = dir.path().to_str().unwrap();
+    let (code, stdout) = run_demo_acting(
+        &[
+            "--duration",
+            "1",
+            "--workers",
+            "2",
+            "--watchdog",
+            "1",
+            "--out",
+            out,
+        ],
+        "worker 0 started: pid ",
+        libc::SIGSTOP,
+    );
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("killed by the watchdog"), "{stdout}");
+    assert!(stdout.contains("1 of 3 processes FAILED"), "{stdout}");
 }
