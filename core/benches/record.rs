@@ -387,6 +387,9 @@ fn serialize_benches(c: &mut Criterion<ThreadCpu>) {
         })
     });
     g.finish();
+    if raw.is_empty() {
+        return; // filtered out
+    }
     eprintln!(
         "serialize_zstd: {} samples → {} bytes of pprof → {} bytes zstd",
         SAMPLES,
