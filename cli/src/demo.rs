@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use forkprof::pprof::top::{sample_type_index, top, Top};
-use forkprof::{ChildPolicy, Compression, Config, Label, Profiler, SampleType};
+use forkprof::{ChildPolicy, Compression, Config, ExporterConfig, Label, Profiler, SampleType};
 
 use board::{Board, Slot};
 use shadow::{frame, safepoint, Func, Sampler, Ticker};
@@ -35,7 +35,8 @@ options:
   --out DIR          where profiles are written (default ./forkprof-demo-profiles)
   --period SECS      profile rotation period (default 60; a last profile is written at stop)
   --watchdog SECS    kill a worker still running this long after --duration (default 20)
-  --endpoint URL     upload destination (not available in this build: profiles go to --out)";
+  --endpoint URL     upload instead of writing files: http://host:8126 or unix:///path (a
+                     Datadog agent), pyroscope+http://host:4040 (Pyroscope)";
 
 const SERVICE: &str = "forkprof-demo";
 /// 100 Hz sampling.
@@ -155,21 +156,18 @@ fn thread_id() -> i64 {
 
 fn run(o: &Options) -> Result<i32, String> {
     let started = SystemTime::now();
-    if let Some(url) = &o.endpoint {
-        eprintln!(
-            "forkprof demo: --endpoint {url}: this build has no exporter from a URL yet; \
-             profiles are written to {}",
-            o.out.display()
-        );
-    }
     shadow::intern_all().map_err(|e| format!("cannot intern the demo's names: {e}"))?;
     let wall = || SampleType::new("wall-time", "nanoseconds");
-    let config = Config::builder(SERVICE)
+    let builder = Config::builder(SERVICE)
         .sample_type("wall-time", "nanoseconds")
         .sample_type("cpu-time", "nanoseconds")
         .sampling_period(wall(), TICK_INTERVAL.as_nanos() as i64)
-        .period(o.period)
-        .output_dir(&o.out, Compression::Gzip)
+        .period(o.period);
+    let builder = match &o.endpoint {
+        Some(url) => builder.exporter(ExporterConfig::from_url(url)),
+        None => builder.output_dir(&o.out, Compression::Gzip),
+    };
+    let config = builder
         .tag(format!("workers:{}", o.workers))
         .child_policy(ChildPolicy::Restart)
         .build()
@@ -184,11 +182,14 @@ fn run(o: &Options) -> Result<i32, String> {
     let ticker =
         Ticker::start(TICK_INTERVAL).map_err(|e| format!("cannot start the ticker: {e}"))?;
     let master_pid = std::process::id() as i32;
+    let destination = match &o.endpoint {
+        Some(url) => format!("uploaded to {url}"),
+        None => format!("in {}", o.out.display()),
+    };
     println!(
-        "forkprof demo: master pid {master_pid}, {} workers for {:.1}s, profiles in {}",
+        "forkprof demo: master pid {master_pid}, {} workers for {:.1}s, profiles {destination}",
         o.workers,
         o.duration.as_secs_f64(),
-        o.out.display()
     );
 
     let start = Instant::now();
@@ -248,11 +249,19 @@ fn run(o: &Options) -> Result<i32, String> {
         rows.push(r);
     }
     for r in rows.iter_mut() {
-        if r.pid > 0 {
-            r.read_back(&o.out, started);
+        if r.pid <= 0 {
+            continue;
+        }
+        match &o.endpoint {
+            None => r.read_back(&o.out, started),
+            // Nothing local to read back: the endpoint has the profiles.
+            Some(_) if r.profiles == 0 && r.problems.is_empty() => {
+                r.problems.push("uploaded no profile".into())
+            }
+            Some(_) => {}
         }
     }
-    Ok(print_summary(&rows, &o.out))
+    Ok(print_summary(&rows, &o.out, o.endpoint.as_deref()))
 }
 
 fn spawn_workers(
@@ -525,7 +534,7 @@ impl Row {
     }
 }
 
-fn print_summary(rows: &[Row], dir: &Path) -> i32 {
+fn print_summary(rows: &[Row], dir: &Path, endpoint: Option<&str>) -> i32 {
     println!(
         "\n{:>8}  {:<10} {:>8} {:>8} {:>9}  top 3 functions by wall-time (flat)",
         "pid", "role", "samples", "dropped", "profiles"
@@ -548,14 +557,22 @@ fn print_summary(rows: &[Row], dir: &Path) -> i32 {
         }
     }
     let failed = rows.iter().filter(|r| !r.problems.is_empty()).count();
-    let files: usize = rows.iter().map(|r| r.files.len()).sum();
-    let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    println!(
-        "\n{files} profiles from {} processes in {}",
-        rows.len(),
-        shown.display()
-    );
-    println!("read them with `forkprof top FILE...` or `go tool pprof -top FILE`");
+    if let Some(url) = endpoint {
+        let uploaded: u64 = rows.iter().map(|r| r.profiles).sum();
+        println!(
+            "\n{uploaded} profiles from {} processes uploaded to {url}",
+            rows.len()
+        );
+    } else {
+        let files: usize = rows.iter().map(|r| r.files.len()).sum();
+        let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        println!(
+            "\n{files} profiles from {} processes in {}",
+            rows.len(),
+            shown.display()
+        );
+        println!("read them with `forkprof top FILE...` or `go tool pprof -top FILE`");
+    }
     if failed > 0 {
         println!("{failed} of {} processes FAILED", rows.len());
         1
