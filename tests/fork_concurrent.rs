@@ -86,12 +86,16 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
         })
         .collect();
     go.wait();
-    // Every forker is now in (or about to enter) its prepare handler.
+    // Every forker is now in (or about to enter) its prepare handler. glibc >= 2.36 lets all
+    // of them in at once; musl and older glibc hold their atfork lock across the prepare
+    // handlers, so there one is in flight and the others wait in libc.
+    let concurrent_libc = glibc_version().is_some_and(|v| v >= (2, 36));
+    let expect = if concurrent_libc { FORKERS } else { 1 };
     let mut max_in_flight = 0;
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end {
         max_in_flight = max_in_flight.max(forkprof::fork::state().in_flight);
-        if max_in_flight as usize == FORKERS {
+        if max_in_flight as usize >= expect {
             break;
         }
         std::thread::yield_now();
@@ -106,13 +110,13 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
         "max prepares in flight at once: {max_in_flight} (glibc {:?})",
         glibc_version()
     );
-    if glibc_version().is_some_and(|v| v >= (2, 36)) {
+    if concurrent_libc {
         assert_eq!(
             max_in_flight as usize, FORKERS,
             "glibc >= 2.36 runs prepare handlers concurrently"
         );
     } else {
-        assert!(max_in_flight >= 1);
+        assert!(max_in_flight >= 1, "no prepare handler ran");
     }
     let st = forkprof::fork::state();
     assert_eq!(st.in_flight, 0, "every prepare met its parent handler");

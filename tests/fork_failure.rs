@@ -2,10 +2,10 @@
 //! release what prepare took, or the next record/flush/stop/fork hangs.
 //!
 //! The failure is made real, not simulated: a seccomp filter on one thread only (seccomp is
-//! per thread without TSYNC) makes that thread's `fork`/`clone`/`clone3` for a new process return
+//! per thread without TSYNC) makes that thread's `clone`/`clone3` for a new process return
 //! EAGAIN, while every other thread (the profiler's, the test's) is untouched, so "a later
 //! fork works" can be checked in the same process.
-#![cfg(target_os = "linux")]
+#![cfg(target_os = "linux")] // seccomp is Linux-only
 
 mod support;
 
@@ -21,7 +21,8 @@ const AUDIT_ARCH: u32 = 0xc000_003e;
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xc000_00b7;
 
-/// Installs, on the calling thread only, a filter failing process-creating clones with EAGAIN.
+/// Installs, on the calling thread only, a filter failing process-creating clones (and the
+/// plain `fork` syscall) with EAGAIN.
 fn block_forks_on_this_thread() {
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
@@ -29,17 +30,18 @@ fn block_forks_on_this_thread() {
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     // seccomp_data: nr at 0, arch at 4, args[0] (low half on little endian) at 16.
-    // musl's fork() issues SYS_fork where the architecture has it; glibc's uses clone.
+    // musl forks with the plain `fork` syscall where the architecture has one; glibc uses
+    // `clone` without CLONE_THREAD.
     #[cfg(target_arch = "x86_64")]
-    const SYS_FORK: u32 = libc::SYS_fork as u32;
+    const PLAIN_FORK: u32 = libc::SYS_fork as u32;
     #[cfg(not(target_arch = "x86_64"))]
-    const SYS_FORK: u32 = libc::SYS_clone3 as u32;
+    const PLAIN_FORK: u32 = libc::SYS_clone3 as u32;
     let prog = [
         ins(LD_W_ABS, 0, 0, 4),
         ins(JEQ_K, 0, 7, AUDIT_ARCH),
         ins(LD_W_ABS, 0, 0, 0),
-        ins(JEQ_K, 4, 0, libc::SYS_clone3 as u32),
-        ins(JEQ_K, 3, 0, SYS_FORK),
+        ins(JEQ_K, 4, 0, PLAIN_FORK),
+        ins(JEQ_K, 3, 0, libc::SYS_clone3 as u32),
         ins(JEQ_K, 0, 3, libc::SYS_clone as u32),
         ins(LD_W_ABS, 0, 0, 16),
         ins(JSET_K, 1, 0, libc::CLONE_THREAD as u32),

@@ -110,3 +110,92 @@ fn nested_forks_three_levels_each_profile_their_own() {
     assert_eq!(totals.get("level_1"), Some(&(4 * 12)));
     assert_eq!(totals.get("level_0"), Some(&(8 * 13)));
 }
+
+/// An exporter factory that, in one chosen process, parks the thread building the exporter
+/// (that is, a thread inside the profiler's restart after a fork) until told to go on.
+#[derive(Debug)]
+struct ParkingFactory {
+    dir: std::path::PathBuf,
+    park_in_pid: std::sync::atomic::AtomicU32,
+    parked: AtomicBool,
+    go: AtomicBool,
+}
+
+impl forkprof::ExporterFactory for ParkingFactory {
+    fn compression(&self) -> Compression {
+        Compression::Gzip
+    }
+    fn create(
+        &self,
+        ctx: &forkprof::export::ExportContext<'_>,
+    ) -> forkprof::Result<Box<dyn forkprof::Exporter>> {
+        if self.park_in_pid.load(Ordering::Acquire) == std::process::id() {
+            self.parked.store(true, Ordering::Release);
+            while !self.go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+        }
+        Ok(Box::new(forkprof::export::file::FileExporter::open(
+            &self.dir, ctx,
+        )?))
+    }
+}
+
+#[test]
+fn grandchild_forked_while_its_parent_restarts_still_profiles() {
+    let _serial = serial();
+    let _w = Watchdog::new("fork during a restart", Duration::from_secs(60));
+    let dir = TempDir::new("midrestart");
+    let factory = Arc::new(ParkingFactory {
+        dir: dir.path().to_path_buf(),
+        park_in_pid: Default::default(),
+        parked: AtomicBool::new(false),
+        go: AtomicBool::new(false),
+    });
+    let cfg = Config::builder("midrestart")
+        .sample_type("samples", "count")
+        .child_policy(ChildPolicy::Restart)
+        .exporter(forkprof::ExporterConfig::Custom(factory.clone()))
+        .build()
+        .unwrap();
+    let p = Profiler::start(cfg).unwrap();
+    let f = [Frame::new("work", "w.rs", 1)];
+    let child = fork_and_run(|| {
+        // In the child: one thread starts the restart and parks inside it...
+        factory
+            .park_in_pid
+            .store(std::process::id(), Ordering::Release);
+        let restarting = {
+            let p = p.clone();
+            std::thread::spawn(move || p.record(&Sample::new(&f, &[1])).is_ok())
+        };
+        while !factory.parked.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // ...while this one forks a grandchild, which inherits the restart-in-progress mark.
+        let grandchild = fork_and_run(|| {
+            let ok = p.record(&Sample::new(&f, &[1])).is_ok()
+                && p.is_running()
+                && p.stats().samples_recorded == 1;
+            if !ok {
+                return 130;
+            }
+            match p.stop(Duration::from_secs(10)) {
+                Ok(s) if s.samples_recorded == 1 => 0,
+                _ => 131,
+            }
+        });
+        factory.go.store(true, Ordering::Release);
+        if !restarting.join().unwrap_or(false) {
+            return 132;
+        }
+        match wait_exit(grandchild, Duration::from_secs(15), "grandchild") {
+            Exit::Code(0) => {}
+            Exit::Code(c) => return c,
+            Exit::Signal(_) => return 133,
+        }
+        0
+    });
+    expect_exit_0(child, "child that forked mid-restart");
+    p.stop(Duration::from_secs(10)).unwrap();
+}

@@ -3,7 +3,7 @@
 //! it, both of forkprof's locks are held by threads that vanish in the child (the collector
 //! held on the string table by a pause point, and another thread's fork whose prepare holds
 //! CONTROL while it waits for that table).
-#![cfg(target_os = "linux")]
+#![cfg(target_os = "linux")] // raw clone and the wipe-on-fork sentinel are Linux-only; macOS has its own unintercepted-fork test (fork_interception.rs)
 
 mod support;
 

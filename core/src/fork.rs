@@ -15,6 +15,8 @@
 //! 6. Unobserved forks: the backend's sentinel word is zeroed by the kernel in every child; a
 //!    zero sentinel with no child handler run means nobody saw the fork, and profiling turns
 //!    itself off in that process without touching any inherited lock or thread.
+//! 7. Set-up ([`install`]) holds no lock a child could inherit: a fork can land in the middle
+//!    of it, before any handler exists, and that child must refuse rather than wait.
 
 use std::cell::Cell;
 use std::sync::atomic::{
@@ -128,6 +130,19 @@ fn install_now(platform: &'static dyn Platform) -> Result<()> {
     PID.store(getpid(), Ordering::Relaxed);
     platform.install_fork_hooks()?;
     INSTALLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Refuses calls that take CONTROL or the string table from a thread that already holds them
+/// for a fork in progress: between `before_fork` and `after_fork_*` under interception, or
+/// from another library's atfork prepare handler that runs after forkprof's. BriefLock is not
+/// reentrant, so taking them again would wait on this very thread for ever.
+pub(crate) fn check_not_mid_fork() -> Result<()> {
+    if LOCKED_HERE.with(|l| l.get()) {
+        return Err(Error::ForkOrder {
+            reason: "start/stop/intern called on a thread whose fork is in progress (between before_fork and after_fork_parent/after_fork_child); call it before or after the fork",
+        });
+    }
     Ok(())
 }
 

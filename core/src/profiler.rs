@@ -24,6 +24,7 @@ const DISABLED: u8 = 2;
 
 struct Shared {
     config: Arc<Config>,
+    platform: &'static dyn Platform,
     n_values: usize,
     max_depth: usize,
     /// `Arc::into_raw` of the current process's session; never null.
@@ -89,7 +90,7 @@ impl Shared {
         let len = wire::encoded_len(sample, kept);
         let (result, wake) = s
             .buffer
-            .push(len, |out| wire::encode(sample, kept, omitted, len, out));
+            .push(len, |out| wire::encode(sample, kept, omitted, out));
         let c = &s.counters;
         match result {
             Push::Stored => {
@@ -124,6 +125,9 @@ impl ForkAware for Shared {
         if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
             return;
         }
+        if fork::check_not_mid_fork().is_err() {
+            return; // this thread holds CONTROL for a fork; the next call restarts
+        }
         if self.config.child_policy == ChildPolicy::Disable {
             self.state.store(DISABLED, Ordering::Release);
             return;
@@ -138,7 +142,7 @@ impl ForkAware for Shared {
         {
             return; // another thread of this child is restarting it
         }
-        match Session::start(self.config.clone(), gen, std::process::id()) {
+        match Session::start(self.config.clone(), self.platform, gen, std::process::id()) {
             Ok(new) => {
                 let _order = CONTROL.lock();
                 // The previous session is the parent's: overwrite the pointer, never drop it.
@@ -175,6 +179,7 @@ impl Drop for Shared {
 impl Profiler {
     /// Starts a profiler on `platform` (the facade passes the one chosen at compile time).
     pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
+        fork::check_not_mid_fork()?;
         if fork::is_unobserved_child() {
             return Err(Error::NotRunning {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
@@ -185,7 +190,7 @@ impl Profiler {
         fork::add_user();
         let config = Arc::new(config);
         let gen = fork::generation_checked().unwrap_or(0);
-        let session = match Session::start(config.clone(), gen, std::process::id()) {
+        let session = match Session::start(config.clone(), platform, gen, std::process::id()) {
             Ok(s) => s,
             Err(e) => {
                 fork::remove_user();
@@ -196,6 +201,7 @@ impl Profiler {
             n_values: config.sample_types.len(),
             max_depth: config.max_stack_depth,
             config,
+            platform,
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
             restarting: AtomicU64::new(0),
@@ -271,6 +277,7 @@ impl Profiler {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
             });
         };
+        fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
         // Only a session started in this process has threads to stop; a child that never
         // restarted has nothing of its own (and must not touch the parent's session).
@@ -331,6 +338,7 @@ impl Profiler {
 
 /// Interns a name in the process-wide table for [`crate::FrameIds`]; see [`crate::intern`].
 pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
+    fork::check_not_mid_fork()?;
     if fork::is_unobserved_child() {
         return Err(Error::NotRunning {
             reason: "this process was forked without forkprof's fork hooks",

@@ -13,6 +13,8 @@
 //! labels:  u16 key len, key, u8 kind, then str: u16 len + bytes | num: i64 | num+unit: i64, u16 len + bytes
 //! ```
 
+use std::mem::MaybeUninit;
+
 use crate::sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
 
 const FLAG_IDS: u8 = 1;
@@ -66,16 +68,20 @@ pub(crate) fn encoded_len(sample: &Sample<'_>, kept: usize) -> usize {
     n
 }
 
-/// Appends the record for `sample` to `out`. `len` is `encoded_len(sample, kept)`.
+/// Writes the record for `sample` into `out`, which is exactly `encoded_len(sample, kept)`
+/// bytes of the sample buffer.
+///
+/// Each field is a plain store into the reserved bytes, with no capacity check per field (the
+/// host thread's cost is mostly this copy).
 #[inline]
 pub(crate) fn encode(
     sample: &Sample<'_>,
     kept: usize,
     omitted: usize,
-    len: usize,
-    out: &mut Vec<u8>,
+    out: &mut [MaybeUninit<u8>],
 ) {
-    let start = out.len();
+    let len = out.len();
+    let mut w = Writer { buf: out, pos: 0 };
     let mut flags = 0;
     if matches!(sample.stack, Stack::Ids(_)) {
         flags |= FLAG_IDS;
@@ -83,64 +89,108 @@ pub(crate) fn encode(
     if sample.timestamp_ns.is_some() {
         flags |= FLAG_TIMESTAMP;
     }
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.push(flags);
-    out.push(sample.values.len() as u8);
-    out.extend_from_slice(&(kept as u16).to_le_bytes());
-    out.extend_from_slice(&(sample.labels.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(omitted.min(u32::MAX as usize) as u32).to_le_bytes());
+    let n_labels = sample.labels.len().min(u16::MAX as usize) as u16;
+    let mut header = [0u8; HEADER];
+    header[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    header[4] = flags;
+    header[5] = sample.values.len() as u8;
+    header[6..8].copy_from_slice(&(kept as u16).to_le_bytes());
+    header[8..10].copy_from_slice(&n_labels.to_le_bytes());
+    header[12..16].copy_from_slice(&(omitted.min(u32::MAX as usize) as u32).to_le_bytes());
+    w.put(&header);
     if let Some(ts) = sample.timestamp_ns {
-        out.extend_from_slice(&ts.to_le_bytes());
+        w.put(&ts.to_le_bytes());
     }
     for v in sample.values {
-        out.extend_from_slice(&v.to_le_bytes());
+        w.put(&v.to_le_bytes());
     }
     match sample.stack {
         Stack::Ids(frames) => {
             for f in &frames[..kept] {
-                out.extend_from_slice(&f.function.0.to_le_bytes());
-                out.extend_from_slice(&f.file.0.to_le_bytes());
-                out.extend_from_slice(&f.line.to_le_bytes());
+                let mut b = [0u8; 12];
+                b[0..4].copy_from_slice(&f.function.0.to_le_bytes());
+                b[4..8].copy_from_slice(&f.file.0.to_le_bytes());
+                b[8..12].copy_from_slice(&f.line.to_le_bytes());
+                w.put(&b);
             }
         }
         Stack::Text(frames) => {
             for f in &frames[..kept] {
                 let (func, file) = (clip(f.function), clip(f.file));
-                out.extend_from_slice(&f.line.to_le_bytes());
-                out.extend_from_slice(&(func.len() as u16).to_le_bytes());
-                out.extend_from_slice(&(file.len() as u16).to_le_bytes());
-                out.extend_from_slice(func);
-                out.extend_from_slice(file);
+                let mut b = [0u8; 8];
+                b[0..4].copy_from_slice(&f.line.to_le_bytes());
+                b[4..6].copy_from_slice(&(func.len() as u16).to_le_bytes());
+                b[6..8].copy_from_slice(&(file.len() as u16).to_le_bytes());
+                w.put(&b);
+                w.put(func);
+                w.put(file);
             }
         }
     }
     for l in sample.labels.iter().take(u16::MAX as usize) {
-        put_str(out, l.key.as_bytes());
+        put_str(&mut w, l.key.as_bytes());
         match l.value {
             LabelValue::Str(s) => {
-                out.push(KIND_STR);
-                put_str(out, s);
+                w.put(&[KIND_STR]);
+                put_str(&mut w, s);
             }
             LabelValue::Num(n) => {
-                out.push(KIND_NUM);
-                out.extend_from_slice(&n.to_le_bytes());
+                w.put(&[KIND_NUM]);
+                w.put(&n.to_le_bytes());
             }
             LabelValue::NumUnit(n, u) => {
-                out.push(KIND_NUM_UNIT);
-                out.extend_from_slice(&n.to_le_bytes());
-                put_str(out, u.as_bytes());
+                w.put(&[KIND_NUM_UNIT]);
+                w.put(&n.to_le_bytes());
+                put_str(&mut w, u.as_bytes());
             }
         }
     }
-    debug_assert_eq!(out.len() - start, len);
+    debug_assert_eq!(w.pos, len);
+    // Whatever a wrongly computed length left unwritten is zeroed, so every byte the collector
+    // reads is initialised.
+    w.zero_rest();
+}
+
+/// Fills a record's reserved, uninitialised bytes front to back: plain stores, without the
+/// zero-fill a `resize` would cost or a capacity check per field. A write past the end (a
+/// length computed wrongly) is skipped, never a panic on the host thread; `debug_assert`s
+/// catch it in tests.
+struct Writer<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    /// Bytes initialised so far, from the front.
+    pos: usize,
+}
+
+impl Writer<'_> {
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.pos..self.pos + b.len()) {
+            Some(dst) => {
+                // SAFETY: `dst` is exactly `b.len()` writable bytes, disjoint from `b` (which
+                // the host owns); `MaybeUninit<u8>` has the layout of `u8`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b.as_ptr(), dst.as_mut_ptr().cast(), b.len())
+                };
+                self.pos += b.len();
+            }
+            None => debug_assert!(false, "wire record longer than its computed length"),
+        }
+    }
+
+    fn zero_rest(&mut self) {
+        let from = self.pos.min(self.buf.len());
+        for b in &mut self.buf[from..] {
+            b.write(0);
+        }
+        self.pos = self.buf.len();
+    }
 }
 
 #[inline]
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+fn put_str(w: &mut Writer<'_>, s: &[u8]) {
     let s = clip(s);
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s);
+    w.put(&(s.len() as u16).to_le_bytes());
+    w.put(s);
 }
 
 /// A record read back by the collector. Borrowed from the drained buffer.
@@ -308,10 +358,12 @@ mod tests {
     fn roundtrip(sample: &Sample<'_>, max_depth: usize) -> Vec<u8> {
         let (kept, omitted) = kept_frames(sample.stack.len(), max_depth);
         let len = encoded_len(sample, kept);
-        let mut buf = Vec::new();
-        encode(sample, kept, omitted, len, &mut buf);
-        assert_eq!(buf.len(), len);
-        buf
+        let mut buf = vec![MaybeUninit::new(0u8); len];
+        encode(sample, kept, omitted, &mut buf);
+        buf.into_iter()
+            // SAFETY: initialised by `vec!` and then by `encode`.
+            .map(|b| unsafe { b.assume_init() })
+            .collect()
     }
 
     #[test]

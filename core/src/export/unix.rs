@@ -88,8 +88,8 @@ fn connect(path: &Path, limit: Option<Duration>) -> io::Result<UnixStream> {
     }
     if let Some(limit) = limit {
         let tv = libc::timeval {
-            tv_sec: limit.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_usec: limit.subsec_micros() as libc::suseconds_t,
+            tv_sec: limit.as_secs().min(i32::MAX as u64) as _,
+            tv_usec: limit.subsec_micros() as _,
         };
         // SAFETY: `tv` is a valid timeval and its size is passed with it.
         let rc = unsafe {
