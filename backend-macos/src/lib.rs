@@ -4,10 +4,15 @@
 //!
 //! The strategy itself ([`strategy`]) is portable: under the `portable-strategy` feature it
 //! compiles on Linux, where the tests run it under a simulation of macOS's atfork semantics.
-//! What only exists on macOS (the Mach clocks) lives in `mach_clock`, compiled only there; the
-//! Linux build of the strategy reads the POSIX clocks instead.
+//! What only exists on macOS (the Mach clocks, `minherit`) lives in `mach_clock` and
+//! `fork_memory_macos`, compiled only there; the Linux build of the strategy uses the POSIX
+//! clocks and `MADV_DONTFORK` instead.
 #![cfg(any(target_os = "macos", feature = "portable-strategy"))]
 
+#[cfg(not(target_os = "macos"))]
+mod fork_memory_host;
+#[cfg(target_os = "macos")]
+mod fork_memory_macos;
 #[cfg(target_os = "macos")]
 mod mach_clock;
 mod strategy;
@@ -16,6 +21,11 @@ mod strategy;
 use forkprof_backend_posix::clock;
 #[cfg(target_os = "macos")]
 use mach_clock as clock;
+
+#[cfg(not(target_os = "macos"))]
+use fork_memory_host as fork_memory;
+#[cfg(target_os = "macos")]
+use fork_memory_macos as fork_memory;
 
 pub use strategy::{Macos, ATFORK_OPT_IN_ENV, PLATFORM, PLATFORM_ATFORK};
 

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use forkprof_backend_posix::atfork;
 use forkprof_core::{ForkStrategy, Platform, Result};
 
-use crate::clock;
+use crate::{clock, fork_memory};
 
 /// Setting this to `1` in the environment before the first profiler starts makes [`PLATFORM`]
 /// use prepare/parent/child atfork handlers, like glibc and musl, instead of interception.
@@ -125,5 +125,13 @@ impl Platform for Macos {
     }
     fn monotonic_ns(&self) -> u64 {
         clock::monotonic_ns()
+    }
+    unsafe fn exclude_from_fork(&self, addr: *mut u8, len: usize) -> bool {
+        // SAFETY: the caller's contract is `fork_memory::exclude`'s.
+        unsafe { fork_memory::exclude(addr, len) }
+    }
+    unsafe fn include_in_fork(&self, addr: *mut u8, len: usize) {
+        // SAFETY: the caller's contract is `fork_memory::include`'s.
+        unsafe { fork_memory::include(addr, len) }
     }
 }
