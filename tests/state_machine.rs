@@ -134,6 +134,9 @@ pub enum Op {
         busy: bool,
         /// The child forks a grandchild halfway through, which checks itself the same way.
         nested: bool,
+        /// Two threads fork at the same moment (concurrent prepare handlers); each child
+        /// checks itself.
+        twins: bool,
     },
     /// Stop while two other threads keep recording (some samples land before the last
     /// drain, the rest are ignored; none may be counted and lost).
@@ -326,13 +329,15 @@ impl ReferenceStateMachine for Reference {
             any::<bool>(),
             any::<bool>(),
             prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
         )
-            .prop_map(|(n, seed, wrapper, busy, nested)| Op::Fork {
+            .prop_map(|(n, seed, wrapper, busy, nested, twins)| Op::Fork {
                 n,
                 seed,
                 wrapper,
                 busy,
                 nested,
+                twins,
             });
         let policy = prop_oneof![Just(ChildPolicy::Restart), Just(ChildPolicy::Disable)];
         let rotating = state.running
@@ -883,16 +888,9 @@ impl Sut {
         coverage::bump(16, 1);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fork(
-        &mut self,
-        model: &Model,
-        n: usize,
-        seed: u32,
-        wrapper: bool,
-        busy: bool,
-        nested: bool,
-    ) {
+    /// `flags`: busy (others record meanwhile), nested (grandchild), twins (two forks at once).
+    fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool, flags: [bool; 3]) {
+        let [busy, nested, twins] = flags;
         let plan = model.child.clone().expect("the model plans the child");
         let env = child::Env {
             ep: self.ep.clone(),
@@ -900,52 +898,87 @@ impl Sut {
             ignored_base: plan.ignored_before + self.extra_ignored,
             nested,
         };
-        let fds = child::pipe();
-        let do_fork =
-            |_: &Sut| fork_and_run_child(|| child::main(&env, &plan, n, seed), fds, wrapper);
-        let pid = if busy {
-            self.while_recording(model, do_fork)
+        let seeds: Vec<u32> = if twins {
+            vec![seed, seed.wrapping_add(1)]
         } else {
-            do_fork(self)
+            vec![seed]
         };
-        // SAFETY: closing our copy of the write end, so EOF arrives when the child exits.
-        unsafe { libc::close(fds[1]) };
-        let report = child::read_report(fds[0], OP_BOUND);
-        // SAFETY: our read end, done with.
-        unsafe { libc::close(fds[0]) };
-        let status = child::wait(pid, OP_BOUND);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child {pid} ({plan:?}) failed with status {status:#x}: {report}"
-        );
-        // The parent's own view of the child's output.
-        let (expected, descendants) = child::parse_report(&report);
-        let files = child::files_of(self.dir.path(), pid as u32);
-        let mut got = Totals::new();
-        for (_, prof) in &files {
-            samples::merge(&mut got, &samples::profile_totals(prof).0);
+        let pipes: Vec<[libc::c_int; 2]> = seeds.iter().map(|_| child::pipe()).collect();
+        let launch = |_: &Sut| -> Vec<libc::pid_t> {
+            if !twins {
+                let body = || child::main(&env, &plan, n, seeds[0]);
+                return vec![fork_and_run_child(body, pipes[0], wrapper)];
+            }
+            let barrier = std::sync::Barrier::new(seeds.len());
+            std::thread::scope(|sc| {
+                let forks: Vec<_> = seeds
+                    .iter()
+                    .zip(&pipes)
+                    .map(|(&sd, &fds)| {
+                        // Owned copies: in the child, glibc reuses the stacks of the threads
+                        // that did not survive the fork (this test thread's among them) for
+                        // the threads the child starts, so nothing there may be borrowed.
+                        let (env, plan, barrier) = (env.clone(), plan.clone(), &barrier);
+                        sc.spawn(move || {
+                            barrier.wait();
+                            fork_and_run_child(|| child::main(&env, &plan, n, sd), fds, wrapper)
+                        })
+                    })
+                    .collect();
+                forks
+                    .into_iter()
+                    .map(|h| h.join().expect("forking thread"))
+                    .collect()
+            })
+        };
+        let pids = if busy {
+            self.while_recording(model, launch)
+        } else {
+            launch(self)
+        };
+        for fds in &pipes {
+            // SAFETY: closing our copy of the write end, so EOF arrives when the child exits.
+            unsafe { libc::close(fds[1]) };
         }
-        let d = samples::diff(&expected, &got);
-        assert!(
-            d.is_empty(),
-            "child {pid}'s files, read by the parent:\n{}",
-            d.join("\n")
-        );
-        self.children.push((pid as u32, expected));
-        for d in descendants {
-            self.children.push((d, Totals::new()));
-            coverage::bump(17, 1);
+        for (&pid, fds) in pids.iter().zip(&pipes) {
+            let report = child::read_report(fds[0], OP_BOUND);
+            // SAFETY: our read end, done with.
+            unsafe { libc::close(fds[0]) };
+            let status = child::wait(pid, OP_BOUND);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child {pid} ({plan:?}) failed with status {status:#x}: {report}"
+            );
+            // The parent's own view of the child's output.
+            let (expected, descendants) = child::parse_report(&report);
+            let files = child::files_of(self.dir.path(), pid as u32);
+            let mut got = Totals::new();
+            for (_, prof) in &files {
+                samples::merge(&mut got, &samples::profile_totals(prof).0);
+            }
+            let d = samples::diff(&expected, &got);
+            assert!(
+                d.is_empty(),
+                "child {pid}'s files, read by the parent:\n{}",
+                d.join("\n")
+            );
+            self.children.push((pid as u32, expected));
+            for d in descendants {
+                self.children.push((d, Totals::new()));
+                coverage::bump(17, 1);
+            }
+            coverage::bump(
+                match plan.kind {
+                    ChildKind::Inherited => 7,
+                    ChildKind::Disabled => 8,
+                    ChildKind::Fresh { .. } => 9,
+                },
+                1,
+            );
         }
-        coverage::bump(
-            match plan.kind {
-                ChildKind::Inherited => 7,
-                ChildKind::Disabled => 8,
-                ChildKind::Fresh { .. } => 9,
-            },
-            1,
-        );
         coverage::bump(10, wrapper as u64);
         coverage::bump(15, busy as u64);
+        coverage::bump(18, twins as u64);
     }
 }
 
@@ -997,6 +1030,7 @@ mod child {
     use std::path::{Path, PathBuf};
 
     /// What a child inherits from the process that forked it, as the test sees it.
+    #[derive(Clone)]
     pub struct Env {
         pub ep: Arc<Endpoint>,
         pub profiler: Option<Profiler>,
@@ -1326,7 +1360,7 @@ mod child {
 mod coverage {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    pub const NAMES: [&str; 18] = [
+    pub const NAMES: [&str; 19] = [
         "cases",
         "ops",
         "samples recorded",
@@ -1345,8 +1379,9 @@ mod coverage {
         "forks while other threads record",
         "stops while other threads record",
         "grandchildren",
+        "twin forks (two threads at once)",
     ];
-    static COUNTS: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
+    static COUNTS: [AtomicU64; 19] = [const { AtomicU64::new(0) }; 19];
 
     pub fn bump(i: usize, by: u64) {
         COUNTS[i].fetch_add(by, Ordering::Relaxed);
@@ -1397,7 +1432,8 @@ impl StateMachineTest for ProfilerTest {
                 wrapper,
                 busy,
                 nested,
-            } => sut.fork(model, *n, *seed, *wrapper, *busy, *nested),
+                twins,
+            } => sut.fork(model, *n, *seed, *wrapper, [*busy, *nested, *twins]),
             Op::StopWhileRecording => sut.stop_while_recording(model),
             Op::ChangePolicy(_) => {
                 sut.stop(model);
