@@ -131,9 +131,19 @@ impl ForkAware for Shared {
         match Session::start(self.config.clone(), gen, std::process::id()) {
             Ok(new) => {
                 let _order = CONTROL.lock();
-                // The previous session is the parent's: overwrite the pointer, never drop it.
-                self.session
-                    .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+                if self.state.load(Ordering::Acquire) != RUNNING {
+                    // `stop()` ran on another thread while this session was being built: it
+                    // never becomes the profiler's, so nobody else would end its threads.
+                    new.stopping.store(true, Ordering::Release);
+                    new.wake_pending.store(true, Ordering::Release);
+                    if let Some(t) = new.collector.get() {
+                        t.unpark();
+                    }
+                } else {
+                    // The previous session is the parent's: overwrite the pointer, never drop it.
+                    self.session
+                        .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+                }
             }
             Err(_) => self.state.store(DISABLED, Ordering::Release),
         }
@@ -254,15 +264,21 @@ impl Profiler {
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
         let deadline = Instant::now() + timeout;
-        let current = sh.current();
-        {
+        // In a forked child this restarts first, so that stop ends the child's own session.
+        let _ = sh.current();
+        // Which session to shut down is read under the same lock as the state changes: a
+        // restart finishing on another thread either installed its session before this (and
+        // it is shut down here) or sees STOPPED and ends it itself.
+        let current = {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
                 return Err(Error::NotRunning {
                     reason: "already stopped or disabled",
                 });
             }
-        }
+            let s = sh.session();
+            (fork::generation_checked() == Some(s.generation)).then_some(s)
+        };
         fork::remove_user();
         {
             let mut reg = CONTROL.lock();

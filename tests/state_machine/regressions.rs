@@ -193,3 +193,68 @@ fn records_racing_stop_are_exported_or_ignored() {
     }
     assert_eq!(lost_total, 0, "samples counted recorded but never exported");
 }
+
+/// Profiler threads alive in this process, by their names.
+fn profiler_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("forkprof-"))
+        })
+        .count()
+}
+
+/// In a child, `stop()` racing the lazy restart that another thread's first call started:
+/// the restart could install its fresh session after `stop()` had looked for one, leaving
+/// that session's threads running forever behind a stopped profiler.
+#[test]
+fn stop_racing_the_restart_in_a_child_leaves_no_threads() {
+    let _w = Watchdog::new("stop_racing_the_restart", Duration::from_secs(120));
+    let dir = TempDir::new("regress-restart-race");
+    let frames = [Frame::new("child", "c.rs", 1)];
+    let p = Profiler::start(file_config(dir.path())).unwrap();
+    let mut leaks = 0;
+    for _ in 0..40 {
+        // SAFETY: the child runs the race, checks its threads and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    barrier.wait();
+                    let _ = p.record(&Sample::new(&frames, &[1]));
+                });
+                sc.spawn(|| {
+                    barrier.wait();
+                    let _ = p.stop(Duration::from_secs(5));
+                });
+            });
+            let _ = p.stop(Duration::from_secs(5));
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while profiler_threads() > 0 && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let code = if profiler_threads() == 0 { 0 } else { 9 };
+            // SAFETY: ends the child without the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child {pid}: status {status:#x}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            9 => leaks += 1,
+            c => panic!("child {pid} exited with {c}"),
+        }
+    }
+    p.stop(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        leaks, 0,
+        "children left with profiler threads running after stop()"
+    );
+}
