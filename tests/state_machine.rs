@@ -579,6 +579,16 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Re
     Ok(())
 }
 
+/// A call given `limit` returns about then at the latest (the slack only absorbs scheduling
+/// on a loaded machine: this catches a call that ignores its deadline, it times nothing).
+fn within_deadline(what: &str, started: Instant, limit: Duration) {
+    let took = started.elapsed();
+    assert!(
+        took < limit + Duration::from_secs(5),
+        "{what}({limit:?}) returned after {took:?}: it must not block past its deadline"
+    );
+}
+
 fn kind_of(r: &Result<impl Sized, Error>) -> Expect {
     match r {
         Ok(_) => Expect::Ok,
@@ -709,7 +719,9 @@ impl Sut {
         } else {
             GENEROUS
         };
+        let t0 = Instant::now();
         let r = p.flush_sync(limit);
+        within_deadline("flush_sync", t0, limit);
         assert_eq!(kind_of(&r), model.expect, "flush_sync: {r:?}");
         coverage::bump(
             4,
@@ -727,7 +739,9 @@ impl Sut {
         } else {
             GENEROUS
         };
+        let t0 = Instant::now();
         let r = p.stop(limit);
+        within_deadline("stop", t0, limit);
         assert_eq!(kind_of(&r), model.expect, "stop: {r:?}");
         coverage::bump(5, (model.expect == Expect::Timeout) as u64);
         if let Ok(stats) = &r {
