@@ -17,7 +17,8 @@
 //! Drops (the buffer full) are legitimate and cannot be predicted: the test attributes each
 //! one to its sample from the counters it moved, and such samples must then be nowhere.
 //!
-//! Cases: 64 by default (each up to 19 operations; about 10 s on 2 cores), `PROPTEST_CASES` raises it for soak runs:
+//! Cases: 64 by default (each up to 19 operations; about 10 s on 2 cores). `PROPTEST_CASES`
+//! raises it for soak runs:
 //! `PROPTEST_CASES=2000 cargo test --test state_machine profiler_matches_model -- --nocapture`
 //! (prints what the run covered). A failure shrinks to a short operation list, printed as the
 //! transitions' `Debug`, and its seed is saved in `proptest-regressions/state_machine.txt`,
