@@ -258,3 +258,55 @@ fn stop_racing_the_restart_in_a_child_leaves_no_threads() {
         "children left with profiler threads running after stop()"
     );
 }
+
+/// Two profilers running side by side in one process (same service, same directory) both
+/// restart in a child, and nobody's files overwrite anybody's.
+#[test]
+fn two_profilers_side_by_side_survive_a_fork() {
+    let _w = Watchdog::new("two_profilers_side_by_side", Duration::from_secs(60));
+    let dir = TempDir::new("regress-two");
+    let a = Profiler::start(file_config(dir.path())).unwrap();
+    let b = Profiler::start(file_config(dir.path())).unwrap();
+    let fa = [Frame::new("from_a", "a.rs", 1)];
+    let fb = [Frame::new("from_b", "b.rs", 1)];
+    a.record(&Sample::new(&fa, &[1])).unwrap();
+    b.record(&Sample::new(&fb, &[1])).unwrap();
+    // SAFETY: the child records on both, stops both and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = a.record(&Sample::new(&fa, &[10])).is_ok()
+            && b.record(&Sample::new(&fb, &[10])).is_ok()
+            && a.stop(Duration::from_secs(10))
+                .is_ok_and(|s| s.samples_recorded == 1)
+            && b.stop(Duration::from_secs(10))
+                .is_ok_and(|s| s.samples_recorded == 1);
+        // SAFETY: ends the child without the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    a.stop(Duration::from_secs(10)).unwrap();
+    b.stop(Duration::from_secs(10)).unwrap();
+    let profiles = read_profiles(dir.path());
+    let of = |p: u32| {
+        let ps: Vec<_> = profiles
+            .iter()
+            .filter(|(path, _)| path.to_string_lossy().contains(&format!("regress-{p}-")))
+            .map(|(_, prof)| prof)
+            .collect();
+        totals_by_stack(ps, 0)
+    };
+    let parent = of(std::process::id());
+    let child = of(pid as u32);
+    assert_eq!(
+        (parent.get("from_a"), parent.get("from_b")),
+        (Some(&1), Some(&1))
+    );
+    assert_eq!(
+        (child.get("from_a"), child.get("from_b")),
+        (Some(&10), Some(&10))
+    );
+}
