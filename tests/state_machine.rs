@@ -139,6 +139,11 @@ pub enum Op {
         /// checks itself.
         twins: bool,
     },
+    /// A fork no handler sees (a raw `clone` system call, like `_Fork`): the child must find
+    /// profiling off and record nothing; the parent carries on untouched.
+    UnobservedFork {
+        n: usize,
+    },
     /// Stop while two other threads keep recording (some samples land before the last
     /// drain, the rest are ignored; none may be counted and lost).
     StopWhileRecording,
@@ -354,6 +359,7 @@ impl ReferenceStateMachine for Reference {
                 2 => Just(Op::FlushSync),
                 1 => Just(Op::Flush),
                 2 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
                 1 => Just(Op::StopWhileRecording),
@@ -366,6 +372,7 @@ impl ReferenceStateMachine for Reference {
                 2 => Just(Op::FlushSync),
                 1 => Just(Op::Flush),
                 2 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
                 1 => Just(Op::StopWhileRecording),
@@ -378,6 +385,7 @@ impl ReferenceStateMachine for Reference {
                 1 => record,
                 1 => Just(Op::FlushSync),
                 1 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => Just(Op::Stop),
                 1 => mode().prop_map(Op::Endpoint),
             ]
@@ -508,6 +516,7 @@ impl ReferenceStateMachine for Reference {
                 s.expect = stop_expect;
                 s.settled = false;
             }
+            Op::UnobservedFork { .. } => {}
             Op::StopWhileRecording => {
                 if let Some(sess) = s.session.as_mut() {
                     sess.pending = true;
@@ -884,6 +893,62 @@ impl Sut {
         self.accepted += recorded;
         self.extra_ignored += after.samples_ignored - before.samples_ignored;
         out
+    }
+
+    fn unobserved_fork(&mut self, model: &Model, n: usize) {
+        let p = self.profiler.clone();
+        let types = model.session.as_ref().map_or(1, |x| x.cfg.types);
+        let frames = [forkprof::Frame::new("unobserved", "u.rs", 1)];
+        let values = [1i64; 3];
+        // The child of a raw clone has no atfork handlers run: libc's own locks may be held
+        // by threads that are gone, so it calls only allocation-free profiler entry points
+        // and reports by exit code.
+        let child = || -> i32 {
+            let Some(p) = &p else {
+                return 0;
+            };
+            if !forkprof::fork::is_unobserved_child() {
+                return 3;
+            }
+            let before = p.stats().samples_ignored;
+            for _ in 0..n {
+                if p.record(&forkprof::Sample::new(&frames, &values[..types]))
+                    .is_err()
+                {
+                    return 4;
+                }
+            }
+            if p.is_running() {
+                return 5;
+            }
+            let s = p.stats();
+            if s.samples_ignored != before + n as u64 || s.samples_recorded != 0 {
+                return 6;
+            }
+            0
+        };
+        // SAFETY: `clone(SIGCHLD)` with no new stack is fork without the atfork handlers; the
+        // child runs `child` (no allocation, no lock) and `_exit`s.
+        let pid =
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) }
+                as libc::pid_t;
+        assert!(pid >= 0, "clone failed");
+        if pid == 0 {
+            let code = child();
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let status = child::wait(pid, OP_BOUND);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "unobserved child {pid}: status {status:#x} (3: not detected, 4: record failed, \
+             5: still running, 6: counters)"
+        );
+        assert!(
+            child::files_of(self.dir.path(), pid as u32).is_empty(),
+            "an unobserved child wrote profiles"
+        );
+        coverage::bump(19, 1);
     }
 
     fn stop_while_recording(&mut self, model: &Model) {
@@ -1375,7 +1440,7 @@ mod child {
 mod coverage {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    pub const NAMES: [&str; 19] = [
+    pub const NAMES: [&str; 20] = [
         "cases",
         "ops",
         "samples recorded",
@@ -1395,8 +1460,9 @@ mod coverage {
         "stops while other threads record",
         "grandchildren",
         "twin forks (two threads at once)",
+        "unobserved forks (raw clone)",
     ];
-    static COUNTS: [AtomicU64; 19] = [const { AtomicU64::new(0) }; 19];
+    static COUNTS: [AtomicU64; 20] = [const { AtomicU64::new(0) }; 20];
 
     pub fn bump(i: usize, by: u64) {
         COUNTS[i].fetch_add(by, Ordering::Relaxed);
@@ -1450,6 +1516,7 @@ impl StateMachineTest for ProfilerTest {
                 twins,
             } => sut.fork(model, *n, *seed, *wrapper, [*busy, *nested, *twins]),
             Op::StopWhileRecording => sut.stop_while_recording(model),
+            Op::UnobservedFork { n } => sut.unobserved_fork(model, *n),
             Op::ChangePolicy(_) => {
                 sut.stop(model);
                 let cfg = model.session.as_ref().expect("restarted").cfg.clone();
