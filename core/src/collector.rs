@@ -46,10 +46,7 @@ impl IdCache {
                 return v;
             }
         }
-        let name = {
-            pause_point(Point::InternResolve);
-            intern::resolve(id)
-        };
+        let name = intern::resolve(id);
         let idx = match name {
             Some(s) => b.intern(s),
             None => b.intern(&format!("[unknown string id {i}]")),

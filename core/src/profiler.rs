@@ -4,7 +4,7 @@
 //! first call sees a new fork generation, leaks the parent's session (its threads do not exist
 //! here) and, under `Restart`, starts its own; see `fork.rs` for the protocol.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,10 @@ struct Shared {
     /// `Arc::into_raw` of the current process's session; never null.
     session: AtomicPtr<Session>,
     state: AtomicU8,
-    restarting: AtomicBool,
+    /// 1 + the fork generation a thread is restarting this profiler for, 0 when none. Tagged
+    /// with the generation rather than a boolean: a grandchild forked while its parent was
+    /// mid-restart inherits the mark, and must not mistake it for a restart of its own.
+    restarting: AtomicU64,
     ignored: AtomicU64,
 }
 
@@ -121,11 +124,21 @@ impl ForkAware for Shared {
         if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
             return;
         }
+        if fork::check_not_mid_fork().is_err() {
+            return; // this thread holds CONTROL for a fork; the next call restarts
+        }
         if self.config.child_policy == ChildPolicy::Disable {
             self.state.store(DISABLED, Ordering::Release);
             return;
         }
-        if self.restarting.swap(true, Ordering::AcqRel) {
+        let tag = gen + 1;
+        let prev = self.restarting.load(Ordering::Acquire);
+        if prev == tag
+            || self
+                .restarting
+                .compare_exchange(prev, tag, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return; // another thread of this child is restarting it
         }
         match Session::start(self.config.clone(), gen, std::process::id()) {
@@ -147,7 +160,7 @@ impl ForkAware for Shared {
             }
             Err(_) => self.state.store(DISABLED, Ordering::Release),
         }
-        self.restarting.store(false, Ordering::Release);
+        self.restarting.store(0, Ordering::Release);
     }
 }
 
@@ -175,6 +188,7 @@ impl Drop for Shared {
 impl Profiler {
     /// Starts a profiler on `platform` (the facade passes the one chosen at compile time).
     pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
+        fork::check_not_mid_fork()?;
         if fork::is_unobserved_child() {
             return Err(Error::NotRunning {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
@@ -198,7 +212,7 @@ impl Profiler {
             config,
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
-            restarting: AtomicBool::new(false),
+            restarting: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
         });
         {
@@ -263,21 +277,29 @@ impl Profiler {
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
+        let Some(gen) = fork::generation_checked() else {
+            // An unobserved child: CONTROL may be held forever by a thread that does not
+            // exist here (a prepare handler or a start/stop mid-way in the parent), so touch
+            // no lock at all. Nothing of this process's runs to be stopped.
+            return Err(Error::NotRunning {
+                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
+            });
+        };
+        fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
-        // In a forked child this restarts first, so that stop ends the child's own session.
-        let _ = sh.current();
-        // Which session to shut down is read under the same lock as the state changes: a
-        // restart finishing on another thread either installed its session before this (and
-        // it is shut down here) or sees STOPPED and ends it itself.
-        let current = {
+        // Which session to shut down is read under the same lock as the state change: a
+        // restart finishing on another thread of a child either installed its session before
+        // this (and it is shut down here) or sees STOPPED and ends that session itself. Only a
+        // session started in this process has threads to stop; a child that never restarted
+        // has nothing of its own (and must not touch the parent's session).
+        let ours = {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
                 return Err(Error::NotRunning {
                     reason: "already stopped or disabled",
                 });
             }
-            let s = sh.session();
-            (fork::generation_checked() == Some(s.generation)).then_some(s)
+            gen == sh.session().generation
         };
         fork::remove_user();
         {
@@ -285,8 +307,8 @@ impl Profiler {
             let me = Arc::as_ptr(&self.shared) as *const ();
             reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
         }
-        if let Some(s) = current {
-            s.shut_down(deadline)?;
+        if ours {
+            sh.session().shut_down(deadline)?;
         }
         Ok(self.stats())
     }
@@ -327,6 +349,7 @@ impl Profiler {
 
 /// Interns a name in the process-wide table for [`crate::FrameIds`]; see [`crate::intern`].
 pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
+    fork::check_not_mid_fork()?;
     if fork::is_unobserved_child() {
         return Err(Error::NotRunning {
             reason: "this process was forked without forkprof's fork hooks",
