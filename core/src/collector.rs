@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::compress::compress;
+use crate::compress::Compressor;
 use crate::config::Config;
 use crate::export::EncodedProfile;
 use crate::hooks::{pause_point, Point};
@@ -144,6 +144,7 @@ fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
 pub(crate) fn run(s: Arc<Session>) {
     let cfg = s.config.clone();
     let compression = cfg.exporter.compression();
+    let mut compressor = Compressor::new();
     let mut builder = new_builder(&cfg, s.pid);
     let mut period_start = Instant::now();
     let mut ids = IdCache::default();
@@ -189,7 +190,7 @@ pub(crate) fn run(s: Arc<Session>) {
                 finished.encode(end, &mut raw);
                 set_activity(&s.collector_activity, Activity::Compressing);
                 let mut bytes = Vec::new();
-                match compress(compression, &raw, &mut bytes) {
+                match compressor.compress(compression, &raw, &mut bytes) {
                     Ok(()) => {
                         let p = EncodedProfile {
                             bytes,
