@@ -11,64 +11,19 @@
 //! - `intern_1059x2`: 1059 strings of a WordPress profile into a fresh table, twice.
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, Criterion};
-use forkprof::{Compression, FrameIds, Profiler, SampleType};
+use forkprof::{Compression, FrameIds, Profiler};
 use forkprof_bench::*;
-use forkprof_core::profile::{ProfFrame, ProfLabel, ProfileBuilder};
-use libdd_profiling::api;
-use libdd_profiling::collections::string_storage::ManagedStringStorage;
+use forkprof_core::profile::ProfileBuilder;
 use libdd_profiling::collections::string_table::StringTable;
-use libdd_profiling::internal::Profile as DdProfile;
 
 /// Flush (untimed) after this many iterations so the buffer never fills and no sample is
 /// dropped: a dropped sample would make `record` look cheaper than it is.
 const FLUSH_EVERY: u64 = 8;
 const BUFFER: usize = 64 << 20;
-
-fn fp_builder() -> ProfileBuilder {
-    let types: Vec<SampleType> = SAMPLE_TYPES
-        .iter()
-        .map(|&(t, u)| SampleType::new(t, u))
-        .collect();
-    ProfileBuilder::new(&types, None, SystemTime::now())
-}
-
-/// What the collector does per text sample, on this thread: intern every name into the
-/// profile's table, then aggregate.
-fn fp_builder_add_text(
-    b: &mut ProfileBuilder,
-    w: &Workload,
-    frames: &mut Vec<ProfFrame>,
-    i: usize,
-    ts: Option<i64>,
-) {
-    frames.clear();
-    for f in &w.stacks[i % STACKS] {
-        frames.push(ProfFrame {
-            function: b.intern_bytes(f.function.as_bytes()),
-            file: b.intern_bytes(f.file.as_bytes()),
-            line: f.line,
-        });
-    }
-    let labels = [
-        ProfLabel {
-            key: b.intern(LABEL_STR_KEY),
-            str: b.intern_bytes(w.thread_name(i).as_bytes()),
-            num: 0,
-            num_unit: 0,
-        },
-        ProfLabel {
-            key: b.intern(LABEL_NUM_KEY),
-            str: 0,
-            num: Workload::thread_id(i),
-            num_unit: 0,
-        },
-    ];
-    b.add(frames.iter().copied(), &VALUES, &labels, ts);
-}
 
 /// Times `BATCH` calls of `record` per iteration (host thread only), flushing untimed now
 /// and then.
@@ -145,163 +100,6 @@ fn add_text(c: &mut Criterion, p: &Profiler, w: &Workload) {
         )
     });
     g.finish();
-}
-
-/// libdatadog's names interned beforehand in its process-wide `ManagedStringStorage`.
-struct DdManaged {
-    storage: Arc<Mutex<ManagedStringStorage>>,
-    stacks: Vec<Vec<api::StringIdLocation>>,
-    str_key: api::ManagedStringId,
-    num_key: api::ManagedStringId,
-    thread_names: Vec<api::ManagedStringId>,
-}
-
-impl DdManaged {
-    fn new(w: &Workload) -> DdManaged {
-        let storage = Arc::new(Mutex::new(ManagedStringStorage::new()));
-        let id = |s: &str| {
-            api::ManagedStringId::new(storage.lock().unwrap().intern(s).expect("dd intern"))
-        };
-        let stacks = w
-            .stacks
-            .iter()
-            .map(|st| {
-                st.iter()
-                    .map(|f| api::StringIdLocation {
-                        function: api::StringIdFunction {
-                            name: id(&f.function),
-                            system_name: api::ManagedStringId::empty(),
-                            filename: id(&f.file),
-                        },
-                        line: f.line as i64,
-                        ..Default::default()
-                    })
-                    .collect()
-            })
-            .collect();
-        let str_key = id(LABEL_STR_KEY);
-        let num_key = id(LABEL_NUM_KEY);
-        let thread_names = (0..4).map(|i| id(w.thread_name(i))).collect();
-        DdManaged {
-            storage,
-            stacks,
-            str_key,
-            num_key,
-            thread_names,
-        }
-    }
-
-    fn profile(&self) -> DdProfile {
-        DdProfile::try_with_string_storage(&dd_sample_types(), None, self.storage.clone())
-            .expect("dd profile")
-    }
-
-    #[inline]
-    fn add(&self, p: &mut DdProfile, i: usize) {
-        let sample = api::StringIdSample {
-            locations: self.stacks[i % STACKS].clone(),
-            values: &VALUES,
-            labels: vec![
-                api::StringIdLabel {
-                    key: self.str_key,
-                    str: self.thread_names[i % 4],
-                    ..Default::default()
-                },
-                api::StringIdLabel {
-                    key: self.num_key,
-                    num: Workload::thread_id(i),
-                    ..Default::default()
-                },
-            ],
-        };
-        p.add_string_id_sample(sample, None).expect("dd add");
-    }
-}
-
-/// libdatadog's per-profile interning API with every string interned beforehand (the
-/// functions, locations, stack, labels and sample are still interned per sample, as a host
-/// that keeps only string ids must).
-struct DdInterned<'w> {
-    w: &'w Workload,
-}
-
-use libdd_profiling::collections::identifiable::StringId as DdStringId;
-use libdd_profiling::internal::interning_api::{Generation, GenerationalId};
-
-/// `GenerationalId` is neither `Copy` nor `Clone` in Rust (the FFI copies it as a plain C
-/// struct), so keep the raw string ids and rebuild the handle per use, which costs nothing.
-struct DdInternedProfile {
-    p: DdProfile,
-    gen: Generation,
-    funcs: Vec<Vec<(DdStringId, DdStringId, i64)>>,
-    str_key: DdStringId,
-    num_key: DdStringId,
-    thread_names: Vec<DdStringId>,
-    locs: Vec<GenerationalId<libdd_profiling::internal::LocationId>>,
-}
-
-impl DdInterned<'_> {
-    fn profile(&self) -> DdInternedProfile {
-        let mut p = dd_profile();
-        let gen = p.get_generation().expect("dd generation");
-        let mut s = |x: &str| {
-            p.intern_string(x)
-                .expect("dd intern")
-                .get(gen)
-                .expect("dd generation")
-        };
-        let funcs = self
-            .w
-            .stacks
-            .iter()
-            .map(|st| {
-                st.iter()
-                    .map(|f| (s(&f.function), s(&f.file), f.line as i64))
-                    .collect()
-            })
-            .collect();
-        let str_key = s(LABEL_STR_KEY);
-        let num_key = s(LABEL_NUM_KEY);
-        let thread_names = (0..4).map(|i| s(self.w.thread_name(i))).collect();
-        DdInternedProfile {
-            p,
-            gen,
-            funcs,
-            str_key,
-            num_key,
-            thread_names,
-            locs: Vec::with_capacity(DEPTH),
-        }
-    }
-}
-
-impl DdInternedProfile {
-    #[inline]
-    fn add(&mut self, i: usize) {
-        let p = &mut self.p;
-        let g = |id| GenerationalId::new(id, self.gen);
-        self.locs.clear();
-        for &(name, file, line) in &self.funcs[i % STACKS] {
-            let f = p
-                .intern_function(g(name), DdProfile::INTERNED_EMPTY_STRING, g(file))
-                .expect("dd function");
-            self.locs
-                .push(p.intern_location(None, f, 0, line).expect("dd location"));
-        }
-        let st = p.intern_stacktrace(&self.locs).expect("dd stack");
-        let l1 = p
-            .intern_label_str(g(self.str_key), g(self.thread_names[i % 4]))
-            .expect("dd label");
-        let l2 = p
-            .intern_label_num(
-                g(self.num_key),
-                Workload::thread_id(i),
-                DdProfile::INTERNED_EMPTY_STRING,
-            )
-            .expect("dd label");
-        let ls = p.intern_labelset(&[l1, l2]).expect("dd labelset");
-        p.intern_sample(st, &VALUES, ls, None).expect("dd sample");
-    }
 }
 
 fn add_ids(c: &mut Criterion, p: &Profiler, w: &Workload) {

@@ -8,15 +8,21 @@
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use forkprof::export::{Delivered, ExportContext, ExportFailure};
+use forkprof::SampleType;
 use forkprof::{
     Compression, Config, EncodedProfile, Exporter, ExporterConfig, ExporterFactory, Frame,
     FrameIds, Label, Profiler, Sample, StrId,
 };
+use forkprof_core::profile::{ProfFrame, ProfLabel, ProfileBuilder};
 use libdd_profiling::api;
+use libdd_profiling::collections::identifiable::StringId as DdStringId;
+use libdd_profiling::collections::string_storage::ManagedStringStorage;
+use libdd_profiling::internal::interning_api::{Generation, GenerationalId};
 use libdd_profiling::internal::Profile as DdProfile;
+use std::sync::Mutex;
 
 pub use libdd_profiling::collections::string_table::wordpress_test_data::WORDPRESS_STRINGS;
 
@@ -194,6 +200,202 @@ pub fn dd_profile() -> DdProfile {
     DdProfile::try_new(&dd_sample_types(), None).expect("libdatadog profile")
 }
 
+pub fn fp_builder() -> ProfileBuilder {
+    let types: Vec<SampleType> = SAMPLE_TYPES
+        .iter()
+        .map(|&(t, u)| SampleType::new(t, u))
+        .collect();
+    ProfileBuilder::new(&types, None, SystemTime::now())
+}
+
+/// What the collector does per text sample, on this thread: intern every name into the
+/// profile's table, then aggregate.
+pub fn fp_builder_add_text(
+    b: &mut ProfileBuilder,
+    w: &Workload,
+    frames: &mut Vec<ProfFrame>,
+    i: usize,
+    ts: Option<i64>,
+) {
+    frames.clear();
+    for f in &w.stacks[i % STACKS] {
+        frames.push(ProfFrame {
+            function: b.intern_bytes(f.function.as_bytes()),
+            file: b.intern_bytes(f.file.as_bytes()),
+            line: f.line,
+        });
+    }
+    let labels = [
+        ProfLabel {
+            key: b.intern(LABEL_STR_KEY),
+            str: b.intern_bytes(w.thread_name(i).as_bytes()),
+            num: 0,
+            num_unit: 0,
+        },
+        ProfLabel {
+            key: b.intern(LABEL_NUM_KEY),
+            str: 0,
+            num: Workload::thread_id(i),
+            num_unit: 0,
+        },
+    ];
+    b.add(frames.iter().copied(), &VALUES, &labels, ts);
+}
+
+/// libdatadog's names interned beforehand in its process-wide `ManagedStringStorage`.
+pub struct DdManaged {
+    storage: Arc<Mutex<ManagedStringStorage>>,
+    stacks: Vec<Vec<api::StringIdLocation>>,
+    str_key: api::ManagedStringId,
+    num_key: api::ManagedStringId,
+    thread_names: Vec<api::ManagedStringId>,
+}
+
+impl DdManaged {
+    pub fn new(w: &Workload) -> DdManaged {
+        let storage = Arc::new(Mutex::new(ManagedStringStorage::new()));
+        let id = |s: &str| {
+            api::ManagedStringId::new(storage.lock().unwrap().intern(s).expect("dd intern"))
+        };
+        let stacks = w
+            .stacks
+            .iter()
+            .map(|st| {
+                st.iter()
+                    .map(|f| api::StringIdLocation {
+                        function: api::StringIdFunction {
+                            name: id(&f.function),
+                            system_name: api::ManagedStringId::empty(),
+                            filename: id(&f.file),
+                        },
+                        line: f.line as i64,
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+            .collect();
+        let str_key = id(LABEL_STR_KEY);
+        let num_key = id(LABEL_NUM_KEY);
+        let thread_names = (0..4).map(|i| id(w.thread_name(i))).collect();
+        DdManaged {
+            storage,
+            stacks,
+            str_key,
+            num_key,
+            thread_names,
+        }
+    }
+
+    pub fn profile(&self) -> DdProfile {
+        DdProfile::try_with_string_storage(&dd_sample_types(), None, self.storage.clone())
+            .expect("dd profile")
+    }
+
+    #[inline]
+    pub fn add(&self, p: &mut DdProfile, i: usize) {
+        let sample = api::StringIdSample {
+            locations: self.stacks[i % STACKS].clone(),
+            values: &VALUES,
+            labels: vec![
+                api::StringIdLabel {
+                    key: self.str_key,
+                    str: self.thread_names[i % 4],
+                    ..Default::default()
+                },
+                api::StringIdLabel {
+                    key: self.num_key,
+                    num: Workload::thread_id(i),
+                    ..Default::default()
+                },
+            ],
+        };
+        p.add_string_id_sample(sample, None).expect("dd add");
+    }
+}
+
+/// libdatadog's per-profile interning API with every string interned beforehand (the
+/// functions, locations, stack, labels and sample are still interned per sample, as a host
+/// that keeps only string ids must).
+pub struct DdInterned<'w> {
+    pub w: &'w Workload,
+}
+
+/// `GenerationalId` is neither `Copy` nor `Clone` in Rust (the FFI copies it as a plain C
+/// struct), so keep the raw string ids and rebuild the handle per use, which costs nothing.
+pub struct DdInternedProfile {
+    p: DdProfile,
+    gen: Generation,
+    funcs: Vec<Vec<(DdStringId, DdStringId, i64)>>,
+    str_key: DdStringId,
+    num_key: DdStringId,
+    thread_names: Vec<DdStringId>,
+    locs: Vec<GenerationalId<libdd_profiling::internal::LocationId>>,
+}
+
+impl DdInterned<'_> {
+    pub fn profile(&self) -> DdInternedProfile {
+        let mut p = dd_profile();
+        let gen = p.get_generation().expect("dd generation");
+        let mut s = |x: &str| {
+            p.intern_string(x)
+                .expect("dd intern")
+                .get(gen)
+                .expect("dd generation")
+        };
+        let funcs = self
+            .w
+            .stacks
+            .iter()
+            .map(|st| {
+                st.iter()
+                    .map(|f| (s(&f.function), s(&f.file), f.line as i64))
+                    .collect()
+            })
+            .collect();
+        let str_key = s(LABEL_STR_KEY);
+        let num_key = s(LABEL_NUM_KEY);
+        let thread_names = (0..4).map(|i| s(self.w.thread_name(i))).collect();
+        DdInternedProfile {
+            p,
+            gen,
+            funcs,
+            str_key,
+            num_key,
+            thread_names,
+            locs: Vec::with_capacity(DEPTH),
+        }
+    }
+}
+
+impl DdInternedProfile {
+    #[inline]
+    pub fn add(&mut self, i: usize) {
+        let p = &mut self.p;
+        let g = |id| GenerationalId::new(id, self.gen);
+        self.locs.clear();
+        for &(name, file, line) in &self.funcs[i % STACKS] {
+            let f = p
+                .intern_function(g(name), DdProfile::INTERNED_EMPTY_STRING, g(file))
+                .expect("dd function");
+            self.locs
+                .push(p.intern_location(None, f, 0, line).expect("dd location"));
+        }
+        let st = p.intern_stacktrace(&self.locs).expect("dd stack");
+        let l1 = p
+            .intern_label_str(g(self.str_key), g(self.thread_names[i % 4]))
+            .expect("dd label");
+        let l2 = p
+            .intern_label_num(
+                g(self.num_key),
+                Workload::thread_id(i),
+                DdProfile::INTERNED_EMPTY_STRING,
+            )
+            .expect("dd label");
+        let ls = p.intern_labelset(&[l1, l2]).expect("dd labelset");
+        p.intern_sample(st, &VALUES, ls, None).expect("dd sample");
+    }
+}
+
 /// An exporter that accepts and discards every profile (the benchmarks measure the profiler,
 /// not a disk or a network).
 #[derive(Debug)]
@@ -283,8 +485,10 @@ pub fn start_profiler(exporter: Arc<dyn ExporterFactory>, buffer: usize) -> Prof
     Profiler::start(b.build().expect("bench config")).expect("profiler start")
 }
 
-/// The kernel thread id of this process's thread named `name` (from /proc/self/task/*/comm).
+/// The kernel thread id of this process's thread named `name` (from /proc/self/task/*/comm,
+/// where the kernel keeps the first 15 bytes of a name).
 pub fn thread_id_by_name(name: &str) -> Option<i32> {
+    let name = &name[..name.len().min(15)];
     let dir = std::fs::read_dir("/proc/self/task").ok()?;
     for e in dir.flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();

@@ -5,8 +5,10 @@
 //! thread raises a flag every 10 ms, and the workload records its shadow stack at the next
 //! safe point. "Off" runs the very same code with no profiler and no ticker: the flag checks
 //! stay. CPU time is the whole process's (getrusage: every thread, profiler threads included),
-//! measured from before `start` to after `stop`. Runs alternate off/on; the figure is the
-//! median of the per-pair ratios.
+//! measured from before `start` to after `stop`. A third mode runs the ticker without the
+//! profiler, to separate the host's timer from the profiler. The modes rotate within each
+//! repetition; the figure is the median of the per-repetition ratios. The profiler runs with
+//! its default 60 s period, so each run ends with one profile encoded and compressed at `stop`.
 //!
 //! `cargo run -p forkprof-bench --release --bin host_overhead -- [--reps N] [--work N]`
 
@@ -158,7 +160,6 @@ fn config() -> Config {
     Config::builder("host-overhead")
         .sample_type("sample", "count")
         .sample_type("cpu-time", "nanoseconds")
-        .period(Duration::from_secs(1))
         .exporter(ExporterConfig::Custom(Arc::new(DiscardFactory(
             Compression::Zstd,
         ))))
@@ -173,14 +174,25 @@ struct Run {
     samples: u64,
 }
 
-fn run(on: bool, lines: &[Vec<u8>], requests: usize) -> Run {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No profiler, no ticker: the flag checks only.
+    Off,
+    /// The ticker runs and safe points take the sampling branch, but nothing is recorded:
+    /// what the host's own timer costs, to tell it from the profiler's share.
+    Ticker,
+    /// Profiler running, ticker at 100 Hz, every tick recorded.
+    On,
+}
+
+fn run(mode: Mode, lines: &[Vec<u8>], requests: usize) -> Run {
     TICK.store(false, Ordering::Relaxed);
     let cpu0 = process_cpu_ns();
     let main0 = forkprof::thread_cpu_time_ns().unwrap_or(0);
     let t0 = Instant::now();
-    let profiler = on.then(|| Profiler::start(config()).expect("start"));
+    let profiler = (mode == Mode::On).then(|| Profiler::start(config()).expect("start"));
     let stop = Arc::new(AtomicBool::new(false));
-    let ticker = on.then(|| {
+    let ticker = (mode != Mode::Off).then(|| {
         let stop = stop.clone();
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -226,43 +238,53 @@ fn main() {
     let reps = arg("--reps").unwrap_or(7);
     let lines = input();
     // Calibrate the request count to about a second of CPU.
-    let cal = run(false, &lines, 200);
+    let cal = run(Mode::Off, &lines, 200);
     let requests = arg("--work")
         .unwrap_or_else(|| (200.0 * 1.0e9 / cal.cpu_ns.max(1) as f64).round().max(1.0) as usize);
     println!(
-        "host workload: {requests} requests per run (~1 s CPU), {reps} off/on pairs, sampling at 100 Hz"
+        "host workload: {requests} requests per run (~1 s CPU), {reps} repetitions of off / ticker only / on, sampling at 100 Hz"
     );
     let mut ratios = Vec::new();
     let mut main_ratios = Vec::new();
+    let mut profiler_ratios = Vec::new();
     for r in 0..reps {
-        let (off, on) = if r % 2 == 0 {
-            let off = run(false, &lines, requests);
-            (off, run(true, &lines, requests))
-        } else {
-            let on = run(true, &lines, requests);
-            (run(false, &lines, requests), on)
+        // Rotate the order so drift on a shared machine does not favour one mode.
+        let order = [Mode::Off, Mode::Ticker, Mode::On];
+        let mut res: [Option<Run>; 3] = [None, None, None];
+        for k in 0..3 {
+            let m = order[(k + r) % 3];
+            res[m as usize] = Some(run(m, &lines, requests));
+        }
+        let [Some(off), Some(tick), Some(on)] = res else {
+            unreachable!("every mode ran")
         };
         let ratio = on.cpu_ns as f64 / off.cpu_ns as f64;
         let main_ratio = on.main_cpu_ns as f64 / off.main_cpu_ns as f64;
+        let profiler_ratio = on.cpu_ns as f64 / tick.cpu_ns as f64;
         println!(
-            "pair {r}: off {:.3} s CPU ({:.3} s wall), on {:.3} s CPU ({:.3} s wall, {} samples), process ratio {:.4}, host-thread ratio {:.4}",
+            "rep {r}: CPU off {:.3} s, ticker only {:.3} s, on {:.3} s ({} samples, {:.2} s wall); on/off {:.4}, on/ticker {:.4}, host thread on/off {:.4}",
             off.cpu_ns as f64 / 1e9,
-            off.wall.as_secs_f64(),
+            tick.cpu_ns as f64 / 1e9,
             on.cpu_ns as f64 / 1e9,
-            on.wall.as_secs_f64(),
             on.samples,
+            on.wall.as_secs_f64(),
             ratio,
+            profiler_ratio,
             main_ratio
         );
         ratios.push(ratio);
         main_ratios.push(main_ratio);
+        profiler_ratios.push(profiler_ratio);
     }
     let m = median_f64(&mut ratios);
     let mm = median_f64(&mut main_ratios);
+    let mp = median_f64(&mut profiler_ratios);
     println!(
-        "host overhead: median CPU ratio on / off = {:.4} ({:+.2} %, goal <= +1 %); host thread alone {:.4} ({:+.2} %)",
+        "host overhead: median CPU ratio on / off = {:.4} ({:+.2} %, goal <= +1 %); on / ticker only = {:.4} ({:+.2} %, the profiler's own share); host thread alone on / off = {:.4} ({:+.2} %)",
         m,
         (m - 1.0) * 100.0,
+        mp,
+        (mp - 1.0) * 100.0,
         mm,
         (mm - 1.0) * 100.0
     );

@@ -5,7 +5,9 @@
 //! VmHWM (from /proc/self/status) is that of one profile alone:
 //! - `baseline`: generates the same stacks and throws them away (the process's floor);
 //! - `forkprof`: a running `Profiler` (buffer, collector, uploader) records every sample, then
-//!   `flush_sync` encodes and compresses the profile; what a host process pays;
+//!   `flush_sync` encodes and compresses the profile; what a host process pays (the burst
+//!   fills the whole 8 MiB sample buffer, which a host sampling at 100 Hz never does; the
+//!   `forkprof-1MiB-buf` row shows the same with a 1 MiB buffer);
 //! - `forkprof-builder`: the collector's `ProfileBuilder` fed on this thread, then
 //!   `encode` + zstd, timed (the serialize figure);
 //! - `libdatadog`: `Profile::try_add_sample` for every sample, then
@@ -69,8 +71,10 @@ impl Names {
         &self.files[f % FILES]
     }
 
-    fn line(f: usize) -> u32 {
-        (f % 400) as u32 + 1
+    /// The line of function `f` at depth `d`: a function calls out from several lines, so a
+    /// profile has many more locations than functions, as real ones do.
+    fn line(f: usize, d: usize) -> u32 {
+        ((f * 7 + d * 13) % 500) as u32 + 1
     }
 }
 
@@ -104,6 +108,8 @@ impl ExporterFactory for SizeFactory {
 }
 
 struct Outcome {
+    /// VmHWM when the profile is built, before serializing (0 where not measured).
+    hwm_before_serialize: u64,
     compressed: u64,
     build: Duration,
     serialize: Option<Duration>,
@@ -119,46 +125,50 @@ fn baseline(n: &Names) -> Outcome {
     }
     std::hint::black_box(acc);
     Outcome {
+        hwm_before_serialize: 0,
         compressed: 0,
         build: t.elapsed(),
         serialize: None,
     }
 }
 
-fn forkprof_profiler(n: &Names) -> Outcome {
-    let p = start_profiler(
-        Arc::new(SizeFactory),
-        forkprof::config::DEFAULT_BUFFER_CAPACITY,
-    );
+fn forkprof_profiler(n: &Names, buffer: usize) -> Outcome {
+    let p = start_profiler(Arc::new(SizeFactory), buffer);
     let t = Instant::now();
     let mut idx = [0; DEPTH];
     let mut frames = [Frame::new("", "", 0); DEPTH];
     for i in 0..SAMPLES {
         n.stack(i, &mut idx);
-        for (f, &x) in frames.iter_mut().zip(&idx) {
-            *f = Frame::new(&n.functions[x], n.file(x), Names::line(x));
+        for (d, (f, &x)) in frames.iter_mut().zip(&idx).enumerate() {
+            *f = Frame::new(&n.functions[x], n.file(x), Names::line(x, d));
         }
         let labels = [
             Label::str(LABEL_STR_KEY, &n.threads[i % 8]),
             Label::num(LABEL_NUM_KEY, Workload::thread_id(i)),
         ];
-        p.record(&Sample::new(&frames, &VALUES).labels(&labels))
-            .expect("record");
-        // A host records at some hundreds of Hz, not 100,000 samples in a burst: pace the
-        // burst so the collector keeps up and the default buffer drops nothing.
-        if i % 500 == 499 {
-            std::thread::sleep(Duration::from_millis(1));
+        // A host records some hundreds of samples a second, not 100,000 in a burst: when the
+        // buffer is full (the collector is behind), wait and record the same sample again,
+        // so every stack lands in the profile exactly once.
+        loop {
+            let before = p.stats().samples_dropped;
+            p.record(&Sample::new(&frames, &VALUES).labels(&labels))
+                .expect("record");
+            if p.stats().samples_dropped == before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     let build = t.elapsed();
     p.flush_sync(Duration::from_secs(120)).expect("flush");
     let st = p.stats();
-    assert_eq!(
-        st.samples_dropped, 0,
-        "samples were dropped; the figure would be wrong"
-    );
     assert_eq!(st.samples_recorded, SAMPLES as u64);
+    eprintln!(
+        "forkprof: {} samples re-recorded after the buffer was full",
+        st.samples_dropped
+    );
     Outcome {
+        hwm_before_serialize: 0,
         compressed: COMPRESSED.load(Ordering::Relaxed),
         build,
         serialize: None,
@@ -177,11 +187,11 @@ fn forkprof_builder(n: &Names) -> Outcome {
     for i in 0..SAMPLES {
         n.stack(i, &mut idx);
         frames.clear();
-        for &x in &idx {
+        for (d, &x) in idx.iter().enumerate() {
             frames.push(ProfFrame {
                 function: b.intern_bytes(n.functions[x].as_bytes()),
                 file: b.intern_bytes(n.file(x).as_bytes()),
-                line: Names::line(x),
+                line: Names::line(x, d),
             });
         }
         let labels = [
@@ -201,6 +211,7 @@ fn forkprof_builder(n: &Names) -> Outcome {
         b.add(frames.iter().copied(), &VALUES, &labels, None);
     }
     let build = t.elapsed();
+    let hwm_before_serialize = vm_hwm_kib();
     let t = Instant::now();
     let mut raw = Vec::new();
     b.encode(SystemTime::now(), &mut raw);
@@ -208,6 +219,7 @@ fn forkprof_builder(n: &Names) -> Outcome {
     forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
     let serialize = t.elapsed();
     Outcome {
+        hwm_before_serialize,
         compressed: out.len() as u64,
         build,
         serialize: Some(serialize),
@@ -222,13 +234,14 @@ fn libdatadog(n: &Names) -> Outcome {
         n.stack(i, &mut idx);
         let locations = idx
             .iter()
-            .map(|&x| api::Location {
+            .enumerate()
+            .map(|(d, &x)| api::Location {
                 function: api::Function {
                     name: &n.functions[x],
                     system_name: "",
                     filename: n.file(x),
                 },
-                line: Names::line(x) as i64,
+                line: Names::line(x, d) as i64,
                 ..Default::default()
             })
             .collect();
@@ -251,12 +264,14 @@ fn libdatadog(n: &Names) -> Outcome {
         p.try_add_sample(sample, None).expect("libdatadog add");
     }
     let build = t.elapsed();
+    let hwm_before_serialize = vm_hwm_kib();
     let t = Instant::now();
     let enc = p
         .serialize_into_compressed_pprof(None, None)
         .expect("serialize");
     let serialize = t.elapsed();
     Outcome {
+        hwm_before_serialize,
         compressed: enc.buffer.len() as u64,
         build,
         serialize: Some(serialize),
@@ -267,14 +282,16 @@ fn child(mode: &str) {
     let names = Names::new();
     let o = match mode {
         "baseline" => baseline(&names),
-        "forkprof" => forkprof_profiler(&names),
+        "forkprof" => forkprof_profiler(&names, forkprof::config::DEFAULT_BUFFER_CAPACITY),
+        "forkprof-1MiB-buf" => forkprof_profiler(&names, 1 << 20),
         "forkprof-builder" => forkprof_builder(&names),
         "libdatadog" => libdatadog(&names),
         other => panic!("unknown mode {other:?}"),
     };
     println!(
-        "{} {} {} {}",
+        "{} {} {} {} {}",
         vm_hwm_kib(),
+        o.hwm_before_serialize,
         o.compressed,
         o.build.as_micros(),
         o.serialize.map(|d| d.as_micros() as i64).unwrap_or(-1)
@@ -283,6 +300,7 @@ fn child(mode: &str) {
 
 struct Row {
     hwm_kib: u64,
+    hwm_before_kib: u64,
     compressed: u64,
     build_us: u64,
     serialize_us: i64,
@@ -305,12 +323,13 @@ fn measure(mode: &str) -> Row {
         .split_whitespace()
         .filter_map(|s| s.parse().ok())
         .collect();
-    assert_eq!(v.len(), 4, "{mode} child printed {text:?}");
+    assert_eq!(v.len(), 5, "{mode} child printed {text:?}");
     Row {
         hwm_kib: v[0] as u64,
-        compressed: v[1] as u64,
-        build_us: v[2] as u64,
-        serialize_us: v[3],
+        hwm_before_kib: v[1] as u64,
+        compressed: v[2] as u64,
+        build_us: v[3] as u64,
+        serialize_us: v[4],
     }
 }
 
@@ -323,7 +342,13 @@ fn main() {
     println!(
         "one profile: {SAMPLES} unique {DEPTH}-frame stacks, {FUNCTIONS} function names, 2 labels; each row a fresh process"
     );
-    let modes = ["baseline", "forkprof", "forkprof-builder", "libdatadog"];
+    let modes = [
+        "baseline",
+        "forkprof",
+        "forkprof-1MiB-buf",
+        "forkprof-builder",
+        "libdatadog",
+    ];
     let rows: Vec<(&str, Row)> = modes.iter().map(|&m| (m, measure(m))).collect();
     for (m, r) in &rows {
         let ser = if r.serialize_us >= 0 {
@@ -331,8 +356,13 @@ fn main() {
         } else {
             "-".into()
         };
+        let before = if r.hwm_before_kib > 0 {
+            format!("{:>6.1} MiB", r.hwm_before_kib as f64 / 1024.0)
+        } else {
+            "     -    ".into()
+        };
         println!(
-            "{m:<18} peak RSS {:>7.1} MiB   compressed {:>6.2} MB   add {:>6.3} s   serialize {ser}",
+            "{m:<18} peak RSS {:>6.1} MiB (before serialize {before})   compressed {:>5.2} MB   add {:>6.3} s   serialize {ser}",
             r.hwm_kib as f64 / 1024.0,
             r.compressed as f64 / 1e6,
             r.build_us as f64 / 1e6,
