@@ -222,6 +222,15 @@ fn per_sample(mode: &str, toggle: Option<&str>) -> f64 {
     (six.saturating_sub(one)) as f64 / (5 * BATCH) as f64
 }
 
+/// What is compared, then forkprof's mode and toggle, then libdatadog's.
+type Row = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+);
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--mode") {
@@ -235,7 +244,7 @@ fn main() {
         return;
     }
     println!("instructions per sample (callgrind; 1000-sample batches, 6 batches minus 1)");
-    let rows: [(&str, &str, Option<&str>, &str, Option<&str>); 7] = [
+    let rows: [Row; 7] = [
         (
             "add, text: record (host thread) vs try_add_sample",
             "fp_record_text",
