@@ -57,6 +57,30 @@ fn uploader_activity(p: &Profiler) -> Option<Activity> {
         .map(|(_, a)| a)
 }
 
+/// The host's own thread: builds a sample every millisecond and records it when profiling.
+/// Without a profiler it runs the same loop, so `host` and `profiled` differ only by forkprof.
+fn host_thread(p: Option<Profiler>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let w = Workload::new();
+        let frames: Vec<Vec<Frame<'_>>> = (0..STACKS).map(|s| w.frames(s)).collect();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let labels = [Label::str(LABEL_STR_KEY, "recorder")];
+            let sample = Sample::new(&frames[i % STACKS], &VALUES).labels(&labels);
+            match &p {
+                Some(p) => {
+                    let _ = p.record(&sample);
+                }
+                None => {
+                    std::hint::black_box(&sample);
+                }
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
 /// The profiled phase: profiler running with short profile periods, a thread recording at
 /// 1 kHz, and the uploader stuck in an export that never returns.
 fn profiled(n: usize) -> Vec<u64> {
@@ -86,21 +110,7 @@ fn profiled(n: usize) -> Vec<u64> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let recorder = {
-        let p = p.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let w = Workload::new();
-            let frames: Vec<Vec<Frame<'_>>> = (0..STACKS).map(|s| w.frames(s)).collect();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let labels = [Label::str(LABEL_STR_KEY, "recorder")];
-                let _ = p.record(&Sample::new(&frames[i % STACKS], &VALUES).labels(&labels));
-                i += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let recorder = host_thread(Some(p.clone()), stop.clone());
     let lat = fork_loop(n);
     stop.store(true, Ordering::Relaxed);
     recorder.join().expect("recorder thread");
@@ -115,7 +125,36 @@ fn profiled(n: usize) -> Vec<u64> {
     lat
 }
 
+/// Gives this process the footprint of a small interpreter host (measured here: python3 with
+/// json, ssl, socket, threading, http.client, hashlib loaded has 163 mappings and 21 MB
+/// resident): 20 MiB of touched heap and 130 more mappings.
+fn host_footprint() {
+    let heap = vec![1u8; 20 << 20];
+    std::mem::forget(std::hint::black_box(heap));
+    for _ in 0..65 {
+        // SAFETY: a fresh private anonymous mapping of two pages, written and leaked; the
+        // second page made read-only so the kernel keeps two mappings that do not merge.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            *(p as *mut u8) = 1;
+            *(p as *mut u8).add(4096) = 1;
+            libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_READ);
+        }
+    }
+}
+
 fn run_phase(phase: &str, n: usize) {
+    if std::env::args().any(|a| a == "--footprint") {
+        host_footprint();
+    }
     let lat = match phase {
         "bare" => fork_loop(n),
         "profiled" => profiled(n),
@@ -127,6 +166,14 @@ fn run_phase(phase: &str, n: usize) {
             );
             let lat = fork_loop(n);
             drop(p);
+            lat
+        }
+        "host" => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let t = host_thread(None, stop.clone());
+            let lat = fork_loop(n);
+            stop.store(true, Ordering::Relaxed);
+            t.join().expect("host thread");
             lat
         }
         "threads" => {
@@ -181,6 +228,13 @@ fn run_phase(phase: &str, n: usize) {
         .lines()
         .count();
     eprintln!("{phase}: {rss}, {maps} mappings");
+    if let Some(dir) = std::env::var_os("FORK_OVERHEAD_MAPS_DIR") {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{phase}.maps")),
+            maps,
+        );
+    }
     let mut out = String::with_capacity(lat.len() * 8);
     for v in lat {
         out.push_str(&v.to_string());
@@ -194,9 +248,13 @@ fn run_phase(phase: &str, n: usize) {
     unsafe { libc::_exit(0) };
 }
 
-fn spawn_phase(phase: &str, n: usize) -> Vec<u64> {
+fn spawn_phase(phase: &str, n: usize, footprint: bool) -> Vec<u64> {
     let exe = std::env::current_exe().expect("current exe");
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if footprint {
+        cmd.arg("--footprint");
+    }
+    let mut child = cmd
         .args(["--phase", phase, "--forks", &n.to_string()])
         .stdout(Stdio::piped())
         .spawn()
@@ -241,7 +299,7 @@ fn main() {
     if let Some(list) = arg("--diagnose") {
         for r in 0..rounds {
             for phase in list.split(',') {
-                let mut v = spawn_phase(phase, forks);
+                let mut v = spawn_phase(phase, forks, false);
                 v.sort_unstable();
                 println!(
                     "round {r} {phase:<9} median {:>7.1} us  p99 {:>7.1} us",
@@ -252,24 +310,37 @@ fn main() {
         }
         return;
     }
-    // `threads` is a bare process that has run two short-lived threads (no forkprof): the
-    // fork cost any multi-threaded host pays, to tell the profiler's share from the platform's.
-    let phases = ["bare", "threads", "profiled"];
+    compare(forks, rounds, false);
+    let footprint_forks = arg("--footprint-forks")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    compare(footprint_forks, rounds, true);
+}
+
+fn compare(forks: usize, rounds: usize, footprint: bool) {
+    // `host` is the bare process plus the same 1 kHz sampling thread the profiled phase runs,
+    // recording nothing: it tells forkprof's share from what any host with a thread pays.
+    let phases = ["bare", "host", "profiled"];
     let mut all: Vec<Vec<u64>> = vec![Vec::new(); phases.len()];
     println!(
-        "fork + _exit + waitpid, {forks} forks per phase, {rounds} rounds (phase order rotates)"
+        "fork + _exit + waitpid, {forks} forks per phase, {rounds} rounds (phase order rotates), {}",
+        if footprint {
+            "every process with a small interpreter's footprint (+20 MiB touched heap, +130 mappings)"
+        } else {
+            "minimal processes (~2 MiB resident, ~30 mappings)"
+        }
     );
     for r in 0..rounds {
         let mut medians = [0u64; 3];
         for k in 0..phases.len() {
             let i = (k + r) % phases.len();
-            let mut v = spawn_phase(phases[i], forks);
+            let mut v = spawn_phase(phases[i], forks, footprint);
             v.sort_unstable();
             medians[i] = quantile(&v, 0.5);
             all[i].extend(v);
         }
         println!(
-            "round {r}: median bare {:.1} us, threads {:.1} us, profiled {:.1} us",
+            "round {r}: median bare {:.1} us, host {:.1} us, profiled {:.1} us",
             medians[0] as f64 / 1e3,
             medians[1] as f64 / 1e3,
             medians[2] as f64 / 1e3
@@ -294,7 +365,7 @@ fn main() {
         (p.1 - b.1) / 1e3
     );
     println!(
-        "fork median ratio profiled / threads = {:.3}   p99 delta = {:+.1} us   (threads = bare process that ran 2 threads, no forkprof)",
+        "fork median ratio profiled / host = {:.3}   p99 delta = {:+.1} us   (host = bare + the same sampling thread, no forkprof)",
         p.0 / t.0,
         (p.1 - t.1) / 1e3
     );

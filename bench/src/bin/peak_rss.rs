@@ -10,6 +10,7 @@
 //!   `forkprof-1MiB-buf` row shows the same with a 1 MiB buffer);
 //! - `forkprof-builder`: the collector's `ProfileBuilder` fed on this thread, then
 //!   `encode` + zstd, timed (the serialize figure);
+//! - `builder-drop`: the same, freeing the builder's tables before compressing;
 //! - `libdatadog`: `Profile::try_add_sample` for every sample, then
 //!   `serialize_into_compressed_pprof`, timed.
 //!
@@ -175,7 +176,9 @@ fn forkprof_profiler(n: &Names, buffer: usize) -> Outcome {
     }
 }
 
-fn forkprof_builder(n: &Names) -> Outcome {
+/// `drop_first`: free the builder before compressing, as the collector could (it no longer
+/// needs the tables once the pprof bytes exist) — a measurement of that proposal.
+fn forkprof_builder(n: &Names, drop_first: bool) -> Outcome {
     let types: Vec<SampleType> = SAMPLE_TYPES
         .iter()
         .map(|&(t, u)| SampleType::new(t, u))
@@ -215,6 +218,9 @@ fn forkprof_builder(n: &Names) -> Outcome {
     let t = Instant::now();
     let mut raw = Vec::new();
     b.encode(SystemTime::now(), &mut raw);
+    if drop_first {
+        drop(b);
+    }
     let mut out = Vec::new();
     forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
     let serialize = t.elapsed();
@@ -284,7 +290,8 @@ fn child(mode: &str) {
         "baseline" => baseline(&names),
         "forkprof" => forkprof_profiler(&names, forkprof::config::DEFAULT_BUFFER_CAPACITY),
         "forkprof-1MiB-buf" => forkprof_profiler(&names, 1 << 20),
-        "forkprof-builder" => forkprof_builder(&names),
+        "forkprof-builder" => forkprof_builder(&names, false),
+        "builder-drop" => forkprof_builder(&names, true),
         "libdatadog" => libdatadog(&names),
         other => panic!("unknown mode {other:?}"),
     };
@@ -347,6 +354,7 @@ fn main() {
         "forkprof",
         "forkprof-1MiB-buf",
         "forkprof-builder",
+        "builder-drop",
         "libdatadog",
     ];
     let rows: Vec<(&str, Row)> = modes.iter().map(|&m| (m, measure(m))).collect();
