@@ -1,6 +1,7 @@
 # Helpers for ci/ scripts: dependency installation and step timing.
 export CARGO_TERM_COLOR=never
 export FORKPROF_REQUIRE_GO=1
+export FORKPROF_REQUIRE_TEST_AGENT=1
 STEPS=()
 
 step() {
@@ -31,4 +32,5 @@ install_deps() {
     apt_install golang-go musl-tools pkg-config libzstd-dev valgrind
   fi
   command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+  bash ci/test-agent.sh
 }

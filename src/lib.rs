@@ -26,6 +26,11 @@
 
 use cfg_if::cfg_if;
 
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use forkprof_core::{
     compress, config, export, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
     EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy, Frame,

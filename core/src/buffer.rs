@@ -6,7 +6,7 @@
 //! empty one of the same capacity, so steady-state recording allocates nothing.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -17,6 +17,9 @@ const SHARDS: usize = 8;
 pub(crate) struct SampleBuffer {
     shards: Box<[CachePadded<BriefLock<Vec<u8>>>]>,
     shard_capacity: usize,
+    /// Set by the collector before its last drain: a record that takes a shard lock after
+    /// that drain would never be read, so it is refused instead of silently lost.
+    closed: AtomicBool,
 }
 
 static NEXT_HINT: AtomicUsize = AtomicUsize::new(0);
@@ -45,6 +48,8 @@ pub(crate) enum Push {
     Dropped,
     /// The record is larger than one shard can ever hold.
     TooLarge,
+    /// The profiler is stopping and its collector has drained for the last time.
+    Closed,
 }
 
 impl SampleBuffer {
@@ -56,6 +61,7 @@ impl SampleBuffer {
         SampleBuffer {
             shards,
             shard_capacity,
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +80,11 @@ impl SampleBuffer {
         for i in 0..SHARDS {
             let shard = &self.shards[(start + i) % SHARDS];
             if let Some(mut buf) = shard.try_lock() {
+                // Under the shard lock: `close` happens before the collector's last locking
+                // of this shard, so either that drain reads this record or we see `closed`.
+                if self.closed.load(Ordering::Relaxed) {
+                    return (Push::Closed, false);
+                }
                 if buf.len() + len <= self.shard_capacity {
                     write(&mut buf);
                     return (Push::Stored, buf.len() * 2 > self.shard_capacity);
@@ -81,6 +92,11 @@ impl SampleBuffer {
             }
         }
         (Push::Dropped, true)
+    }
+
+    /// No record is stored after the next `drain` (call it before the collector's last one).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
     }
 
     /// Hands each shard's bytes to `consume`, leaving the shard empty. `spare` must be an empty
@@ -115,7 +131,7 @@ mod tests {
             match buf.push(100, |v| v.extend_from_slice(&[7u8; 100])).0 {
                 Push::Stored => stored += 1,
                 Push::Dropped => dropped += 1,
-                Push::TooLarge => unreachable!(),
+                Push::TooLarge | Push::Closed => unreachable!(),
             }
         }
         assert!(dropped > 0);
@@ -124,5 +140,10 @@ mod tests {
         buf.drain(&mut spare, |b| total += b.len());
         assert_eq!(total, stored * 100);
         assert_eq!(buf.push(cap + 1, |_| {}).0, Push::TooLarge);
+        buf.close();
+        assert_eq!(
+            buf.push(10, |v| v.extend_from_slice(&[1u8; 10])).0,
+            Push::Closed
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! the string table (only to resolve an interned id it has not seen this profile), the export
 //! queue (to push). Encoding and compression run with no lock held.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -18,6 +18,17 @@ use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
 use crate::sample::{LabelValue, StrId};
 use crate::session::{set_activity, Activity, Session};
 use crate::wire::{self, RecordFrame};
+
+/// The next profile's sequence number. Per process, not per session: exporters name profiles
+/// `<service>-<pid>-<seq>`, so a profiler stopped and started again in the same process must
+/// not number from 0 again (the file exporter would overwrite the earlier profiles). A forked
+/// child starts again from 0 (reset by the fork child handler: it has its own pid).
+static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Called from the fork child handler: a plain atomic store.
+pub(crate) fn reset_sequence_in_child() {
+    NEXT_SEQ.store(0, Ordering::Relaxed);
+}
 
 /// Maps process-wide string ids to this profile's string indexes; rebuilt every profile.
 #[derive(Default)]
@@ -35,10 +46,7 @@ impl IdCache {
                 return v;
             }
         }
-        let name = {
-            pause_point(Point::InternResolve);
-            intern::resolve(id)
-        };
+        let name = intern::resolve(id);
         let idx = match name {
             Some(s) => b.intern(s),
             None => b.intern(&format!("[unknown string id {i}]")),
@@ -142,11 +150,14 @@ pub(crate) fn run(s: Arc<Session>) {
     let mut ids = IdCache::default();
     let mut scratch = Scratch::default();
     let mut flush_seen = 0;
-    let mut seq = 0u64;
     let mut raw = Vec::new();
     loop {
         s.wake_pending.store(false, Ordering::Release);
         let stopping = s.stopping.load(Ordering::Acquire);
+        if stopping {
+            // This is the last drain: records that come after it must not be counted stored.
+            s.buffer.close();
+        }
         let flush = s.flush_requested.load(Ordering::Acquire);
         set_activity(&s.collector_activity, Activity::Draining);
         s.buffer.drain(&mut spare, |bytes| {
@@ -157,10 +168,13 @@ pub(crate) fn run(s: Arc<Session>) {
             let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid));
             period_start = Instant::now();
             ids.slots.clear();
+            let new_flush = flush != flush_seen;
             flush_seen = flush;
             let profile = if finished.is_empty() {
-                // Nothing to write; still tell flush waiters, in queue order.
-                (flush > 0).then(|| EncodedProfile {
+                // Nothing to write; still tell flush waiters, in queue order. Only for a flush
+                // requested since the last profile: a placeholder on every empty rotation
+                // would, behind a slow exporter, push real profiles out of the bounded queue.
+                new_flush.then(|| EncodedProfile {
                     bytes: Vec::new(),
                     compression,
                     start: finished.start,
@@ -184,12 +198,11 @@ pub(crate) fn run(s: Arc<Session>) {
                             compression,
                             start: finished.start,
                             end,
-                            seq,
+                            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
                             pid: s.pid,
                             samples: finished.sample_count(),
                             flush_ticket: flush,
                         };
-                        seq += 1;
                         Some(p)
                     }
                     Err(_) => {

@@ -15,6 +15,8 @@
 //! 6. Unobserved forks: the backend's sentinel word is zeroed by the kernel in every child; a
 //!    zero sentinel with no child handler run means nobody saw the fork, and profiling turns
 //!    itself off in that process without touching any inherited lock or thread.
+//! 7. Set-up ([`install`]) holds no lock a child could inherit: a fork can land in the middle
+//!    of it, before any handler exists, and that child must refuse rather than wait.
 
 use std::cell::Cell;
 use std::sync::atomic::{
@@ -43,6 +45,8 @@ static INTERN_USER: AtomicBool = AtomicBool::new(false);
 static SENTINEL: AtomicPtr<AtomicU64> = AtomicPtr::new(std::ptr::null_mut());
 static STRATEGY: AtomicU8 = AtomicU8::new(ForkStrategy::Atfork as u8);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The pid of the process one of whose threads is inside [`install`], 0 when none.
+static INSTALLER: AtomicU32 = AtomicU32::new(0);
 
 /// Something that must hear about a fork outside the atfork handler: a running profiler.
 pub(crate) trait ForkAware: Send + Sync {
@@ -62,19 +66,59 @@ thread_local! {
     static PID_CHECK_COUNTDOWN: Cell<u32> = const { Cell::new(0) };
 }
 
+/// Thread-local flags read from atfork handlers must not panic (a panic there aborts): when a
+/// thread forks from inside a TLS destructor the flag reads as unset.
+fn flag_get(key: &'static std::thread::LocalKey<Cell<bool>>) -> bool {
+    key.try_with(Cell::get).unwrap_or(false)
+}
+
+fn flag_replace(key: &'static std::thread::LocalKey<Cell<bool>>, v: bool) -> bool {
+    key.try_with(|c| c.replace(v)).unwrap_or(false)
+}
+
+/// Sets a flag; false if this thread's TLS is gone.
+fn flag_set(key: &'static std::thread::LocalKey<Cell<bool>>) -> bool {
+    key.try_with(|c| c.set(true)).is_ok()
+}
+
 fn getpid() -> u32 {
     std::process::id()
 }
 
 /// Wires the backend in: once per process, however often profilers start and stop.
+///
+/// Not under CONTROL, nor any lock a child could inherit held: a fork from another thread
+/// can land anywhere in here (inside the backend's once-only set-up, or before the handlers
+/// exist and so with no child handler to reset anything). [`INSTALLER`] names the process
+/// whose thread is installing, so such a child sees a set-up begun by a thread it does not
+/// have and turns profiling off instead of waiting for it for ever.
 pub fn install(platform: &'static dyn Platform) -> Result<()> {
-    if INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
+    let me = getpid();
+    loop {
+        if INSTALLED.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match INSTALLER.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(pid) if pid != me => {
+                UNOBSERVED.store(true, Ordering::Relaxed);
+                return Err(Error::NotRunning {
+                    reason: "this process was forked while its parent was setting forkprof up; profiling is off in it",
+                });
+            }
+            // Another thread of this process is installing; it holds no lock and does a
+            // bounded amount of work.
+            Err(_) => std::thread::yield_now(),
+        }
     }
-    let _guard = CONTROL.lock();
-    if INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
+    let result = install_now(platform);
+    if result.is_err() {
+        INSTALLER.store(0, Ordering::Release);
     }
+    result
+}
+
+fn install_now(platform: &'static dyn Platform) -> Result<()> {
     STRATEGY.store(platform.fork_strategy() as u8, Ordering::Relaxed);
     if let Some(word) = platform.fork_sentinel() {
         word.store(1, Ordering::Relaxed);
@@ -86,6 +130,19 @@ pub fn install(platform: &'static dyn Platform) -> Result<()> {
     PID.store(getpid(), Ordering::Relaxed);
     platform.install_fork_hooks()?;
     INSTALLED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Refuses calls that take CONTROL or the string table from a thread that already holds them
+/// for a fork in progress: between `before_fork` and `after_fork_*` under interception, or
+/// from another library's atfork prepare handler that runs after forkprof's. BriefLock is not
+/// reentrant, so taking them again would wait on this very thread for ever.
+pub(crate) fn check_not_mid_fork() -> Result<()> {
+    if LOCKED_HERE.with(|l| l.get()) {
+        return Err(Error::ForkOrder {
+            reason: "start/stop/intern called on a thread whose fork is in progress (between before_fork and after_fork_parent/after_fork_child); call it before or after the fork",
+        });
+    }
     Ok(())
 }
 
@@ -111,11 +168,13 @@ pub(crate) fn generation() -> Option<u64> {
             return unobserved();
         }
     } else {
-        let due = PID_CHECK_COUNTDOWN.with(|c| {
-            let n = c.get();
-            c.set(if n == 0 { 63 } else { n - 1 });
-            n == 0
-        });
+        let due = PID_CHECK_COUNTDOWN
+            .try_with(|c| {
+                let n = c.get();
+                c.set(if n == 0 { 63 } else { n - 1 });
+                n == 0
+            })
+            .unwrap_or(true);
         if due && getpid() != PID.load(Ordering::Relaxed) {
             return unobserved();
         }
@@ -190,6 +249,7 @@ fn reinit_child(locked_here: bool) {
     }
     IN_FLIGHT.store(0, Ordering::Relaxed);
     PID.store(getpid(), Ordering::Relaxed);
+    crate::collector::reset_sequence_in_child();
     let sentinel = SENTINEL.load(Ordering::Relaxed);
     if !sentinel.is_null() {
         // SAFETY: a `&'static AtomicU64` from the backend; the kernel zeroed it in this child.
@@ -206,13 +266,16 @@ pub fn atfork_prepare() {
     if USERS.load(Ordering::Acquire) == 0 || UNOBSERVED.load(Ordering::Relaxed) {
         return;
     }
-    lock_all();
-    LOCKED_HERE.with(|l| l.set(true));
+    // Without TLS the parent half could not know to unlock: skip, and the child will find
+    // the locks as they were (see `reinit_child`).
+    if flag_set(&LOCKED_HERE) {
+        lock_all();
+    }
 }
 
 /// atfork parent (also reached when `fork()` fails). May call: atomics and unlocking.
 pub fn atfork_parent() {
-    if LOCKED_HERE.with(|l| l.replace(false)) {
+    if flag_replace(&LOCKED_HERE, false) {
         FORKS_SEEN.fetch_add(1, Ordering::Relaxed);
         // SAFETY: this thread's prepare took the locks.
         unsafe { unlock_all() };
@@ -223,17 +286,17 @@ pub fn atfork_parent() {
 /// atfork child. May call: atomics and lock re-initialisation. May not: allocate, spawn,
 /// join, drop inherited state, or call anything that takes a libc lock.
 pub fn atfork_child() {
-    if EXPLICIT.with(|e| e.get()) && strategy() == ForkStrategy::Interception {
+    if flag_get(&EXPLICIT) && strategy() == ForkStrategy::Interception {
         return; // after_fork_child does the work
     }
-    reinit_child(LOCKED_HERE.with(|l| l.replace(false)));
+    reinit_child(flag_replace(&LOCKED_HERE, false));
 }
 
 /// The child-only handler of [`ForkStrategy::Interception`] (macOS): a fork reached here
 /// without `before_fork` on this thread was not intercepted, so the child cannot trust any
 /// lock it inherited. Only atomics.
 pub fn atfork_child_unintercepted() {
-    if !EXPLICIT.with(|e| e.get()) && USERS.load(Ordering::Acquire) != 0 {
+    if !flag_get(&EXPLICIT) && USERS.load(Ordering::Acquire) != 0 {
         UNOBSERVED.store(true, Ordering::Relaxed);
     }
 }
@@ -243,22 +306,28 @@ pub fn atfork_child_unintercepted() {
 /// Call right before the host forks. Pairs with exactly one `after_fork_parent` (in the
 /// parent, also when the fork failed) or `after_fork_child` (in the child).
 pub fn before_fork() -> Result<()> {
-    if EXPLICIT.with(|e| e.get()) {
+    if flag_get(&EXPLICIT) {
         return Err(Error::ForkOrder { reason: "before_fork called twice on this thread without after_fork_parent/after_fork_child in between" });
     }
-    EXPLICIT.with(|e| e.set(true));
+    if !flag_set(&EXPLICIT) {
+        return Err(Error::ForkOrder {
+            reason: "before_fork called from a thread that is exiting",
+        });
+    }
     // With atfork handlers installed, libc's fork runs them and they do the locking: taking
     // the locks here as well would deadlock where libc holds its atfork lock across prepare
     // (musl, glibc < 2.34) while another thread's prepare waits for ours.
-    if strategy() == ForkStrategy::Interception && USERS.load(Ordering::Acquire) != 0 {
+    if strategy() == ForkStrategy::Interception
+        && USERS.load(Ordering::Acquire) != 0
+        && flag_set(&LOCKED_HERE)
+    {
         lock_all();
-        LOCKED_HERE.with(|l| l.set(true));
     }
     Ok(())
 }
 
 fn end_explicit(which: &'static str) -> Result<()> {
-    if !EXPLICIT.with(|e| e.replace(false)) {
+    if !flag_replace(&EXPLICIT, false) {
         return Err(Error::ForkOrder {
             reason: if which == "parent" {
                 "after_fork_parent called without before_fork on this thread"
@@ -283,7 +352,7 @@ pub fn after_fork_parent() -> Result<()> {
 pub fn after_fork_child() -> Result<()> {
     end_explicit("child")?;
     match strategy() {
-        ForkStrategy::Interception => reinit_child(LOCKED_HERE.with(|l| l.replace(false))),
+        ForkStrategy::Interception => reinit_child(flag_replace(&LOCKED_HERE, false)),
         ForkStrategy::Atfork => {
             if getpid() != PID.load(Ordering::Relaxed) {
                 // The atfork child handler did not run: whatever forked skipped it (`_Fork`,
@@ -347,4 +416,11 @@ pub fn state() -> ForkState {
         forks_seen: FORKS_SEEN.load(Ordering::Relaxed),
         unobserved_child: UNOBSERVED.load(Ordering::Relaxed),
     }
+}
+
+/// Whether (CONTROL, the string table) are held right now, for tests that must know a fork's
+/// prepare handler really holds them before they act.
+#[cfg(feature = "test-hooks")]
+pub fn locks_held() -> (bool, bool) {
+    (CONTROL.is_locked(), crate::intern::TABLE.is_locked())
 }

@@ -55,7 +55,10 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
 
 /// Resolves an id; `None` for an id never handed out.
 pub fn resolve(id: StrId) -> Option<&'static str> {
-    TABLE.lock().by_id.get(id.0 as usize).copied()
+    let table = TABLE.lock();
+    // Inside the lock, so a test held here really holds the string table across a fork.
+    crate::hooks::pause_point(crate::hooks::Point::InternResolve);
+    table.by_id.get(id.0 as usize).copied()
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! first call sees a new fork generation, leaks the parent's session (its threads do not exist
 //! here) and, under `Restart`, starts its own; see `fork.rs` for the protocol.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +29,10 @@ struct Shared {
     /// `Arc::into_raw` of the current process's session; never null.
     session: AtomicPtr<Session>,
     state: AtomicU8,
-    restarting: AtomicBool,
+    /// 1 + the fork generation a thread is restarting this profiler for, 0 when none. Tagged
+    /// with the generation rather than a boolean: a grandchild forked while its parent was
+    /// mid-restart inherits the mark, and must not mistake it for a restart of its own.
+    restarting: AtomicU64,
     ignored: AtomicU64,
 }
 
@@ -101,6 +104,10 @@ impl Shared {
             Push::TooLarge => {
                 c.samples_too_large.fetch_add(1, Ordering::Relaxed);
             }
+            Push::Closed => {
+                // Raced `stop()`: counted like any record after stop.
+                self.ignored.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if wake {
             s.wake_collector();
@@ -117,11 +124,21 @@ impl ForkAware for Shared {
         if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
             return;
         }
+        if fork::check_not_mid_fork().is_err() {
+            return; // this thread holds CONTROL for a fork; the next call restarts
+        }
         if self.config.child_policy == ChildPolicy::Disable {
             self.state.store(DISABLED, Ordering::Release);
             return;
         }
-        if self.restarting.swap(true, Ordering::AcqRel) {
+        let tag = gen + 1;
+        let prev = self.restarting.load(Ordering::Acquire);
+        if prev == tag
+            || self
+                .restarting
+                .compare_exchange(prev, tag, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return; // another thread of this child is restarting it
         }
         match Session::start(self.config.clone(), gen, std::process::id()) {
@@ -133,7 +150,7 @@ impl ForkAware for Shared {
             }
             Err(_) => self.state.store(DISABLED, Ordering::Release),
         }
-        self.restarting.store(false, Ordering::Release);
+        self.restarting.store(0, Ordering::Release);
     }
 }
 
@@ -161,6 +178,7 @@ impl Drop for Shared {
 impl Profiler {
     /// Starts a profiler on `platform` (the facade passes the one chosen at compile time).
     pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
+        fork::check_not_mid_fork()?;
         if fork::is_unobserved_child() {
             return Err(Error::NotRunning {
                 reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
@@ -184,7 +202,7 @@ impl Profiler {
             config,
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
-            restarting: AtomicBool::new(false),
+            restarting: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
         });
         {
@@ -249,8 +267,19 @@ impl Profiler {
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
         let sh = &*self.shared;
+        let Some(gen) = fork::generation_checked() else {
+            // An unobserved child: CONTROL may be held forever by a thread that does not
+            // exist here (a prepare handler or a start/stop mid-way in the parent), so touch
+            // no lock at all. Nothing of this process's runs to be stopped.
+            return Err(Error::NotRunning {
+                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
+            });
+        };
+        fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
-        let current = sh.current();
+        // Only a session started in this process has threads to stop; a child that never
+        // restarted has nothing of its own (and must not touch the parent's session).
+        let ours = gen == sh.session().generation;
         {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
@@ -265,8 +294,8 @@ impl Profiler {
             let me = Arc::as_ptr(&self.shared) as *const ();
             reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
         }
-        if let Some(s) = current {
-            s.shut_down(deadline)?;
+        if ours {
+            sh.session().shut_down(deadline)?;
         }
         Ok(self.stats())
     }
@@ -307,6 +336,7 @@ impl Profiler {
 
 /// Interns a name in the process-wide table for [`crate::FrameIds`]; see [`crate::intern`].
 pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
+    fork::check_not_mid_fork()?;
     if fork::is_unobserved_child() {
         return Err(Error::NotRunning {
             reason: "this process was forked without forkprof's fork hooks",

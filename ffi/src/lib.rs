@@ -1,1 +1,38 @@
-//! forkprof C ABI.
+//! forkprof's C ABI: the `forkprof` cdylib and staticlib, described by the generated header
+//! `ffi/include/forkprof.h` (cbindgen, from these sources).
+//!
+//! The API mirrors the Rust one: a config builder handle, `forkprof_start`, `forkprof_record`
+//! (frames as pointer + length strings, or interned ids), `forkprof_flush`, `forkprof_stop`,
+//! the fork interception hooks and the thread CPU clock.
+//!
+//! Rules every entry point keeps:
+//! - it returns a [`forkprof_status`] (or a documented sentinel) and, on failure, leaves a
+//!   message for `forkprof_last_error()` on the calling thread;
+//! - no panic crosses the ABI: each body runs under `catch_unwind`;
+//! - null pointers and impossible lengths are errors, never dereferenced;
+//! - enums coming *in* from C are plain integers checked against constants, because a Rust
+//!   enum holding an unknown discriminant is undefined behaviour.
+#![deny(unsafe_op_in_unsafe_fn)]
+// The exported names are C names, so the header and the Rust source read the same.
+#![allow(non_camel_case_types)]
+
+mod args;
+mod config;
+mod fork;
+mod profiler;
+mod status;
+
+pub use config::*;
+pub use fork::*;
+pub use profiler::*;
+pub use status::*;
+
+#[cfg(test)]
+#[path = "../tests/abi.rs"]
+mod abi_tests;
+#[cfg(test)]
+#[path = "../../tests/export_support/mod.rs"]
+mod export_support;
+#[cfg(test)]
+#[path = "../../tests/support/mod.rs"]
+mod support;

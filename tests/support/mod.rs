@@ -162,3 +162,122 @@ impl Drop for Watchdog {
         self.done.store(true, Ordering::Release);
     }
 }
+
+// ---- fork helpers (tests/fork_*.rs) ----
+
+/// Forks; the child runs `child` and `_exit`s with what it returns (101 if it panicked), so
+/// it never returns into the test harness. Returns the child's pid.
+pub fn fork_and_run(child: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child only runs `child` and then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+        // SAFETY: ends the child without running the parent's atexit handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for child `pid` at most `limit`. A child still running then is killed and the test
+/// fails with a DEADLOCK message naming `what`: a hung child fails fast instead of hanging CI.
+pub fn wait_exit(pid: libc::pid_t, limit: Duration, what: &str) -> Exit {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return if libc::WIFEXITED(status) {
+                Exit::Code(libc::WEXITSTATUS(status))
+            } else {
+                Exit::Signal(libc::WTERMSIG(status))
+            };
+        }
+        assert_eq!(r, 0, "waitpid({pid}): {}", std::io::Error::last_os_error());
+        if start.elapsed() > limit {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("DEADLOCK: {what}: child {pid} did not exit within {limit:?} (killed)");
+        }
+        // Polling a child's exit has no event to wait on without SIGCHLD plumbing; the pause
+        // bounds the cost of the poll, it does not order anything.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// [`wait_exit`], asserting the child exited with code 0.
+pub fn expect_exit_0(pid: libc::pid_t, what: &str) {
+    match wait_exit(pid, Duration::from_secs(20), what) {
+        Exit::Code(0) => {}
+        other => panic!("{what}: child {pid} ended with {other:?}, expected exit code 0"),
+    }
+}
+
+/// Serialises the tests of one binary that share process-wide state (pause points, fork
+/// counters) when they run as threads of one process (`cargo test`); under nextest every
+/// test has its own process and this is uncontended.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The parent's and one child's profiles in `dir`, by the `<service>-<pid>-` file prefix.
+pub fn profiles_of(
+    profiles: &[(PathBuf, pprof::Profile)],
+    service: &str,
+    pid: u32,
+) -> Vec<pprof::Profile> {
+    let prefix = format!("{service}-{pid}-");
+    profiles
+        .iter()
+        .filter(|(p, _)| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with(&prefix))
+                .unwrap_or(false)
+        })
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+/// Sum of value 0 over every sample of `profiles`.
+pub fn total_value(profiles: &[pprof::Profile]) -> i64 {
+    profiles
+        .iter()
+        .flat_map(|p| p.samples.iter())
+        .map(|s| s.values[0])
+        .sum()
+}
+
+/// The glibc version as (major, minor); `None` on other C libraries.
+pub fn glibc_version() -> Option<(u32, u32)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn gnu_get_libc_version() -> *const libc::c_char;
+        }
+        // SAFETY: returns a pointer to a static NUL-terminated string.
+        let v = unsafe { std::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+        let v = v.to_str().ok()?;
+        let mut it = v.split('.');
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        Some((major, minor))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}

@@ -80,8 +80,10 @@ impl Exporter for FileExporter {
         let tmp = self.dir.join(format!(".{name}.tmp"));
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
+            // No fsync: the rename is what keeps a crashed process from leaving a partial file
+            // under the final name; surviving power loss is not worth a disk flush per profile
+            // (it made short-lived forked workers' `stop()` 10–30 ms slower).
             f.write_all(&profile.bytes)?;
-            f.sync_data()?;
             fs::rename(&tmp, &path)
         };
         match write() {

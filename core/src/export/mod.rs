@@ -1,7 +1,43 @@
 //! Where finished profiles go. An [`Exporter`] runs on the uploader thread only, never under a
 //! profiler lock, so a slow or hung destination delays nothing but its own queue.
+//!
+//! Built in: files ([`ExporterConfig::File`]), the Datadog agent or intake ([`Datadog`]) and
+//! Pyroscope ([`Pyroscope`]), the last two over HTTP with timeouts, bounded retries and
+//! addresses resolved when the profiler starts, never on a profiler thread.
+//!
+//! ```no_run
+//! use forkprof_core::export::{Datadog, ExporterConfig, HttpOptions};
+//! use forkprof_core::Config;
+//! use std::time::Duration;
+//!
+//! // The environment first (DD_*, FORKPROF_*), then explicit settings, which win.
+//! let exporter: ExporterConfig = Datadog::from_env()?
+//!     .env("prod")
+//!     .family("ruby")
+//!     .http_options(HttpOptions { request_timeout: Duration::from_secs(5), ..Default::default() })
+//!     .into();
+//! let config = Config::builder("checkout")
+//!     .sample_type("wall-time", "nanoseconds")
+//!     .exporter(exporter)
+//!     .build()?;
+//! // Or: ExporterConfig::datadog_agent("unix:///var/run/datadog/apm.socket"),
+//! //     ExporterConfig::pyroscope("http://pyroscope:4040", "checkout"),
+//! //     ExporterConfig::from_env()?.
+//! # Ok::<(), forkprof_core::Error>(())
+//! ```
 
+pub mod datadog;
+pub mod env;
 pub mod file;
+pub mod http;
+mod multipart;
+pub mod pyroscope;
+mod resolve;
+mod unix;
+
+pub use datadog::Datadog;
+pub use http::HttpOptions;
+pub use pyroscope::Pyroscope;
 
 use std::fmt;
 use std::sync::Arc;
@@ -99,14 +135,55 @@ pub enum ExporterConfig {
         dir: std::path::PathBuf,
         compression: Compression,
     },
+    /// The Datadog agent (TCP or Unix socket) or intake; see [`Datadog`].
+    Datadog(Arc<datadog::DatadogFactory>),
+    /// A Pyroscope server's ingest API; see [`Pyroscope`].
+    Pyroscope(Arc<pyroscope::PyroscopeFactory>),
     /// Anything else the host provides.
     Custom(Arc<dyn ExporterFactory>),
 }
 
 impl ExporterConfig {
+    /// The Datadog agent at `url`: `http://host:8126` or `unix:///var/run/datadog/apm.socket`.
+    /// For tags, env, version and timeouts use [`Datadog::agent`] and `.into()`.
+    pub fn datadog_agent(url: &str) -> ExporterConfig {
+        Datadog::agent(url).into()
+    }
+
+    /// The Datadog intake of `site` (e.g. `datadoghq.com`), without an agent; needs the
+    /// `tls` feature. The key is never logged nor shown by `Debug` or in error messages.
+    pub fn datadog_agentless(site: &str, api_key: &str) -> ExporterConfig {
+        Datadog::agentless(site, api_key).into()
+    }
+
+    /// A Pyroscope server (e.g. `http://pyroscope:4040`), series `app_name` (empty: the
+    /// profiler's service name).
+    pub fn pyroscope(url: &str, app_name: &str) -> ExporterConfig {
+        Pyroscope::new(url, app_name).into()
+    }
+
+    /// An exporter named by a URL: `http://…`, `https://…` or `unix:///…` is a Datadog agent;
+    /// `pyroscope+http://…` (or `+https`) a Pyroscope server. An invalid URL is reported by
+    /// `ConfigBuilder::build`, naming the `endpoint` field.
+    pub fn from_url(url: &str) -> ExporterConfig {
+        match url.trim().strip_prefix("pyroscope+") {
+            Some(server) => Pyroscope::new(server, "").into(),
+            None => Datadog::agent(url).into(),
+        }
+    }
+
+    /// The exporter the environment describes; see the precedence rules in
+    /// [`env`](mod@env) (explicit builder > `FORKPROF_*` > `DD_*` / `PYROSCOPE_*` >
+    /// defaults). Reads the environment now, on this thread, and never again.
+    pub fn from_env() -> Result<ExporterConfig> {
+        env::from_process_env()
+    }
+
     pub fn compression(&self) -> Compression {
         match self {
             ExporterConfig::File { compression, .. } => *compression,
+            ExporterConfig::Datadog(f) => f.compression(),
+            ExporterConfig::Pyroscope(f) => f.compression(),
             ExporterConfig::Custom(f) => f.compression(),
         }
     }
@@ -114,6 +191,8 @@ impl ExporterConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
             ExporterConfig::File { dir, .. } => file::validate(dir),
+            ExporterConfig::Datadog(f) => f.validate(),
+            ExporterConfig::Pyroscope(f) => f.validate(),
             ExporterConfig::Custom(f) => f.validate(),
         }
     }
@@ -121,6 +200,8 @@ impl ExporterConfig {
     pub(crate) fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>> {
         match self {
             ExporterConfig::File { dir, .. } => Ok(Box::new(file::FileExporter::open(dir, ctx)?)),
+            ExporterConfig::Datadog(f) => f.create(ctx),
+            ExporterConfig::Pyroscope(f) => f.create(ctx),
             ExporterConfig::Custom(f) => f.create(ctx),
         }
     }

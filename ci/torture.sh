@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The fork torture run: a release build of the CLI, then 2000 forks from 4 threads at once
+# while 2 host threads record and the upload is stalled on a loopback endpoint, compared with
+# the same forks and no profiler. Non-zero on any failed child, lost parent sample or
+# DEADLOCK (exit 3). Roughly 1 min on 2 cores from a warm cache, most of it the build.
+# Usage: ci/torture.sh [extra forkprof torture options, e.g. --policy disable]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/lib.sh
+
+step "build forkprof (release)" cargo build --release --locked -p forkprof-cli
+step "torture (restart)" ./target/release/forkprof torture --forks 2000 --threads 4 "$@"
+step "torture (disable)" ./target/release/forkprof torture --forks 2000 --threads 4 --policy disable "$@"
+summary

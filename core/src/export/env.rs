@@ -1,0 +1,382 @@
+//! Exporter settings from environment variables.
+//!
+//! # Precedence
+//! For every setting, the first that is set wins:
+//! 1. the explicit builder call (`Datadog::env("prod")` applied after `Datadog::from_env()`,
+//!    or an [`ExporterConfig`] built without the environment at all);
+//! 2. forkprof's own variables, `FORKPROF_*`;
+//! 3. the conventional variables of the back end, `DD_*` for Datadog, `PYROSCOPE_*` for
+//!    Pyroscope;
+//! 4. the defaults (the agent's Unix socket if it exists, else `http://localhost:8126`;
+//!    `http://localhost:4040` for Pyroscope; the service name of the profiler's `Config`).
+//!
+//! | setting | FORKPROF_* | back end's | default |
+//! |---|---|---|---|
+//! | which exporter | `FORKPROF_EXPORTER` = `datadog`, `datadog-agentless`, `pyroscope` | `PYROSCOPE_SERVER_ADDRESS` set (and no `DD_TRACE_AGENT_URL` / `DD_AGENT_HOST`): pyroscope; `DD_PROFILING_AGENTLESS=true`: agentless | datadog |
+//! | endpoint | `FORKPROF_ENDPOINT` (see [`ExporterConfig::from_url`]) | `DD_TRACE_AGENT_URL`, then `DD_AGENT_HOST` + `DD_TRACE_AGENT_PORT`; `PYROSCOPE_SERVER_ADDRESS` | see above |
+//! | service | `FORKPROF_SERVICE` | `DD_SERVICE`; `PYROSCOPE_APPLICATION_NAME` | `Config::service` |
+//! | env, version | `FORKPROF_ENV`, `FORKPROF_VERSION` | `DD_ENV`, `DD_VERSION` | none |
+//! | tags | `FORKPROF_TAGS` | `DD_TAGS` | none |
+//! | intake | `FORKPROF_SITE` | `DD_SITE`, `DD_API_KEY` | `datadoghq.com` |
+//! | timeouts | `FORKPROF_CONNECT_TIMEOUT_MS`, `FORKPROF_UPLOAD_TIMEOUT_MS` | | 2 s, 10 s |
+//!
+//! The environment is read once, by the call that builds the configuration, on the caller's
+//! thread. Nothing reads it later: not `start()`, not a forked child's restart, never a
+//! profiler thread (Rust's env lock, held by another thread at fork time, stays held in the
+//! child; PLATFORMS.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::datadog::{Datadog, DEFAULT_AGENT_SOCKET, DEFAULT_AGENT_URL, DEFAULT_SITE};
+use super::http::HttpOptions;
+use super::pyroscope::Pyroscope;
+use super::ExporterConfig;
+use crate::error::{Error, Result};
+
+pub const DEFAULT_PYROSCOPE_URL: &str = "http://localhost:4040";
+
+/// The variables, looked up through a function so tests need no `setenv`.
+pub(crate) struct Vars<'a> {
+    get: &'a dyn Fn(&str) -> Option<String>,
+    socket_exists: &'a dyn Fn(&Path) -> bool,
+}
+
+impl<'a> Vars<'a> {
+    pub fn new(
+        get: &'a dyn Fn(&str) -> Option<String>,
+        socket_exists: &'a dyn Fn(&Path) -> bool,
+    ) -> Self {
+        Vars { get, socket_exists }
+    }
+
+    /// The first of `names` that is set and not blank, with its name.
+    fn any(&self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        names.iter().find_map(|n| {
+            (self.get)(n)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*n, v))
+        })
+    }
+
+    fn value(&self, names: &[&'static str]) -> Option<String> {
+        self.any(names).map(|(_, v)| v)
+    }
+
+    fn millis(&self, name: &'static str) -> Result<Option<Duration>> {
+        match self.value(&[name]) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+                _ => Err(Error::config(
+                    name,
+                    format!("`{v}` is not a positive number of milliseconds"),
+                )),
+            },
+        }
+    }
+
+    fn http(&self) -> Result<HttpOptions> {
+        let mut o = HttpOptions::default();
+        if let Some(d) = self.millis("FORKPROF_CONNECT_TIMEOUT_MS")? {
+            o.connect_timeout = d;
+        }
+        if let Some(d) = self.millis("FORKPROF_UPLOAD_TIMEOUT_MS")? {
+            o.request_timeout = d;
+        }
+        Ok(o)
+    }
+
+    fn tags(&self) -> Result<Vec<(String, String)>> {
+        let Some((name, list)) = self.any(&["FORKPROF_TAGS", "DD_TAGS"]) else {
+            return Ok(Vec::new());
+        };
+        parse_tags(name, &list)
+    }
+
+    fn agent_url(&self) -> String {
+        if let Some(u) = self.value(&["FORKPROF_ENDPOINT", "DD_TRACE_AGENT_URL"]) {
+            return u;
+        }
+        let host = self.value(&["DD_AGENT_HOST"]);
+        let port = self.value(&["DD_TRACE_AGENT_PORT"]);
+        if host.is_some() || port.is_some() {
+            let host = host.unwrap_or_else(|| "localhost".into());
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]") // an IPv6 literal
+            } else {
+                host
+            };
+            return format!("http://{host}:{}", port.as_deref().unwrap_or("8126"));
+        }
+        if (self.socket_exists)(Path::new(DEFAULT_AGENT_SOCKET)) {
+            return format!("unix://{DEFAULT_AGENT_SOCKET}");
+        }
+        DEFAULT_AGENT_URL.into()
+    }
+
+    fn agentless_requested(&self) -> bool {
+        self.value(&["DD_PROFILING_AGENTLESS"])
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    }
+
+    fn datadog(&self, agentless: bool) -> Result<Datadog> {
+        let mut d = if agentless {
+            let key = self
+                .value(&["DD_API_KEY"])
+                .ok_or_else(|| Error::config("DD_API_KEY", "must be set for agentless uploads"))?;
+            let site = self
+                .value(&["FORKPROF_SITE", "DD_SITE"])
+                .unwrap_or_else(|| DEFAULT_SITE.into());
+            Datadog::agentless(&site, &key)
+        } else {
+            Datadog::agent(&self.agent_url())
+        };
+        if let Some(s) = self.value(&["FORKPROF_SERVICE", "DD_SERVICE"]) {
+            d = d.service(s);
+        }
+        if let Some(e) = self.value(&["FORKPROF_ENV", "DD_ENV"]) {
+            d = d.env(e);
+        }
+        if let Some(v) = self.value(&["FORKPROF_VERSION", "DD_VERSION"]) {
+            d = d.version(v);
+        }
+        for (k, v) in self.tags()? {
+            d = d.tag(k, v);
+        }
+        Ok(d.http_options(self.http()?))
+    }
+
+    fn pyroscope(&self) -> Result<Pyroscope> {
+        let url = self
+            .value(&["FORKPROF_ENDPOINT", "PYROSCOPE_SERVER_ADDRESS"])
+            .unwrap_or_else(|| DEFAULT_PYROSCOPE_URL.into());
+        let url = url.strip_prefix("pyroscope+").unwrap_or(&url).to_string();
+        let app = self
+            .value(&["FORKPROF_SERVICE", "PYROSCOPE_APPLICATION_NAME"])
+            .unwrap_or_default();
+        let mut p = Pyroscope::new(&url, &app);
+        for (k, v) in self.tags()? {
+            p = p.tag(k, v);
+        }
+        Ok(p.http_options(self.http()?))
+    }
+
+    pub fn exporter(&self) -> Result<ExporterConfig> {
+        let kind = match self.any(&["FORKPROF_EXPORTER"]) {
+            Some((_, k)) => k.to_ascii_lowercase(),
+            None => {
+                let endpoint = self.value(&["FORKPROF_ENDPOINT"]);
+                let pyroscope = match &endpoint {
+                    Some(e) => e.starts_with("pyroscope+"),
+                    None => {
+                        self.value(&["PYROSCOPE_SERVER_ADDRESS"]).is_some()
+                            && self
+                                .value(&["DD_TRACE_AGENT_URL", "DD_AGENT_HOST"])
+                                .is_none()
+                    }
+                };
+                if pyroscope {
+                    "pyroscope".into()
+                } else if endpoint.is_none() && self.agentless_requested() {
+                    "datadog-agentless".into()
+                } else {
+                    "datadog".into()
+                }
+            }
+        };
+        match kind.as_str() {
+            "datadog" => Ok(self.datadog(false)?.into()),
+            "datadog-agentless" => Ok(self.datadog(true)?.into()),
+            "pyroscope" => Ok(self.pyroscope()?.into()),
+            other => Err(Error::config(
+                "FORKPROF_EXPORTER",
+                format!("`{other}`: expected datadog, datadog-agentless or pyroscope"),
+            )),
+        }
+    }
+}
+
+/// `key:value` entries separated by commas or spaces (the `DD_TAGS` convention).
+fn parse_tags(var: &'static str, list: &str) -> Result<Vec<(String, String)>> {
+    list.split([',', ' '])
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| match t.trim().split_once(':') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(Error::config(
+                var,
+                format!("`{t}` is not of the form key:value"),
+            )),
+        })
+        .collect()
+}
+
+/// The real environment.
+pub(crate) fn from_process_env() -> Result<ExporterConfig> {
+    let get = |n: &str| std::env::var(n).ok();
+    let exists = |p: &Path| p.exists();
+    Vars::new(&get, &exists).exporter()
+}
+
+/// The Datadog settings the environment gives, for a host that then overrides some.
+pub(crate) fn datadog_from_process_env() -> Result<Datadog> {
+    let get = |n: &str| std::env::var(n).ok();
+    let exists = |p: &Path| p.exists();
+    let v = Vars::new(&get, &exists);
+    v.datadog(v.agentless_requested())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)], socket: bool) -> Result<ExporterConfig> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let get = move |n: &str| map.get(n).cloned();
+        let exists = move |_: &Path| socket;
+        Vars::new(&get, &exists).exporter()
+    }
+
+    fn dd(cfg: ExporterConfig) -> Datadog {
+        match cfg {
+            ExporterConfig::Datadog(f) => f.settings().clone(),
+            other => panic!("expected Datadog, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_prefer_the_socket_then_localhost() {
+        assert_eq!(
+            dd(with(&[], true).unwrap()),
+            Datadog::agent("unix:///var/run/datadog/apm.socket")
+        );
+        assert_eq!(
+            dd(with(&[], false).unwrap()),
+            Datadog::agent("http://localhost:8126")
+        );
+    }
+
+    #[test]
+    fn forkprof_beats_dd_beats_defaults() {
+        let d = dd(with(
+            &[
+                ("DD_TRACE_AGENT_URL", "http://dd:1"),
+                ("DD_AGENT_HOST", "ignored"),
+                ("DD_SERVICE", "dd-svc"),
+                ("FORKPROF_SERVICE", "fp-svc"),
+                ("DD_ENV", "staging"),
+                ("DD_VERSION", "1.2"),
+                ("DD_TAGS", "team:a, zone:b"),
+            ],
+            true,
+        )
+        .unwrap());
+        let want = Datadog::agent("http://dd:1")
+            .service("fp-svc")
+            .env("staging")
+            .version("1.2")
+            .tag("team", "a")
+            .tag("zone", "b");
+        assert_eq!(d, want);
+        let d = dd(with(
+            &[
+                ("FORKPROF_ENDPOINT", "http://fp:2"),
+                ("DD_TRACE_AGENT_URL", "http://dd:1"),
+            ],
+            false,
+        )
+        .unwrap());
+        assert_eq!(d, Datadog::agent("http://fp:2"));
+        let d = dd(with(
+            &[("DD_AGENT_HOST", "::1"), ("DD_TRACE_AGENT_PORT", "9000")],
+            false,
+        )
+        .unwrap());
+        assert_eq!(d, Datadog::agent("http://[::1]:9000"));
+        let d = dd(with(&[("DD_TRACE_AGENT_PORT", "9000")], true).unwrap());
+        assert_eq!(d, Datadog::agent("http://localhost:9000"));
+    }
+
+    #[test]
+    fn agentless_and_pyroscope_are_chosen_by_their_variables() {
+        let d = dd(with(
+            &[
+                ("DD_PROFILING_AGENTLESS", "true"),
+                ("DD_API_KEY", "k"),
+                ("DD_SITE", "datadoghq.eu"),
+            ],
+            false,
+        )
+        .unwrap());
+        assert_eq!(d, Datadog::agentless("datadoghq.eu", "k"));
+        let err = with(&[("FORKPROF_EXPORTER", "datadog-agentless")], false).unwrap_err();
+        assert!(err.to_string().contains("DD_API_KEY"), "{err}");
+        let pyro = |cfg: ExporterConfig| match cfg {
+            ExporterConfig::Pyroscope(f) => f.settings().clone(),
+            other => panic!("expected Pyroscope, got {other:?}"),
+        };
+        let p = pyro(
+            with(
+                &[
+                    ("PYROSCOPE_SERVER_ADDRESS", "http://py:4040"),
+                    ("PYROSCOPE_APPLICATION_NAME", "app"),
+                ],
+                true,
+            )
+            .unwrap(),
+        );
+        assert_eq!(p, Pyroscope::new("http://py:4040", "app"));
+        // A Datadog agent setting wins over a stray Pyroscope address…
+        assert!(matches!(
+            with(
+                &[
+                    ("PYROSCOPE_SERVER_ADDRESS", "http://py:4040"),
+                    ("DD_AGENT_HOST", "a")
+                ],
+                false
+            )
+            .unwrap(),
+            ExporterConfig::Datadog(_)
+        ));
+        // …and FORKPROF_EXPORTER over both.
+        let p = pyro(
+            with(
+                &[("FORKPROF_EXPORTER", "pyroscope"), ("DD_AGENT_HOST", "a")],
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!(p, Pyroscope::new(DEFAULT_PYROSCOPE_URL, ""));
+        let p = pyro(with(&[("FORKPROF_ENDPOINT", "pyroscope+http://p:1")], false).unwrap());
+        assert_eq!(p, Pyroscope::new("http://p:1", ""));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (vars, name) in [
+            (vec![("DD_TAGS", "novalue")], "DD_TAGS"),
+            (
+                vec![("FORKPROF_UPLOAD_TIMEOUT_MS", "soon")],
+                "FORKPROF_UPLOAD_TIMEOUT_MS",
+            ),
+            (
+                vec![("FORKPROF_EXPORTER", "carrier-pigeon")],
+                "FORKPROF_EXPORTER",
+            ),
+        ] {
+            let err = with(&vars, false).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let t = dd(with(&[("FORKPROF_CONNECT_TIMEOUT_MS", "150")], false).unwrap());
+        let o = HttpOptions {
+            connect_timeout: Duration::from_millis(150),
+            ..HttpOptions::default()
+        };
+        assert_eq!(t, Datadog::agent(DEFAULT_AGENT_URL).http_options(o));
+    }
+}

@@ -1,0 +1,457 @@
+//! The HTTP upload shared by the Datadog and Pyroscope exporters: one ureq agent per exporter
+//! (so a forked child never shares its parent's connections), addresses from the
+//! `AddressBook` (in `resolve.rs`) instead of DNS, timeouts on every step, and
+//! retries with exponential backoff and jitter inside a time budget and the stop deadline.
+//!
+//! Not used from ureq, on purpose: its proxy support (a proxy host would need a DNS lookup on
+//! the uploader thread), redirects (to hosts nobody resolved), its default resolver and its
+//! default connector chain. One thing ureq still does on the uploader thread is emit `log`
+//! records at debug and trace level; a host whose logger takes a lock (stderr, a file) and
+//! enables those levels for the `ureq` targets gets that lock taken on a profiler thread, so
+//! such hosts should filter `ureq*` out. ureq never logs header values it does not know to
+//! be harmless, and the API key header is also marked sensitive.
+
+use std::fmt;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ureq::http::{HeaderValue, StatusCode};
+
+use super::resolve::{Address, Endpoint, FixedResolver};
+use super::unix::UnixConnector;
+use super::{Delivered, ExportFailure};
+use crate::error::{Error, Result};
+
+/// Upload timeouts and retry policy. The defaults suit a local agent and a profile a minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Limit for establishing a TCP connection.
+    pub connect_timeout: Duration,
+    /// Limit for one attempt, from connect to the last byte of the response.
+    pub request_timeout: Duration,
+    /// Attempts after the first one, on connection errors, timeouts, 5xx and 429.
+    pub max_retries: u32,
+    /// Limit for all attempts and pauses of one profile: a dead endpoint holds the export
+    /// queue at most this long per profile (the queue drops the oldest beyond its bound).
+    pub retry_budget: Duration,
+    /// First pause between attempts; doubled each retry, up to `max_backoff`, with jitter.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(4),
+        }
+    }
+}
+
+impl HttpOptions {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::config(
+                "http timeouts",
+                "connect and request timeouts must be greater than zero",
+            ));
+        }
+        if self.retry_budget.is_zero() {
+            return Err(Error::config(
+                "retry_budget",
+                "must be greater than zero (it bounds every attempt of one profile)",
+            ));
+        }
+        if self.initial_backoff > self.max_backoff {
+            return Err(Error::config(
+                "initial_backoff",
+                "must not exceed max_backoff",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Response bytes read at most (status pages, error JSON): whatever the endpoint sends, the
+/// exporter's memory stays bounded.
+pub const MAX_RESPONSE_BODY: u64 = 64 << 10;
+/// Response headers accepted at most.
+const MAX_RESPONSE_HEADERS: usize = 16 << 10;
+
+/// The ureq configuration, built once when the exporter is configured. Building a ureq
+/// `Config` reads the proxy variables of the environment, so it must not happen in `create()`
+/// (which also runs in a forked child, where the env lock may be held forever); the proxy is
+/// then switched off because a proxy host would need a DNS lookup on the uploader thread.
+pub(crate) fn ureq_config(opts: &HttpOptions, user_agent: &str) -> ureq::config::Config {
+    ureq::config::Config::builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        // A redirect could name a host nobody resolved ahead of time.
+        .max_redirects(0)
+        .save_redirect_history(false)
+        .user_agent(user_agent)
+        .max_response_header_size(MAX_RESPONSE_HEADERS)
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
+        .timeout_connect(Some(opts.connect_timeout))
+        .build()
+}
+
+/// One request to send: everything except the endpoint.
+pub(crate) struct Request<'a> {
+    /// Path and query, starting with `/`.
+    pub path: String,
+    pub content_type: String,
+    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub body: &'a [u8],
+}
+
+/// A header value that must never be shown: marked sensitive for ureq's and http's logging.
+pub(crate) fn secret_header(value: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        Error::config(
+            "api_key",
+            "contains characters not allowed in an HTTP header",
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// An API key: shown as `<redacted>` by `Debug`, never put in a message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Sends requests to one endpoint; owned by one exporter on the uploader thread.
+pub(crate) struct HttpClient {
+    agent: ureq::Agent,
+    endpoint: Endpoint,
+    opts: HttpOptions,
+    rng: u64,
+}
+
+enum Attempt {
+    Done(u64),
+    Retry(String),
+    Fatal { reason: String, too_large: bool },
+}
+
+impl HttpClient {
+    /// A fresh agent (no pooled connection of any other process) using `addrs` only.
+    pub fn new(
+        endpoint: &Endpoint,
+        addrs: Arc<Vec<SocketAddr>>,
+        opts: HttpOptions,
+        config: &ureq::config::Config,
+        seed: u64,
+    ) -> HttpClient {
+        let resolver = FixedResolver { addrs };
+        let agent = match &endpoint.address {
+            Address::Unix(path) => ureq::Agent::with_parts(
+                config.clone(),
+                UnixConnector { path: path.clone() },
+                resolver,
+            ),
+            Address::Tcp { .. } => {
+                ureq::Agent::with_parts(config.clone(), tcp_connector(), resolver)
+            }
+        };
+        HttpClient {
+            agent,
+            endpoint: endpoint.clone(),
+            opts,
+            rng: seed | 1,
+        }
+    }
+
+    /// Sends `req`, retrying retryable failures while the budget and `deadline` allow. Never
+    /// starts an attempt or a pause that would end after `deadline`.
+    pub fn send(
+        &mut self,
+        req: &Request<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, ExportFailure> {
+        let start = Instant::now();
+        let budget_end = start + self.opts.retry_budget;
+        let end = deadline.map_or(budget_end, |d| d.min(budget_end));
+        let url = self.endpoint.uri(&req.path);
+        let mut retries = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                return Err(ExportFailure {
+                    reason: format!(
+                        "POST {}: no time left before the deadline",
+                        self.show(&req.path)
+                    ),
+                    retries,
+                    too_large: false,
+                });
+            }
+            let timeout = self.opts.request_timeout.min(end - now);
+            let why = match self.attempt(&url, req, timeout) {
+                Attempt::Done(bytes) => return Ok(Delivered { bytes, retries }),
+                Attempt::Fatal { reason, too_large } => {
+                    return Err(ExportFailure {
+                        reason: format!("POST {}: {reason}", self.show(&req.path)),
+                        retries,
+                        too_large,
+                    })
+                }
+                Attempt::Retry(why) => why,
+            };
+            let pause = self.backoff(retries);
+            if retries >= self.opts.max_retries || Instant::now() + pause >= end {
+                return Err(ExportFailure {
+                    reason: format!(
+                        "POST {}: {why} (gave up after {} attempts)",
+                        self.show(&req.path),
+                        retries + 1
+                    ),
+                    retries,
+                    too_large: false,
+                });
+            }
+            std::thread::sleep(pause);
+            retries += 1;
+        }
+    }
+
+    fn show(&self, path: &str) -> String {
+        format!("{}{}", self.endpoint, path.split('?').next().unwrap_or(""))
+    }
+
+    fn attempt(&self, url: &str, req: &Request<'_>, timeout: Duration) -> Attempt {
+        let mut b = self
+            .agent
+            .post(url)
+            .header("Content-Type", req.content_type.as_str());
+        for (name, value) in &req.headers {
+            b = b.header(*name, value.clone());
+        }
+        let result = b
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .send(req.body);
+        match result {
+            Ok(mut resp) => {
+                let status = resp.status();
+                // Read (a bounded part of) the body so the connection can be reused, and
+                // for the error message.
+                let mut body = Vec::new();
+                let _ = resp
+                    .body_mut()
+                    .as_reader()
+                    .take(MAX_RESPONSE_BODY)
+                    .read_to_end(&mut body);
+                classify(status, &body, req.body.len() as u64)
+            }
+            Err(e) => match e {
+                ureq::Error::Io(_)
+                | ureq::Error::Timeout(_)
+                | ureq::Error::ConnectionFailed
+                | ureq::Error::HostNotFound
+                | ureq::Error::Protocol(_)
+                | ureq::Error::BodyStalled => Attempt::Retry(e.to_string()),
+                other => Attempt::Fatal {
+                    reason: other.to_string(),
+                    too_large: false,
+                },
+            },
+        }
+    }
+
+    /// Exponential backoff with "equal jitter": half fixed, half random, so retries from many
+    /// processes restarted together spread out.
+    fn backoff(&mut self, retry: u32) -> Duration {
+        let base = self
+            .opts
+            .initial_backoff
+            .saturating_mul(1u32 << retry.min(16))
+            .min(self.opts.max_backoff);
+        // xorshift64: no dependency, no syscall; the seed differs per process.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = base / 2;
+        let nanos = half.as_nanos() as u64;
+        half + Duration::from_nanos(if nanos == 0 {
+            0
+        } else {
+            self.rng % (nanos + 1)
+        })
+    }
+}
+
+fn classify(status: StatusCode, body: &[u8], sent: u64) -> Attempt {
+    let code = status.as_u16();
+    if status.is_success() {
+        return Attempt::Done(sent);
+    }
+    let snippet: String = String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let reason = format!("HTTP {code}: {}", snippet.trim());
+    match code {
+        408 | 429 | 500..=599 => Attempt::Retry(reason),
+        413 => Attempt::Fatal {
+            reason,
+            too_large: true,
+        },
+        _ => Attempt::Fatal {
+            reason,
+            too_large: false,
+        },
+    }
+}
+
+#[cfg(feature = "tls")]
+fn tcp_connector() -> impl ureq::unversioned::transport::Connector {
+    use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
+    TcpConnector::default().chain(RustlsConnector::default())
+}
+
+#[cfg(not(feature = "tls"))]
+fn tcp_connector() -> impl ureq::unversioned::transport::Connector {
+    ureq::unversioned::transport::TcpConnector::default()
+}
+
+/// Refuses https when the `tls` feature is off, at configuration time.
+pub(crate) fn check_tls(endpoint: &Endpoint) -> Result<()> {
+    if endpoint.needs_tls() && !cfg!(feature = "tls") {
+        return Err(Error::config(
+            "endpoint",
+            format!("{endpoint} needs https: build forkprof with the `tls` feature"),
+        ));
+    }
+    Ok(())
+}
+
+/// A seed that differs per process and per exporter, for jitter and runtime ids. Uses std's
+/// randomly keyed hasher (keys from the OS once per thread) mixed with the pid and the clock.
+pub(crate) fn seed(pid: u32) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(pid);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_usize(&h as *const _ as usize);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let opts = HttpOptions::default();
+        let e = Endpoint::parse("http://127.0.0.1:9", "e").unwrap();
+        let cfg = ureq_config(&opts, "t");
+        let mut c = HttpClient::new(&e, Arc::new(vec![]), opts, &cfg, 42);
+        for retry in 0..10 {
+            let base = opts
+                .initial_backoff
+                .saturating_mul(1 << retry)
+                .min(opts.max_backoff);
+            let d = c.backoff(retry);
+            assert!(
+                d >= base / 2 && d <= base,
+                "retry {retry}: {d:?} vs {base:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert!(matches!(classify(StatusCode::OK, b"", 5), Attempt::Done(5)));
+        assert!(matches!(
+            classify(StatusCode::ACCEPTED, b"", 5),
+            Attempt::Done(5)
+        ));
+        for s in [429, 500, 503, 408] {
+            let s = StatusCode::from_u16(s).unwrap();
+            assert!(matches!(classify(s, b"x", 1), Attempt::Retry(_)));
+        }
+        assert!(matches!(
+            classify(StatusCode::PAYLOAD_TOO_LARGE, b"", 1),
+            Attempt::Fatal {
+                too_large: true,
+                ..
+            }
+        ));
+        match classify(StatusCode::FORBIDDEN, b"bad\nkey", 1) {
+            Attempt::Fatal { reason, too_large } => {
+                assert!(!too_large);
+                assert_eq!(reason, "HTTP 403: bad key");
+            }
+            _ => panic!("403 is fatal"),
+        }
+    }
+
+    /// With `tls`, https really is TLS: a plain-text server fails the handshake. Without it,
+    /// https is refused at configuration time.
+    #[test]
+    fn https_goes_through_tls_or_is_refused() {
+        use std::io::Write;
+        let e = Endpoint::parse("https://127.0.0.1:1", "endpoint").unwrap();
+        if !cfg!(feature = "tls") {
+            let err = check_tls(&e).unwrap_err();
+            assert!(err.to_string().contains("`tls` feature"), "{err}");
+            return;
+        }
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        });
+        let e = Endpoint::parse(&format!("https://127.0.0.1:{port}"), "endpoint").unwrap();
+        let opts = HttpOptions {
+            max_retries: 0,
+            ..HttpOptions::default()
+        };
+        let cfg = ureq_config(&opts, "t");
+        let addrs = Arc::new(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
+        let mut c = HttpClient::new(&e, addrs, opts, &cfg, 1);
+        let req = Request {
+            path: "/x".into(),
+            content_type: "text/plain".into(),
+            headers: vec![],
+            body: b"hi",
+        };
+        let failure = c.send(&req, None).unwrap_err();
+        assert!(!failure.too_large);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn secrets_do_not_show() {
+        let s = Secret("abc123".into());
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        let h = secret_header("abc123").unwrap();
+        assert!(h.is_sensitive());
+        assert!(!format!("{h:?}").contains("abc123"));
+    }
+}

@@ -1,0 +1,403 @@
+//! Endpoints and their addresses, resolved ahead of time (DESIGN rule 7: no profiler thread
+//! calls the libc resolver).
+//!
+//! An [`Endpoint`] is parsed once, when the exporter is configured. Its host name is looked up
+//! by [`AddressBook::addresses`], which runs inside `ExporterFactory::create`: on the thread
+//! that calls `start()`, or on the host thread that restarts profiling in a forked child. The
+//! HTTP client never resolves anything: [`FixedResolver`] hands it the stored addresses.
+//!
+//! Re-resolution: the addresses are looked up again at each `start()` in the process that
+//! looked them up first (a host thread, so rules 1 and 7 hold), and never in a forked child,
+//! which reuses its parent's (PLATFORMS.md: `getaddrinfo` in a child can hang on an inherited
+//! resolver lock, or fault on macOS). A failed re-lookup keeps the previous addresses. During a
+//! run the addresses are not refreshed: if the endpoint moves, uploads fail and are counted
+//! (`profiles_failed`) until the host restarts the profiler. IP literals, `localhost` and Unix
+//! sockets need no lookup at all.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+use crate::error::{Error, Result};
+use crate::sync::BriefLock;
+
+/// Where an exporter connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// TCP: a host (name or IP literal) and a port.
+    Tcp { host: String, port: u16, tls: bool },
+    /// A Unix domain socket (`unix:///var/run/datadog/apm.socket`).
+    Unix(PathBuf),
+}
+
+/// A parsed endpoint URL: `http://host:port[/base]`, `https://…` or `unix:///path`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: Address,
+    /// Path prefix without a trailing slash (empty for none).
+    pub base_path: String,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.address {
+            Address::Tcp { host, port, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}{}", self.base_path)
+                } else {
+                    write!(f, "{scheme}://{host}:{port}{}", self.base_path)
+                }
+            }
+            Address::Unix(p) => write!(f, "unix://{}", p.display()),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Parses `url`; `field` names the configuration field in errors.
+    pub fn parse(url: &str, field: &'static str) -> Result<Endpoint> {
+        let bad = |why: &str| Error::config(field, format!("`{url}`: {why}"));
+        let url = url.trim();
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected http://host:port, https://host or unix:///path"))?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "unix" => {
+                if !rest.starts_with('/') {
+                    return Err(bad("a Unix socket path must be absolute (unix:///path)"));
+                }
+                Ok(Endpoint {
+                    address: Address::Unix(PathBuf::from(rest)),
+                    base_path: String::new(),
+                })
+            }
+            s @ ("http" | "https") => {
+                let tls = s == "https";
+                let (authority, path) = match rest.find('/') {
+                    Some(i) => (&rest[..i], &rest[i..]),
+                    None => (rest, ""),
+                };
+                if authority.contains('@') {
+                    return Err(bad("credentials in the URL are not supported"));
+                }
+                if path.contains(['?', '#']) {
+                    return Err(bad("no query or fragment expected"));
+                }
+                let (host, port) =
+                    split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+                let port = port.unwrap_or(if tls { 443 } else { 80 });
+                if host.is_empty() {
+                    return Err(bad("no host"));
+                }
+                Ok(Endpoint {
+                    address: Address::Tcp {
+                        host: host.to_string(),
+                        port,
+                        tls,
+                    },
+                    base_path: path.trim_end_matches('/').to_string(),
+                })
+            }
+            _ => Err(bad("unsupported scheme (http, https or unix)")),
+        }
+    }
+
+    /// The URI ureq is given for `path`. Unix sockets get a placeholder authority: the
+    /// connector ignores it, and `Host: localhost` is what the Datadog agent expects there.
+    pub fn uri(&self, path: &str) -> String {
+        match &self.address {
+            Address::Unix(_) => format!("http://localhost{path}"),
+            Address::Tcp { .. } => format!("{self}{path}"),
+        }
+    }
+
+    pub fn needs_tls(&self) -> bool {
+        matches!(self.address, Address::Tcp { tls: true, .. })
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<Ipv6Addr>().ok()?;
+        match after {
+            "" => Some((host, None)),
+            p => Some((host, Some(p.strip_prefix(':')?.parse().ok()?))),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => Some((h, Some(p.parse().ok()?))),
+            Some(_) => None, // a bare IPv6 literal must be bracketed
+            None => Some((authority, None)),
+        }
+    }
+}
+
+/// How a host name becomes addresses: the system resolver in production, a stub in tests.
+pub(crate) type Lookup = fn(&str, u16) -> io::Result<Vec<SocketAddr>>;
+
+/// A [`Lookup`] that settings can hold and compare.
+#[derive(Clone, Copy)]
+pub(crate) struct LookupFn(pub Lookup);
+
+impl PartialEq for LookupFn {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for LookupFn {}
+
+pub(crate) fn system_lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// Addresses that need no lookup: IP literals and `localhost`.
+fn literal_addresses(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(vec![SocketAddr::new(ip, port)]);
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ]);
+    }
+    None
+}
+
+struct Looked {
+    /// The process that did the lookup.
+    pid: u32,
+    addrs: Arc<Vec<SocketAddr>>,
+}
+
+/// The addresses of one endpoint, shared by every exporter its factory creates (in this
+/// process and, through fork's copy of memory, in its children).
+pub(crate) struct AddressBook {
+    lookup: Lookup,
+    looked: BriefLock<Option<Looked>>,
+}
+
+impl fmt::Debug for AddressBook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AddressBook")
+    }
+}
+
+impl AddressBook {
+    pub fn new(lookup: Lookup) -> AddressBook {
+        AddressBook {
+            lookup,
+            looked: BriefLock::new(None),
+        }
+    }
+
+    /// The addresses for `endpoint`, for an exporter created in process `pid`. Looks the name
+    /// up only in the process that owns the book (see the module doc); the lookup runs with no
+    /// lock held and the lock is held only to copy an `Arc`.
+    pub fn addresses(&self, endpoint: &Endpoint, pid: u32) -> Result<Arc<Vec<SocketAddr>>> {
+        let (host, port) = match &endpoint.address {
+            Address::Unix(_) => return Ok(Arc::new(Vec::new())),
+            Address::Tcp { host, port, .. } => (host.as_str(), *port),
+        };
+        if let Some(addrs) = literal_addresses(host, port) {
+            return Ok(Arc::new(addrs));
+        }
+        let previous = self.read()?;
+        if let Some((owner, addrs)) = &previous {
+            if *owner != pid {
+                return Ok(addrs.clone()); // a forked child: never resolve here
+            }
+        }
+        match (self.lookup)(host, port) {
+            Ok(found) if !found.is_empty() => {
+                let addrs = Arc::new(found);
+                if let Some(mut g) = self.looked.try_lock() {
+                    *g = Some(Looked {
+                        pid,
+                        addrs: addrs.clone(),
+                    });
+                }
+                Ok(addrs)
+            }
+            result => match previous {
+                Some((_, addrs)) => Ok(addrs), // keep the last good answer
+                None => Err(Error::Export {
+                    reason: format!(
+                        "cannot resolve `{host}`: {}; check the endpoint's host name or use an IP address",
+                        match result {
+                            Err(e) => e.to_string(),
+                            Ok(_) => "no addresses".into(),
+                        }
+                    ),
+                }),
+            },
+        }
+    }
+
+    /// The stored lookup. A lock still held after a few tries can only be a parent thread's,
+    /// frozen by fork mid-store: give up rather than spin forever in a child.
+    fn read(&self) -> Result<Option<(u32, Arc<Vec<SocketAddr>>)>> {
+        for _ in 0..1000 {
+            if let Some(g) = self.looked.try_lock() {
+                return Ok(g.as_ref().map(|l| (l.pid, l.addrs.clone())));
+            }
+            std::thread::yield_now();
+        }
+        Err(Error::Export {
+            reason: "the endpoint's address book was locked across fork; restart the profiler"
+                .into(),
+        })
+    }
+}
+
+/// ureq's resolver for forkprof: returns the addresses found ahead of time, never looks up.
+#[derive(Debug)]
+pub(crate) struct FixedResolver {
+    pub addrs: Arc<Vec<SocketAddr>>,
+}
+
+impl Resolver for FixedResolver {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut out = self.empty();
+        for a in self.addrs.iter().take(16) {
+            out.push(*a);
+        }
+        if out.is_empty() {
+            // Unix sockets: the connector ignores addresses, but ureq wants one.
+            out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn parses_endpoints() {
+        let e = Endpoint::parse("http://10.0.0.7:8126/", "endpoint").unwrap();
+        assert_eq!(e.to_string(), "http://10.0.0.7:8126");
+        assert_eq!(
+            e.uri("/profiling/v1/input"),
+            "http://10.0.0.7:8126/profiling/v1/input"
+        );
+        let e = Endpoint::parse("https://intake.profile.datadoghq.eu", "endpoint").unwrap();
+        assert!(e.needs_tls());
+        assert_eq!(e.to_string(), "https://intake.profile.datadoghq.eu:443");
+        let e = Endpoint::parse("http://[::1]:4040/base/", "endpoint").unwrap();
+        assert_eq!(e.to_string(), "http://[::1]:4040/base");
+        let e = Endpoint::parse("unix:///var/run/datadog/apm.socket", "endpoint").unwrap();
+        assert_eq!(
+            e.address,
+            Address::Unix("/var/run/datadog/apm.socket".into())
+        );
+        assert_eq!(e.uri("/x"), "http://localhost/x");
+        for bad in [
+            "localhost:8126",
+            "ftp://x",
+            "http://:80",
+            "http://h:99999",
+            "http://::1:80",
+            "unix://relative",
+            "http://u:p@h",
+            "http://h/p?q",
+        ] {
+            let err = Endpoint::parse(bad, "endpoint").unwrap_err();
+            assert!(err.to_string().contains("`endpoint`"), "{bad}: {err}");
+        }
+    }
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    fn counting_lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+        let n = CALLS.fetch_add(1, Ordering::SeqCst);
+        if host == "down.example" {
+            return Err(io::Error::other("no such host"));
+        }
+        Ok(vec![SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n as u8)),
+            port,
+        )])
+    }
+
+    #[test]
+    fn literals_need_no_lookup_and_children_reuse_the_parents_addresses() {
+        let book = AddressBook::new(counting_lookup);
+        let before = CALLS.load(Ordering::SeqCst);
+        for url in [
+            "http://127.0.0.1:1",
+            "http://[::1]:2",
+            "http://LOCALHOST:3",
+            "unix:///s",
+        ] {
+            book.addresses(&Endpoint::parse(url, "e").unwrap(), 1)
+                .unwrap();
+        }
+        let local = book
+            .addresses(&Endpoint::parse("http://localhost:8126", "e").unwrap(), 1)
+            .unwrap();
+        assert_eq!(local.len(), 2);
+        assert_eq!(
+            CALLS.load(Ordering::SeqCst),
+            before,
+            "no lookup for literals"
+        );
+
+        let e = Endpoint::parse("http://agent.example:8126", "e").unwrap();
+        let first = book.addresses(&e, 100).unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), before + 1);
+        // A forked child (another pid) reuses the parent's answer without looking up.
+        let child = book.addresses(&e, 200).unwrap();
+        assert_eq!(child, first);
+        assert_eq!(CALLS.load(Ordering::SeqCst), before + 1);
+        // The owning process re-resolves at its next start().
+        let again = book.addresses(&e, 100).unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), before + 2);
+        assert_ne!(again, first);
+        // The child now sees the refreshed answer too.
+        assert_eq!(book.addresses(&e, 300).unwrap(), again);
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_last_answer_or_names_the_host() {
+        let book = AddressBook::new(counting_lookup);
+        let e = Endpoint::parse("http://down.example:1", "e").unwrap();
+        let err = book.addresses(&e, 1).unwrap_err();
+        assert!(err.to_string().contains("down.example"), "{err}");
+        let good =
+            AddressBook::new(|_, p| Ok(vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p)]));
+        let e2 = Endpoint::parse("http://up.example:9", "e").unwrap();
+        let a = good.addresses(&e2, 1).unwrap();
+        // Same book, now failing: swap the lookup by building a book that fails after success.
+        let flaky = AddressBook {
+            lookup: |_, _| Err(io::Error::other("timeout")),
+            looked: BriefLock::new(Some(Looked {
+                pid: 1,
+                addrs: a.clone(),
+            })),
+        };
+        assert_eq!(flaky.addresses(&e2, 1).unwrap(), a);
+    }
+}

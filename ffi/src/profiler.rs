@@ -1,0 +1,506 @@
+//! The profiler handle: start, record (text or interned frames), intern, flush, stop, stats,
+//! free.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use forkprof::{Frame, FrameIds, Label, LabelValue, Profiler, Sample, StrId};
+
+use crate::args::{array, bytes, with_mapped};
+use crate::config::forkprof_config;
+use crate::status::{forkprof_status, guard, FfiError};
+
+/// A running profiler. Any thread may record into it at once. Create with `forkprof_start`,
+/// stop with `forkprof_stop`, free with `forkprof_free`. A forked child keeps using the same
+/// handle: its first call there starts the child's own profiling (or disables it, per the
+/// child policy).
+pub struct forkprof_profiler {
+    inner: Profiler,
+}
+
+/// One frame given as text, leaf first in the array. Names are pointer + length (no NUL
+/// needed); invalid UTF-8 is replaced when the profile is built, never on the recording
+/// thread. A name of length 0 may have a NULL pointer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct forkprof_frame {
+    pub function: *const c_char,
+    pub function_len: usize,
+    pub file: *const c_char,
+    pub file_len: usize,
+    pub line: u32,
+}
+
+/// One frame given as ids from `forkprof_intern`: the fastest way in.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct forkprof_frame_ids {
+    pub function: u32,
+    pub file: u32,
+    pub line: u32,
+}
+
+/// A label whose value is `str` / `str_len`.
+pub const FORKPROF_LABEL_STR: u32 = 0;
+/// A label whose value is `num`, with an optional `unit` (length 0 for none).
+pub const FORKPROF_LABEL_NUM: u32 = 1;
+
+/// A `key = value` label on a sample (thread id, thread name, span id, ...). `kind` is
+/// FORKPROF_LABEL_STR or FORKPROF_LABEL_NUM; the fields of the other kind are ignored.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct forkprof_label {
+    pub key: *const c_char,
+    pub key_len: usize,
+    pub kind: u32,
+    pub str: *const c_char,
+    pub str_len: usize,
+    pub num: i64,
+    pub unit: *const c_char,
+    pub unit_len: usize,
+}
+
+/// A snapshot of this process's profiler counters (zero-based in a forked child).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct forkprof_stats {
+    pub pid: u32,
+    /// Samples accepted into the buffer.
+    pub samples_recorded: u64,
+    /// Samples dropped because the buffer was full.
+    pub samples_dropped: u64,
+    /// Samples larger than a buffer shard, dropped.
+    pub samples_too_large: u64,
+    /// Samples recorded after stop, or in a child under FORKPROF_CHILD_DISABLE.
+    pub samples_ignored: u64,
+    /// Samples whose stacks were cut to the maximum depth.
+    pub frames_truncated: u64,
+    /// Profiles the exporter delivered.
+    pub profiles_written: u64,
+    /// Profiles the exporter gave up on.
+    pub profiles_failed: u64,
+    /// Profiles dropped because the export queue was full.
+    pub profiles_dropped: u64,
+    /// Profiles refused for exceeding the destination's size limit.
+    pub profiles_too_large: u64,
+    /// Compressed bytes delivered.
+    pub bytes_written: u64,
+    /// Upload attempts repeated after a retryable failure.
+    pub uploads_retried: u64,
+}
+
+impl From<forkprof::Stats> for forkprof_stats {
+    fn from(s: forkprof::Stats) -> Self {
+        forkprof_stats {
+            pid: s.pid,
+            samples_recorded: s.samples_recorded,
+            samples_dropped: s.samples_dropped,
+            samples_too_large: s.samples_too_large,
+            samples_ignored: s.samples_ignored,
+            frames_truncated: s.frames_truncated,
+            profiles_written: s.profiles_written,
+            profiles_failed: s.profiles_failed,
+            profiles_dropped: s.profiles_dropped,
+            profiles_too_large: s.profiles_too_large,
+            bytes_written: s.bytes_written,
+            uploads_retried: s.uploads_retried,
+        }
+    }
+}
+
+/// Frames converted on the stack up to this depth; deeper stacks cost one allocation.
+const STACK_FRAMES: usize = 128;
+/// Labels converted on the stack up to this count.
+const STACK_LABELS: usize = 16;
+
+// The header promises any thread may use a handle at once.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<forkprof_profiler>()
+};
+
+impl forkprof_profiler {
+    /// A handle around a profiler started from Rust (the ABI benchmark uses it).
+    pub fn wrap(inner: Profiler) -> Self {
+        forkprof_profiler { inner }
+    }
+}
+
+/// # Safety
+/// `p` is NULL or a live handle from `forkprof_start`.
+unsafe fn profiler<'a>(p: *const forkprof_profiler) -> Result<&'a Profiler, FfiError> {
+    // SAFETY: per the contract.
+    unsafe { p.as_ref() }
+        .map(|p| &p.inner)
+        .ok_or_else(|| FfiError::null("profiler"))
+}
+
+/// Starts profiling with `cfg` (validated here; the message names a bad field) and stores the
+/// handle in `*out` (NULL on failure). `cfg` stays owned by the caller.
+///
+/// # Safety
+/// `cfg` is a live config handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_start(
+    cfg: *const forkprof_config,
+    out: *mut *mut forkprof_profiler,
+) -> forkprof_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        // SAFETY: `out` is non-null and writable per the contract.
+        unsafe { out.write(std::ptr::null_mut()) };
+        // SAFETY: per the contract.
+        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let inner = Profiler::start(cfg.build()?)?;
+        // SAFETY: as above.
+        unsafe { out.write(Box::into_raw(Box::new(forkprof_profiler { inner }))) };
+        Ok(())
+    })
+}
+
+/// Why a label could not be borrowed as is.
+enum LabelError {
+    Ffi(FfiError),
+    /// The key or unit is not UTF-8: take the (allocating) lossy path.
+    NotUtf8,
+}
+
+impl From<FfiError> for LabelError {
+    fn from(e: FfiError) -> Self {
+        LabelError::Ffi(e)
+    }
+}
+
+/// Borrows a label's key and unit as text, failing with `NotUtf8` rather than copying.
+///
+/// # Safety
+/// The label's pointers are valid for their lengths for `'a`.
+unsafe fn borrow_label<'a>(l: &forkprof_label) -> Result<Label<'a>, LabelError> {
+    // SAFETY: per the contract.
+    let key = unsafe { bytes(l.key, l.key_len, "label key") }?;
+    let key = std::str::from_utf8(key).map_err(|_| LabelError::NotUtf8)?;
+    // SAFETY: per the contract.
+    let value = match unsafe { label_value(l) }? {
+        RawValue::Str(s) => LabelValue::Str(s),
+        RawValue::Num(n) => LabelValue::Num(n),
+        RawValue::NumUnit(n, unit) => LabelValue::NumUnit(
+            n,
+            std::str::from_utf8(unit).map_err(|_| LabelError::NotUtf8)?,
+        ),
+    };
+    Ok(Label { key, value })
+}
+
+/// A label value with its unit copied to valid UTF-8 (the lossy path).
+enum OwnedValue<'a> {
+    Str(&'a [u8]),
+    Num(i64),
+    NumUnit(i64, String),
+}
+
+enum RawValue<'a> {
+    Str(&'a [u8]),
+    Num(i64),
+    NumUnit(i64, &'a [u8]),
+}
+
+/// # Safety
+/// The label's pointers are valid for their lengths for `'a`.
+unsafe fn label_value<'a>(l: &forkprof_label) -> Result<RawValue<'a>, FfiError> {
+    match l.kind {
+        // SAFETY: per the contract.
+        FORKPROF_LABEL_STR => Ok(RawValue::Str(unsafe {
+            bytes(l.str, l.str_len, "label str")
+        }?)),
+        FORKPROF_LABEL_NUM if l.unit_len == 0 => Ok(RawValue::Num(l.num)),
+        // SAFETY: per the contract.
+        FORKPROF_LABEL_NUM => Ok(RawValue::NumUnit(l.num, unsafe {
+            bytes(l.unit, l.unit_len, "label unit")
+        }?)),
+        other => Err(FfiError::invalid(format!(
+            "label kind {other} is not FORKPROF_LABEL_STR or FORKPROF_LABEL_NUM"
+        ))),
+    }
+}
+
+/// Converts the labels and hands the sample-to-be its label slice.
+///
+/// # Safety
+/// Every label's pointers are valid for their lengths during the call.
+unsafe fn with_labels(
+    labels: &[forkprof_label],
+    k: impl FnOnce(&[Label<'_>]) -> Result<(), FfiError>,
+) -> Result<(), FfiError> {
+    let mut k = Some(k);
+    // SAFETY: per the contract.
+    let fast = with_mapped::<_, _, _, _, STACK_LABELS>(
+        labels,
+        |l| unsafe { borrow_label(l) },
+        |ls| (k.take().expect("called once"))(ls),
+    );
+    match fast {
+        Ok(r) => r,
+        Err(LabelError::Ffi(e)) => Err(e),
+        Err(LabelError::NotUtf8) => {
+            // Rare: a key or unit with invalid UTF-8. Copy every one lossily.
+            let mut owned: Vec<(String, OwnedValue<'_>)> = Vec::new();
+            for l in labels {
+                // SAFETY: per the contract.
+                let key = unsafe { bytes(l.key, l.key_len, "label key") }?;
+                // SAFETY: per the contract.
+                let value = match unsafe { label_value(l) }? {
+                    RawValue::Str(s) => OwnedValue::Str(s),
+                    RawValue::Num(n) => OwnedValue::Num(n),
+                    RawValue::NumUnit(n, u) => {
+                        OwnedValue::NumUnit(n, String::from_utf8_lossy(u).into_owned())
+                    }
+                };
+                owned.push((String::from_utf8_lossy(key).into_owned(), value));
+            }
+            let converted: Vec<Label<'_>> = owned
+                .iter()
+                .map(|(key, value)| Label {
+                    key,
+                    value: match value {
+                        OwnedValue::Str(s) => LabelValue::Str(s),
+                        OwnedValue::Num(n) => LabelValue::Num(*n),
+                        OwnedValue::NumUnit(n, u) => LabelValue::NumUnit(*n, u),
+                    },
+                })
+                .collect();
+            (k.take().expect("called once"))(&converted)
+        }
+    }
+}
+
+fn timestamp(ts: i64) -> Option<i64> {
+    (ts > 0).then_some(ts)
+}
+
+/// Records one sample: `n_frames` frames (leaf first), exactly one value per configured sample
+/// type, optional labels, and `timestamp_ns` (Unix epoch nanoseconds; 0 for none: samples
+/// without a timestamp and with the same stack and labels are summed). Never blocks and never
+/// allocates for stacks up to 128 frames and 16 labels; when the buffer is full the sample is
+/// dropped and counted. After stop, or in a child under FORKPROF_CHILD_DISABLE, it is a
+/// counted no-op returning FORKPROF_OK. The profiler copies what it needs before returning.
+///
+/// # Safety
+/// `p` is a live profiler handle; each array points to that many elements (NULL allowed
+/// when the count is 0) and every string in them to its length in readable bytes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // a flat C signature is easiest to call from any FFI
+pub unsafe extern "C" fn forkprof_record(
+    p: *const forkprof_profiler,
+    frames: *const forkprof_frame,
+    n_frames: usize,
+    values: *const i64,
+    n_values: usize,
+    labels: *const forkprof_label,
+    n_labels: usize,
+    timestamp_ns: i64,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: the caller's contract covers every pointer below for the whole call.
+        unsafe {
+            let prof = profiler(p)?;
+            let frames = array(frames, n_frames, "frames")?;
+            let values = array(values, n_values, "values")?;
+            let labels = array(labels, n_labels, "labels")?;
+            with_labels(labels, |labels| {
+                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                    frames,
+                    |f| {
+                        Ok(Frame::from_bytes(
+                            bytes(f.function, f.function_len, "frame function")?,
+                            bytes(f.file, f.file_len, "frame file")?,
+                            f.line,
+                        ))
+                    },
+                    |frames| {
+                        let mut sample = Sample::new(frames, values).labels(labels);
+                        sample.timestamp_ns = timestamp(timestamp_ns);
+                        prof.record(&sample)
+                    },
+                )?
+                .map_err(FfiError::from)
+            })
+        }
+    })
+}
+
+/// `forkprof_record` with frames given as interned ids (from `forkprof_intern`).
+/// An id never handed out shows as "[unknown string id N]" in the profile.
+///
+/// # Safety
+/// As `forkprof_record`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn forkprof_record_ids(
+    p: *const forkprof_profiler,
+    frames: *const forkprof_frame_ids,
+    n_frames: usize,
+    values: *const i64,
+    n_values: usize,
+    labels: *const forkprof_label,
+    n_labels: usize,
+    timestamp_ns: i64,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: the caller's contract covers every pointer below for the whole call.
+        unsafe {
+            let prof = profiler(p)?;
+            let frames = array(frames, n_frames, "frames")?;
+            let values = array(values, n_values, "values")?;
+            let labels = array(labels, n_labels, "labels")?;
+            with_labels(labels, |labels| {
+                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                    frames,
+                    |f| {
+                        Ok(FrameIds {
+                            function: StrId::from_u32(f.function),
+                            file: StrId::from_u32(f.file),
+                            line: f.line,
+                        })
+                    },
+                    |frames| {
+                        let mut sample = Sample::with_ids(frames, values).labels(labels);
+                        sample.timestamp_ns = timestamp(timestamp_ns);
+                        prof.record(&sample)
+                    },
+                )?
+                .map_err(FfiError::from)
+            })
+        }
+    })
+}
+
+/// Interns a function or file name once (invalid UTF-8 replaced) and stores its id in
+/// `*out_id`. Ids are valid for the life of the process, in every profiler and in forked
+/// children. Interned strings are kept until the process exits.
+///
+/// # Safety
+/// `name` points to `name_len` readable bytes; `out_id` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_intern(
+    name: *const c_char,
+    name_len: usize,
+    out_id: *mut u32,
+) -> forkprof_status {
+    guard(|| {
+        if out_id.is_null() {
+            return Err(FfiError::null("out_id"));
+        }
+        // SAFETY: per the contract.
+        let name = unsafe { bytes(name, name_len, "name") }?;
+        let id = forkprof::intern(&String::from_utf8_lossy(name))?;
+        // SAFETY: non-null and writable per the contract.
+        unsafe { out_id.write(id.as_u32()) };
+        Ok(())
+    })
+}
+
+/// Closes the current profile now and queues it for export; returns at once.
+///
+/// # Safety
+/// `p` is a live profiler handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_flush(p: *const forkprof_profiler) -> forkprof_status {
+    // SAFETY: per the contract.
+    guard(|| Ok(unsafe { profiler(p) }?.flush()?))
+}
+
+/// Like `forkprof_flush`, then waits up to `timeout_ms` until the exporter has handled the
+/// profile (and all queued before it). FORKPROF_ERR_TIMEOUT if it has not.
+///
+/// # Safety
+/// `p` is a live profiler handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_flush_sync(
+    p: *const forkprof_profiler,
+    timeout_ms: u64,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: per the contract.
+        let prof = unsafe { profiler(p) }?;
+        Ok(prof.flush_sync(Duration::from_millis(timeout_ms))?)
+    })
+}
+
+/// Writes the last profile and joins the profiler's threads if they finish within
+/// `timeout_ms` (FORKPROF_ERR_TIMEOUT otherwise; a stuck export is left to finish alone).
+/// Later records are counted no-ops. Fills `*out_stats` when it is not NULL. The handle
+/// must still be freed with `forkprof_free`.
+///
+/// # Safety
+/// `p` is a live profiler handle; `out_stats` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_stop(
+    p: *const forkprof_profiler,
+    timeout_ms: u64,
+    out_stats: *mut forkprof_stats,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: per the contract.
+        let prof = unsafe { profiler(p) }?;
+        let stats = prof.stop(Duration::from_millis(timeout_ms))?;
+        if !out_stats.is_null() {
+            // SAFETY: non-null and writable per the contract.
+            unsafe { out_stats.write(stats.into()) };
+        }
+        Ok(())
+    })
+}
+
+/// Fills `*out` with this process's counters.
+///
+/// # Safety
+/// `p` is a live profiler handle; `out` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_stats_get(
+    p: *const forkprof_profiler,
+    out: *mut forkprof_stats,
+) -> forkprof_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(FfiError::null("out"));
+        }
+        // SAFETY: per the contract.
+        let stats = unsafe { profiler(p) }?.stats();
+        // SAFETY: non-null and writable per the contract.
+        unsafe { out.write(stats.into()) };
+        Ok(())
+    })
+}
+
+/// 1 while the profiler records in this process, 0 otherwise (stopped, disabled in this
+/// child, or NULL).
+///
+/// # Safety
+/// `p` is NULL or a live profiler handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_is_running(p: *const forkprof_profiler) -> i32 {
+    crate::status::guard_with(0, || {
+        // SAFETY: per the contract.
+        Ok(i32::from(unsafe { profiler(p) }?.is_running()))
+    })
+    .0
+}
+
+/// Frees a profiler handle. NULL is a no-op. If it is still running it stops without waiting
+/// (call `forkprof_stop` first to get the last profile written). In a forked child the
+/// parent's state is left alone, as the fork protocol requires.
+///
+/// # Safety
+/// `p` is NULL or a handle from `forkprof_start` not yet freed, and no other thread uses it.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_free(p: *mut forkprof_profiler) {
+    if !p.is_null() {
+        let _ = guard(|| {
+            // SAFETY: per the contract, `p` came from `Box::into_raw` and is freed once.
+            drop(unsafe { Box::from_raw(p) });
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,660 @@
+//! The C ABI called the way C calls it: status codes, NULL and bad-length handling, the
+//! thread-local message, the lossy UTF-8 paths, deep stacks, interned ids, and a fork through
+//! `forkprof_fork`. Compiled into the library's unit tests (see `src/lib.rs`), one process
+//! per test under nextest.
+
+use std::ffi::{c_char, CStr};
+use std::path::Path;
+use std::ptr::{null, null_mut};
+use std::time::Duration;
+
+use crate::support::{read_profiles, TempDir, Watchdog};
+use crate::*;
+
+use forkprof_status::*;
+
+fn last_error() -> String {
+    // SAFETY: forkprof_last_error never returns NULL and the string lives until this
+    // thread's next forkprof call; it is copied at once.
+    unsafe { CStr::from_ptr(forkprof_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn ptr(s: &[u8]) -> *const c_char {
+    s.as_ptr().cast()
+}
+
+/// A config handle with one sample type (two when `two`), writing gzip files into `dir`.
+fn config(dir: &Path, two: bool) -> *mut forkprof_config {
+    let mut cfg = null_mut();
+    let d = dir.to_str().unwrap().as_bytes();
+    // SAFETY: every pointer is a live Rust slice with its exact length; `cfg` is written by
+    // config_new before the setters use it.
+    unsafe {
+        assert_eq!(forkprof_config_new(ptr(b"abi"), 3, &mut cfg), FORKPROF_OK);
+        assert_eq!(
+            forkprof_config_sample_type(cfg, ptr(b"wall-time"), 9, ptr(b"nanoseconds"), 11),
+            FORKPROF_OK
+        );
+        if two {
+            assert_eq!(
+                forkprof_config_sample_type(cfg, ptr(b"samples"), 7, ptr(b"count"), 5),
+                FORKPROF_OK
+            );
+        }
+        assert_eq!(
+            forkprof_config_output_dir(cfg, ptr(d), d.len(), FORKPROF_COMPRESSION_GZIP),
+            FORKPROF_OK
+        );
+    }
+    cfg
+}
+
+fn start(dir: &Path) -> *mut forkprof_profiler {
+    let cfg = config(dir, false);
+    let mut p = null_mut();
+    // SAFETY: `cfg` is a live handle, freed once after start copied what it needs.
+    unsafe {
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+    assert!(!p.is_null());
+    p
+}
+
+fn frame(function: &[u8], file: &[u8], line: u32) -> forkprof_frame {
+    forkprof_frame {
+        function: ptr(function),
+        function_len: function.len(),
+        file: ptr(file),
+        file_len: file.len(),
+        line,
+    }
+}
+
+fn str_label(key: &[u8], value: &[u8]) -> forkprof_label {
+    forkprof_label {
+        key: ptr(key),
+        key_len: key.len(),
+        kind: FORKPROF_LABEL_STR,
+        str: ptr(value),
+        str_len: value.len(),
+        num: 0,
+        unit: null(),
+        unit_len: 0,
+    }
+}
+
+fn record(
+    p: *const forkprof_profiler,
+    frames: &[forkprof_frame],
+    values: &[i64],
+) -> forkprof_status {
+    record_labeled(p, frames, values, &[])
+}
+
+fn record_labeled(
+    p: *const forkprof_profiler,
+    frames: &[forkprof_frame],
+    values: &[i64],
+    labels: &[forkprof_label],
+) -> forkprof_status {
+    // SAFETY: arrays are live slices with their lengths; their strings come from `frame` /
+    // `str_label`, which borrow live byte strings.
+    unsafe {
+        forkprof_record(
+            p,
+            frames.as_ptr(),
+            frames.len(),
+            values.as_ptr(),
+            values.len(),
+            labels.as_ptr(),
+            labels.len(),
+            0,
+        )
+    }
+}
+
+fn stop(p: *mut forkprof_profiler) -> forkprof_stats {
+    let mut stats = forkprof_stats::default();
+    // SAFETY: `p` is a live handle; freed once, after stop.
+    unsafe {
+        assert_eq!(
+            forkprof_stop(p, 10_000, &mut stats),
+            FORKPROF_OK,
+            "{}",
+            last_error()
+        );
+        forkprof_free(p);
+    }
+    stats
+}
+
+fn all_function_names(dir: &Path) -> Vec<String> {
+    read_profiles(dir)
+        .iter()
+        .flat_map(|(_, prof)| {
+            prof.samples
+                .iter()
+                .flat_map(|s| prof.stack_names(s))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn null_pointers_are_errors_with_messages() {
+    let dir = TempDir::new("ffi-null");
+    let p = start(dir.path());
+    // SAFETY: every call passes NULL where the ABI promises to check for it.
+    unsafe {
+        assert_eq!(
+            forkprof_config_new(ptr(b"x"), 1, null_mut()),
+            FORKPROF_ERR_NULL
+        );
+        assert!(last_error().contains("`out`"), "{}", last_error());
+        let mut cfg = null_mut();
+        assert_eq!(forkprof_config_new(null(), 4, &mut cfg), FORKPROF_ERR_NULL);
+        assert!(cfg.is_null());
+        assert_eq!(
+            forkprof_config_tag(null_mut(), ptr(b"a:b"), 3),
+            FORKPROF_ERR_NULL
+        );
+        assert_eq!(forkprof_config_validate(null()), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_start(null(), &mut null_mut()), FORKPROF_ERR_NULL);
+        assert_eq!(
+            forkprof_record(null(), null(), 0, null(), 0, null(), 0, 0),
+            FORKPROF_ERR_NULL
+        );
+        assert!(last_error().contains("profiler"), "{}", last_error());
+        assert_eq!(
+            forkprof_record(p, null(), 2, null(), 0, null(), 0, 0),
+            FORKPROF_ERR_NULL
+        );
+        assert!(last_error().contains("frames"), "{}", last_error());
+        let v = [1i64];
+        assert_eq!(
+            forkprof_record(p, null(), 0, v.as_ptr(), 1, null(), 3, 0),
+            FORKPROF_ERR_NULL
+        );
+        assert!(last_error().contains("labels"), "{}", last_error());
+        assert_eq!(forkprof_intern(ptr(b"f"), 1, null_mut()), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_flush(null()), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_flush_sync(null(), 10), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_stop(null(), 10, null_mut()), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_stats_get(p, null_mut()), FORKPROF_ERR_NULL);
+        assert_eq!(forkprof_is_running(null()), 0);
+        forkprof_free(null_mut());
+        forkprof_config_free(null_mut());
+    }
+    // A frame with a NULL name but a length.
+    let bad = forkprof_frame {
+        function: null(),
+        function_len: 3,
+        file: null(),
+        file_len: 0,
+        line: 1,
+    };
+    assert_eq!(record(p, &[bad], &[1]), FORKPROF_ERR_NULL);
+    assert!(last_error().contains("frame function"), "{}", last_error());
+    let stats = stop(p);
+    assert_eq!(
+        stats.samples_recorded, 0,
+        "nothing bad may have been recorded"
+    );
+}
+
+#[test]
+fn bad_lengths_and_constants_are_invalid() {
+    let dir = TempDir::new("ffi-invalid");
+    let p = start(dir.path());
+    let huge = forkprof_frame {
+        function: ptr(b"f"),
+        function_len: usize::MAX,
+        file: null(),
+        file_len: 0,
+        line: 1,
+    };
+    assert_eq!(record(p, &[huge], &[1]), FORKPROF_ERR_INVALID);
+    assert!(last_error().contains("length"), "{}", last_error());
+    let frames = [frame(b"f", b"f.c", 1)];
+    let v = [1i64];
+    // SAFETY: the counts are deliberately impossible; the ABI rejects them before reading.
+    unsafe {
+        assert_eq!(
+            forkprof_record(
+                p,
+                frames.as_ptr(),
+                usize::MAX / 2,
+                v.as_ptr(),
+                1,
+                null(),
+                0,
+                0
+            ),
+            FORKPROF_ERR_INVALID
+        );
+        // A misaligned values array.
+        let raw = [0u8; 16];
+        let misaligned = raw.as_ptr().add(1).cast::<i64>();
+        assert_eq!(
+            forkprof_record(p, frames.as_ptr(), 1, misaligned, 1, null(), 0, 0),
+            FORKPROF_ERR_INVALID
+        );
+        assert!(last_error().contains("aligned"), "{}", last_error());
+    }
+    let mut label = str_label(b"k", b"v");
+    label.kind = 7;
+    assert_eq!(
+        record_labeled(p, &frames, &[1], &[label]),
+        FORKPROF_ERR_INVALID
+    );
+    assert!(last_error().contains("label kind 7"), "{}", last_error());
+    // The wrong number of values is the sample's fault, not an ABI one.
+    assert_eq!(record(p, &frames, &[1, 2]), FORKPROF_ERR_SAMPLE);
+    assert!(last_error().contains("values"), "{}", last_error());
+
+    let cfg = config(dir.path(), false);
+    // SAFETY: `cfg` is a live handle; strings are live slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_output_dir(cfg, ptr(b"d"), 1, 9),
+            FORKPROF_ERR_INVALID
+        );
+        assert!(last_error().contains("compression 9"), "{}", last_error());
+        assert_eq!(forkprof_config_child_policy(cfg, 5), FORKPROF_ERR_INVALID);
+        assert_eq!(forkprof_config_period_ms(cfg, 0), FORKPROF_OK);
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(last_error().contains("period"), "{}", last_error());
+        assert_eq!(forkprof_config_period_ms(cfg, 1000), FORKPROF_OK);
+        assert_eq!(forkprof_config_tag(cfg, ptr(b"notag"), 5), FORKPROF_OK);
+        let mut q = null_mut();
+        assert_eq!(forkprof_start(cfg, &mut q), FORKPROF_ERR_CONFIG);
+        assert!(last_error().contains("tags"), "{}", last_error());
+        assert!(q.is_null());
+        forkprof_config_free(cfg);
+    }
+    stop(p);
+}
+
+#[test]
+fn last_error_is_per_thread_and_names_statuses() {
+    assert_eq!(last_error(), "");
+    // SAFETY: NULL is checked.
+    assert_eq!(unsafe { forkprof_flush(null()) }, FORKPROF_ERR_NULL);
+    let here = last_error();
+    assert!(here.contains("NULL"), "{here}");
+    let other = std::thread::spawn(last_error).join().unwrap();
+    assert_eq!(other, "", "another thread's message leaked across threads");
+    for code in 0..=11 {
+        // SAFETY: status_name returns a static NUL-terminated string for any int.
+        let name = unsafe { CStr::from_ptr(forkprof_status_name(code)) };
+        assert!(name.to_str().unwrap().starts_with("FORKPROF_"), "{name:?}");
+        assert!(!name.to_str().unwrap().contains("UNKNOWN"), "{name:?}");
+    }
+    // SAFETY: as above.
+    let unknown = unsafe { CStr::from_ptr(forkprof_status_name(-3)) };
+    assert_eq!(unknown.to_str().unwrap(), "FORKPROF_UNKNOWN_STATUS");
+    // SAFETY: static string.
+    let v = unsafe { CStr::from_ptr(forkprof_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn invalid_utf8_is_replaced_and_deep_stacks_cost_no_error() {
+    let dir = TempDir::new("ffi-utf8");
+    let p = start(dir.path());
+    // Invalid UTF-8 in a function name and in a label key (the lossy, allocating path).
+    let frames = [frame(b"bad_\xff_fn", b"x.c", 1), frame(b"main", b"x.c", 2)];
+    let labels = [str_label(b"key_\xfe", b"value")];
+    assert_eq!(
+        record_labeled(p, &frames, &[7], &labels),
+        FORKPROF_OK,
+        "{}",
+        last_error()
+    );
+    // More than the on-stack capacities: 300 frames and 20 labels.
+    let names: Vec<String> = (0..300).map(|i| format!("deep_{i}")).collect();
+    let deep: Vec<forkprof_frame> = names
+        .iter()
+        .map(|n| frame(n.as_bytes(), b"d.c", 1))
+        .collect();
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    let many: Vec<forkprof_label> = keys.iter().map(|k| str_label(k.as_bytes(), b"v")).collect();
+    assert_eq!(
+        record_labeled(p, &deep, &[1], &many),
+        FORKPROF_OK,
+        "{}",
+        last_error()
+    );
+    let stats = stop(p);
+    assert_eq!(stats.samples_recorded, 2);
+    assert_eq!(
+        stats.frames_truncated, 1,
+        "300 frames exceed the default depth of 128"
+    );
+
+    let profiles = read_profiles(dir.path());
+    let names = all_function_names(dir.path());
+    assert!(names.iter().any(|n| n == "bad_\u{fffd}_fn"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "deep_0"),
+        "leaf of the deep stack missing"
+    );
+    let keys: Vec<&str> = profiles
+        .iter()
+        .flat_map(|(_, prof)| prof.samples.iter().flat_map(|s| s.labels.iter()))
+        .map(|l| l.key.as_str())
+        .collect();
+    assert!(keys.contains(&"key_\u{fffd}"), "{keys:?}");
+    assert!(keys.contains(&"k19"), "{keys:?}");
+}
+
+#[test]
+fn interned_ids_record_and_stats_count() {
+    let dir = TempDir::new("ffi-ids");
+    let cfg = config(dir.path(), true);
+    let mut p = null_mut();
+    let (mut f, mut file) = (0u32, 0u32);
+    // SAFETY: live handles and slices throughout.
+    unsafe {
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+        assert_eq!(
+            forkprof_intern(ptr(b"interned_fn"), 11, &mut f),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_intern(ptr(b"lib.c"), 5, &mut file), FORKPROF_OK);
+        let mut again = 0;
+        assert_eq!(
+            forkprof_intern(ptr(b"interned_fn"), 11, &mut again),
+            FORKPROF_OK
+        );
+        assert_eq!(again, f, "interning is idempotent");
+        let frames = [forkprof_frame_ids {
+            function: f,
+            file,
+            line: 9,
+        }];
+        let values = [5i64, 1];
+        for _ in 0..10 {
+            assert_eq!(
+                forkprof_record_ids(p, frames.as_ptr(), 1, values.as_ptr(), 2, null(), 0, 1),
+                FORKPROF_OK
+            );
+        }
+        assert_eq!(forkprof_is_running(p), 1);
+        let mut s = forkprof_stats::default();
+        assert_eq!(forkprof_stats_get(p, &mut s), FORKPROF_OK);
+        assert_eq!(s.pid, std::process::id());
+        assert_eq!(s.samples_recorded, 10);
+        assert_eq!(
+            forkprof_flush_sync(p, 10_000),
+            FORKPROF_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(forkprof_stop(p, 10_000, null_mut()), FORKPROF_OK);
+        assert_eq!(forkprof_is_running(p), 0);
+        assert_eq!(forkprof_stop(p, 10, null_mut()), FORKPROF_ERR_NOT_RUNNING);
+        assert_eq!(forkprof_flush(p), FORKPROF_ERR_NOT_RUNNING);
+        let frames = [frame(b"late", b"x.c", 1)];
+        assert_eq!(
+            record(p, &frames, &[1, 1]),
+            FORKPROF_OK,
+            "after stop: a no-op"
+        );
+        let mut s = forkprof_stats::default();
+        assert_eq!(forkprof_stats_get(p, &mut s), FORKPROF_OK);
+        assert_eq!(s.samples_ignored, 1);
+        forkprof_free(p);
+    }
+    let profiles = read_profiles(dir.path());
+    let total: i64 = profiles
+        .iter()
+        .flat_map(|(_, prof)| prof.samples.iter())
+        .filter(|s| s.values.len() == 2)
+        .map(|s| s.values[0])
+        .sum();
+    assert_eq!(total, 50, "10 timestamped samples of 5");
+    assert!(all_function_names(dir.path())
+        .iter()
+        .any(|n| n == "interned_fn"));
+}
+
+#[test]
+fn fork_hooks_check_their_order_and_clocks_tick() {
+    assert_eq!(forkprof_after_fork_parent(), FORKPROF_ERR_FORK_ORDER);
+    assert!(last_error().contains("before_fork"), "{}", last_error());
+    assert_eq!(forkprof_after_fork_child(), FORKPROF_ERR_FORK_ORDER);
+    assert_eq!(forkprof_before_fork(), FORKPROF_OK);
+    assert_eq!(forkprof_before_fork(), FORKPROF_ERR_FORK_ORDER);
+    assert_eq!(forkprof_after_fork_parent(), FORKPROF_OK);
+
+    let a = forkprof_thread_cpu_time_ns();
+    assert!(a >= 0, "{}", last_error());
+    let mut x = 0u64;
+    for i in 0..2_000_000u64 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    let b = forkprof_thread_cpu_time_ns();
+    assert!(b > a, "thread cpu clock did not advance: {a} -> {b}");
+    let m1 = forkprof_monotonic_ns();
+    let m2 = forkprof_monotonic_ns();
+    assert!(m2 >= m1 && m1 > 0);
+}
+
+#[test]
+fn forkprof_fork_gives_the_child_its_own_profile() {
+    let _watchdog = Watchdog::new("forkprof_fork child", Duration::from_secs(60));
+    let dir = TempDir::new("ffi-fork");
+    let p = start(dir.path());
+    let parent_frames = [frame(b"parent_fn", b"p.c", 1)];
+    assert_eq!(record(p, &parent_frames, &[1]), FORKPROF_OK);
+
+    let pid = forkprof_fork();
+    assert!(pid >= 0, "forkprof_fork: {}", last_error());
+    if pid == 0 {
+        // The child: record, flush, stop, and report through the exit status only.
+        let frames = [frame(b"child_fn", b"c.c", 1)];
+        let mut code = 0;
+        // SAFETY: `p` is the inherited handle, live in the child.
+        if unsafe { forkprof_is_running(p) } != 1 {
+            code = 10; // after_fork_child restarted it already
+        } else if record(p, &frames, &[1]) != FORKPROF_OK {
+            code = 11;
+        } else {
+            let mut s = forkprof_stats::default();
+            // SAFETY: `p` is the inherited handle, live in the child.
+            let st = unsafe { forkprof_stop(p, 10_000, &mut s) };
+            if st != FORKPROF_OK {
+                code = 12;
+            } else if s.samples_recorded != 1 || s.pid != std::process::id() {
+                code = 13;
+            }
+        }
+        // SAFETY: _exit skips the test harness's teardown, which belongs to the parent.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: status {status:#x} (exit codes: 10 not running, 11 record, 12 stop, 13 stats)"
+    );
+    let stats = stop(p);
+    assert_eq!(stats.samples_recorded, 1);
+
+    for (path, prof) in read_profiles(dir.path()) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let fns: Vec<String> = prof
+            .samples
+            .iter()
+            .flat_map(|s| prof.stack_names(s))
+            .collect();
+        if name.contains(&format!("-{pid}-")) {
+            assert_eq!(
+                fns,
+                ["child_fn"],
+                "{name}: the child's profile holds only its samples"
+            );
+        } else {
+            assert_eq!(fns, ["parent_fn"], "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_panic_stops_at_the_boundary() {
+    let status = crate::status::guard(|| panic!("boom at the boundary"));
+    assert_eq!(status, FORKPROF_ERR_PANIC);
+    let msg = last_error();
+    assert!(msg.contains("boom at the boundary"), "{msg}");
+    let (value, status) = crate::status::guard_with(-1, || -> Result<i32, _> {
+        panic!("{}", String::from("owned payload"))
+    });
+    assert_eq!((value, status), (-1, FORKPROF_ERR_PANIC));
+    assert!(last_error().contains("owned payload"), "{}", last_error());
+}
+
+#[test]
+fn threads_record_into_one_handle() {
+    let dir = TempDir::new("ffi-threads");
+    let p = start(dir.path());
+    // Raw pointers are not Send; the handle is documented as shareable across threads.
+    let addr = p as usize;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let name = format!("thread_{t}_fn");
+                let frames = [frame(name.as_bytes(), b"t.c", 1)];
+                for _ in 0..500 {
+                    let status = record(addr as *const forkprof_profiler, &frames, &[1]);
+                    assert_eq!(status, FORKPROF_OK, "{}", last_error());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = stop(p);
+    assert_eq!(stats.samples_recorded + stats.samples_dropped, 2000);
+    let names = all_function_names(dir.path());
+    for t in 0..4 {
+        assert!(
+            names.contains(&format!("thread_{t}_fn")),
+            "thread {t} missing"
+        );
+    }
+}
+
+#[test]
+fn child_policy_disable_turns_the_child_off() {
+    let _watchdog = Watchdog::new("forkprof_fork child under Disable", Duration::from_secs(60));
+    let dir = TempDir::new("ffi-disable");
+    let cfg = config(dir.path(), false);
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(
+            forkprof_config_child_policy(cfg, FORKPROF_CHILD_DISABLE),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+    let pid = forkprof_fork();
+    assert!(pid >= 0, "forkprof_fork: {}", last_error());
+    if pid == 0 {
+        let frames = [frame(b"child_fn", b"c.c", 1)];
+        let mut s = forkprof_stats::default();
+        // SAFETY: the inherited handle, live in the child.
+        let code = unsafe {
+            if record(p, &frames, &[1]) != FORKPROF_OK {
+                20
+            } else if forkprof_is_running(p) != 0 {
+                21
+            } else if forkprof_flush(p) != FORKPROF_ERR_NOT_RUNNING {
+                22
+            } else if forkprof_stats_get(p, &mut s) != FORKPROF_OK || s.samples_ignored != 1 {
+                23
+            } else {
+                0
+            }
+        };
+        // SAFETY: leave without the harness's teardown, which belongs to the parent.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: status {status:#x} (20 record, 21 running, 22 flush, 23 stats)"
+    );
+    stop(p);
+    let children: Vec<_> = read_profiles(dir.path())
+        .into_iter()
+        .filter(|(path, _)| path.to_string_lossy().contains(&format!("-{pid}-")))
+        .collect();
+    assert!(children.is_empty(), "a disabled child wrote profiles");
+}
+
+/// A profiler exporting to `url` (no files).
+fn start_with_url(url: &str) -> Result<*mut forkprof_profiler, (forkprof_status, String)> {
+    let mut cfg = null_mut();
+    let mut p = null_mut();
+    // SAFETY: live handles and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_new(ptr(b"abi-http"), 8, &mut cfg),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_sample_type(cfg, ptr(b"wall-time"), 9, ptr(b"nanoseconds"), 11),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_exporter_url(cfg, ptr(url.as_bytes()), url.len()),
+            FORKPROF_OK
+        );
+        let status = forkprof_start(cfg, &mut p);
+        let message = last_error();
+        forkprof_config_free(cfg);
+        if status == FORKPROF_OK {
+            Ok(p)
+        } else {
+            Err((status, message))
+        }
+    }
+}
+
+#[test]
+fn exporter_urls_reach_an_agent_and_bad_ones_name_the_endpoint() {
+    use crate::export_support::{Reply, TestServer};
+
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let p = start_with_url(&server.url()).expect("start with the test server's URL");
+    let frames = [frame(b"uploaded_fn", b"u.c", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    // SAFETY: live handle.
+    let flushed = unsafe { forkprof_flush_sync(p, 10_000) };
+    assert_eq!(flushed, FORKPROF_OK, "{}", last_error());
+    let stats = stop(p);
+    assert!(stats.profiles_written >= 1, "{stats:?}");
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "POST" && !r.body.is_empty()),
+        "the agent saw no upload: {requests:?}"
+    );
+
+    let (status, message) = start_with_url("ftp://nowhere").expect_err("ftp is no exporter");
+    assert_eq!(status, FORKPROF_ERR_CONFIG);
+    assert!(message.contains("endpoint"), "{message}");
+}

@@ -1,0 +1,213 @@
+//! Uploads against broken endpoints, each a tiny loopback server: refused connections, 500,
+//! 429, an endpoint that accepts and never answers, one that resets mid-body, one that reads a
+//! byte a second. The host never blocks, the counters are right, the queue stays bounded and
+//! `stop()` keeps its deadline.
+
+mod export_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use export_support::*;
+use forkprof::export::{Datadog, HttpOptions};
+use forkprof::{Config, Error, Profiler, Stats};
+use support::*;
+
+fn start(url: &str, http: HttpOptions, max_pending: usize) -> Profiler {
+    let cfg = Config::builder("faults")
+        .sample_type("samples", "count")
+        .drain_interval(Duration::from_millis(10))
+        .max_pending_profiles(max_pending)
+        .exporter(Datadog::agent(url).http_options(http).into())
+        .build()
+        .unwrap();
+    Profiler::start(cfg).unwrap()
+}
+
+/// Records one profile's worth and waits until the exporter is done with it.
+fn one_profile(p: &Profiler) -> Stats {
+    record(p, "fault_fn", 3);
+    p.flush_sync(Duration::from_secs(20)).unwrap();
+    p.stats()
+}
+
+#[test]
+fn connection_refused_is_retried_then_counted_as_failed() {
+    let _w = Watchdog::new("refused", Duration::from_secs(60));
+    let port = free_port(); // nothing listens there any more
+    let p = start(&format!("http://127.0.0.1:{port}"), fast_http(2), 8);
+    let s = one_profile(&p);
+    assert_eq!(
+        (s.profiles_failed, s.uploads_retried, s.profiles_written),
+        (1, 2, 0),
+        "{s:?}"
+    );
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn server_errors_are_retried_up_to_the_limit() {
+    let _w = Watchdog::new("500", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(500));
+    let p = start(&server.url(), fast_http(3), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_failed, s.uploads_retried), (1, 3), "{s:?}");
+    assert_eq!(server.attempts(), 4, "one attempt and three retries");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn too_many_requests_then_success_is_delivered_with_its_retries_counted() {
+    let _w = Watchdog::new("429", Duration::from_secs(60));
+    let server = TestServer::tcp(|n| Reply::Status(if n < 2 { 429 } else { 200 }));
+    let p = start(&server.url(), fast_http(3), 8);
+    let s = one_profile(&p);
+    assert_eq!(
+        (s.profiles_written, s.profiles_failed, s.uploads_retried),
+        (1, 0, 2),
+        "{s:?}"
+    );
+    assert!(s.bytes_written > 0);
+    assert_eq!(server.attempts(), 3);
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn a_reset_mid_body_is_retried() {
+    let _w = Watchdog::new("reset", Duration::from_secs(60));
+    let server = TestServer::tcp(|n| {
+        if n == 0 {
+            Reply::ResetMidBody
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let p = start(&server.url(), fast_http(2), 8);
+    let s = one_profile(&p);
+    assert_eq!(
+        (s.profiles_written, s.profiles_failed, s.uploads_retried),
+        (1, 0, 1),
+        "{s:?}"
+    );
+    assert_eq!(server.requests().len(), 1, "only the retry arrived whole");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn an_endpoint_that_never_answers_times_out_while_the_host_keeps_recording() {
+    let _w = Watchdog::new("hang", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    let p = start(&server.url(), fast_http(1), 8);
+    record(&p, "before", 3);
+    p.flush().unwrap();
+    // While the upload hangs, record() keeps returning: count the calls that came back.
+    assert!(eventually(Duration::from_secs(10), || server.attempts() >= 1));
+    let mut returned = 0u64;
+    while server.attempts() < 2 && returned < 5_000_000 {
+        record(&p, "during_hang", 1);
+        returned += 1;
+    }
+    let s = p.stats();
+    assert_eq!(s.samples_recorded + s.samples_dropped, 3 + returned);
+    p.flush_sync(Duration::from_secs(20)).unwrap();
+    let s = p.stats();
+    // The first profile: two attempts, both timed out. The second: the same.
+    assert_eq!(s.profiles_failed, 2, "{s:?}");
+    assert_eq!(s.uploads_retried, 2, "{s:?}");
+    drop(server);
+}
+
+#[test]
+fn a_server_reading_one_byte_a_second_times_out() {
+    let _w = Watchdog::new("slow reader", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::SlowRead);
+    let p = start(&server.url(), fast_http(0), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_failed, s.uploads_retried), (1, 0), "{s:?}");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn stop_keeps_its_deadline_with_a_hung_upload_in_flight() {
+    let _w = Watchdog::new("stop deadline", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    // Default options: a 10 s request timeout, far beyond the stop deadline.
+    let p = start(&server.url(), HttpOptions::default(), 8);
+    record(&p, "in_flight", 3);
+    p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() >= 1));
+    record(&p, "last", 3);
+    let t0 = Instant::now();
+    let r = p.stop(Duration::from_millis(500));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "stop(500ms) took {took:?} with a hung endpoint"
+    );
+    assert!(matches!(r, Err(Error::Timeout { .. })), "{r:?}");
+}
+
+#[test]
+fn the_last_export_during_stop_gives_up_at_the_deadline() {
+    let _w = Watchdog::new("stop export deadline", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    let p = start(&server.url(), HttpOptions::default(), 8);
+    record(&p, "last", 3);
+    let t0 = Instant::now();
+    let _ = p.stop(Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The final export was handed the deadline: it fails at ~500 ms, not after the 10 s
+    // request timeout, and is not retried past the deadline.
+    assert!(
+        eventually(Duration::from_secs(3), || p.stats().profiles_failed == 1),
+        "{:?}",
+        p.stats()
+    );
+    assert_eq!(p.stats().uploads_retried, 0);
+    assert_eq!(server.attempts(), 1);
+}
+
+#[test]
+fn a_stuck_endpoint_makes_the_queue_drop_the_oldest_not_grow() {
+    let _w = Watchdog::new("queue bound", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    let mut http = fast_http(0);
+    http.request_timeout = Duration::from_secs(30);
+    let p = start(&server.url(), http, 2);
+    record(&p, "first", 1);
+    p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() >= 1));
+    // The uploader is stuck on the first profile: every further profile goes to a queue of 2.
+    let mut flushes = 0;
+    let done = eventually(Duration::from_secs(20), || {
+        record(&p, "queued", 1);
+        p.flush().unwrap();
+        flushes += 1;
+        p.stats().profiles_dropped >= 3
+    });
+    assert!(done, "no drops after {flushes} flushes: {:?}", p.stats());
+    let s = p.stats();
+    assert_eq!(server.attempts(), 1, "the upload was still hung");
+    assert_eq!(s.profiles_written + s.profiles_failed, 0, "{s:?}");
+    let _ = p.stop(Duration::from_millis(200));
+}
+
+#[test]
+fn a_unix_agent_whose_backlog_is_full_times_out_on_connect() {
+    use std::os::fd::AsRawFd;
+    let _w = Watchdog::new("unix backlog", Duration::from_secs(60));
+    let dir = TempDir::new("uds-backlog");
+    let path = dir.path().join("stuck.socket");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    // SAFETY: listen(2) again on our listening socket only shrinks its backlog to the minimum.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    // Fill the backlog: this one is queued, never accepted; the next connect would block.
+    let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let p = start(&format!("unix://{}", path.display()), fast_http(1), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_failed, s.uploads_retried), (1, 1), "{s:?}");
+    record(&p, "last", 1);
+    let t0 = Instant::now();
+    let _ = p.stop(Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+}

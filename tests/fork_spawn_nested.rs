@@ -1,0 +1,201 @@
+//! Subprocesses and nested forks while profiling: `Command::spawn` (posix_spawn or fork+exec,
+//! both must pass through forkprof's handlers unharmed) in a loop, and forks three deep.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forkprof::{ChildPolicy, Compression, Config, Frame, Profiler, Sample};
+use support::*;
+
+fn start(service: &str, dir: &std::path::Path) -> Profiler {
+    let cfg = Config::builder(service)
+        .sample_type("samples", "count")
+        .child_policy(ChildPolicy::Restart)
+        .period(Duration::from_millis(50))
+        .output_dir(dir, Compression::Gzip)
+        .build()
+        .unwrap();
+    Profiler::start(cfg).unwrap()
+}
+
+#[test]
+fn spawning_bin_true_in_a_loop_while_profiling() {
+    let _serial = serial();
+    let _w = Watchdog::new("Command::spawn loop", Duration::from_secs(60));
+    let dir = TempDir::new("spawn");
+    let p = start("spawn", dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let host = {
+        let (p, stop) = (p.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let f = [Frame::new("host_work", "h.rs", 1)];
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                p.record(&Sample::new(&f, &[1])).unwrap();
+                n += 1;
+                if n % 32 == 0 {
+                    std::thread::yield_now();
+                }
+            }
+            n
+        })
+    };
+    let t0 = Instant::now();
+    const SPAWNS: u32 = 300;
+    for i in 0..SPAWNS {
+        let status = std::process::Command::new("/bin/true")
+            .status()
+            .unwrap_or_else(|e| panic!("spawn {i} failed: {e}"));
+        assert!(status.success(), "/bin/true #{i}: {status}");
+    }
+    eprintln!("{SPAWNS} spawns of /bin/true in {:?}", t0.elapsed());
+    stop.store(true, Ordering::Release);
+    let handed = host.join().unwrap();
+    let s = p.stop(Duration::from_secs(10)).unwrap();
+    assert_eq!(s.samples_recorded + s.samples_dropped, handed);
+    let profiles = read_profiles(dir.path());
+    assert_eq!(
+        total_value(&profiles_of(&profiles, "spawn", std::process::id())),
+        s.samples_recorded as i64
+    );
+}
+
+/// Records `n` samples of `name`, forks `depth` more levels below, and checks its own counters.
+fn generation(p: &Profiler, depth: u32, n: i64) -> i32 {
+    let name = format!("level_{depth}");
+    let f = [Frame::new(&name, "n.rs", depth)];
+    for _ in 0..n {
+        if p.record(&Sample::new(&f, &[1])).is_err() {
+            return 100;
+        }
+    }
+    if depth > 0 {
+        // Two children per level, forked from two threads at once.
+        let kids: Vec<_> = (0..2)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let pid = fork_and_run(|| generation(&p, depth - 1, n + 1));
+                    wait_exit(pid, Duration::from_secs(15), "nested child")
+                })
+            })
+            .collect();
+        for k in kids {
+            if k.join().map(|e| e != Exit::Code(0)).unwrap_or(true) {
+                return 101;
+            }
+        }
+    }
+    match p.stop(Duration::from_secs(10)) {
+        Ok(s) if s.samples_recorded == n as u64 && s.pid == std::process::id() => 0,
+        _ => 102,
+    }
+}
+
+#[test]
+fn nested_forks_three_levels_each_profile_their_own() {
+    let _serial = serial();
+    let _w = Watchdog::new("nested forks", Duration::from_secs(60));
+    let dir = TempDir::new("nested");
+    let p = start("nested", dir.path());
+    // Parent (level 3) forks 2 children, each 2 grandchildren, each 2 great-grandchildren.
+    assert_eq!(generation(&p, 3, 10), 0);
+    let profiles = read_profiles(dir.path());
+    let totals = totals_by_stack(profiles.iter().map(|(_, p)| p), 0);
+    assert_eq!(totals.get("level_3"), Some(&10));
+    assert_eq!(totals.get("level_2"), Some(&(2 * 11)));
+    assert_eq!(totals.get("level_1"), Some(&(4 * 12)));
+    assert_eq!(totals.get("level_0"), Some(&(8 * 13)));
+}
+
+/// An exporter factory that, in one chosen process, parks the thread building the exporter
+/// (that is, a thread inside the profiler's restart after a fork) until told to go on.
+#[derive(Debug)]
+struct ParkingFactory {
+    dir: std::path::PathBuf,
+    park_in_pid: std::sync::atomic::AtomicU32,
+    parked: AtomicBool,
+    go: AtomicBool,
+}
+
+impl forkprof::ExporterFactory for ParkingFactory {
+    fn compression(&self) -> Compression {
+        Compression::Gzip
+    }
+    fn create(
+        &self,
+        ctx: &forkprof::export::ExportContext<'_>,
+    ) -> forkprof::Result<Box<dyn forkprof::Exporter>> {
+        if self.park_in_pid.load(Ordering::Acquire) == std::process::id() {
+            self.parked.store(true, Ordering::Release);
+            while !self.go.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+        }
+        Ok(Box::new(forkprof::export::file::FileExporter::open(
+            &self.dir, ctx,
+        )?))
+    }
+}
+
+#[test]
+fn grandchild_forked_while_its_parent_restarts_still_profiles() {
+    let _serial = serial();
+    let _w = Watchdog::new("fork during a restart", Duration::from_secs(60));
+    let dir = TempDir::new("midrestart");
+    let factory = Arc::new(ParkingFactory {
+        dir: dir.path().to_path_buf(),
+        park_in_pid: Default::default(),
+        parked: AtomicBool::new(false),
+        go: AtomicBool::new(false),
+    });
+    let cfg = Config::builder("midrestart")
+        .sample_type("samples", "count")
+        .child_policy(ChildPolicy::Restart)
+        .exporter(forkprof::ExporterConfig::Custom(factory.clone()))
+        .build()
+        .unwrap();
+    let p = Profiler::start(cfg).unwrap();
+    let f = [Frame::new("work", "w.rs", 1)];
+    let child = fork_and_run(|| {
+        // In the child: one thread starts the restart and parks inside it...
+        factory
+            .park_in_pid
+            .store(std::process::id(), Ordering::Release);
+        let restarting = {
+            let p = p.clone();
+            std::thread::spawn(move || p.record(&Sample::new(&f, &[1])).is_ok())
+        };
+        while !factory.parked.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        // ...while this one forks a grandchild, which inherits the restart-in-progress mark.
+        let grandchild = fork_and_run(|| {
+            let ok = p.record(&Sample::new(&f, &[1])).is_ok()
+                && p.is_running()
+                && p.stats().samples_recorded == 1;
+            if !ok {
+                return 130;
+            }
+            match p.stop(Duration::from_secs(10)) {
+                Ok(s) if s.samples_recorded == 1 => 0,
+                _ => 131,
+            }
+        });
+        factory.go.store(true, Ordering::Release);
+        if !restarting.join().unwrap_or(false) {
+            return 132;
+        }
+        match wait_exit(grandchild, Duration::from_secs(15), "grandchild") {
+            Exit::Code(0) => {}
+            Exit::Code(c) => return c,
+            Exit::Signal(_) => return 133,
+        }
+        0
+    });
+    expect_exit_0(child, "child that forked mid-restart");
+    p.stop(Duration::from_secs(10)).unwrap();
+}
