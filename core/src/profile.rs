@@ -49,7 +49,9 @@ pub struct ProfileBuilder {
     function_ids: FastMap<(StrIdx, StrIdx), u32>,
     /// Location id − 1 → (function id, line).
     pub(crate) locations: Vec<(u32, u32)>,
-    location_ids: FastMap<(u32, u32), u32>,
+    /// A frame maps to exactly one location (its function is its name and file), so one
+    /// lookup per frame finds it; the function table is only consulted for a new location.
+    location_ids: FastMap<ProfFrame, u32>,
     pub(crate) stack_arena: Vec<u32>,
     pub(crate) stacks: Vec<(u32, u32)>,
     stack_next: Vec<u32>,
@@ -147,7 +149,16 @@ impl ProfileBuilder {
         self.sample_count() == 0
     }
 
+    #[inline]
     fn location(&mut self, f: ProfFrame) -> u32 {
+        match self.location_ids.get(&f) {
+            Some(&id) => id,
+            None => self.new_location(f),
+        }
+    }
+
+    #[cold]
+    fn new_location(&mut self, f: ProfFrame) -> u32 {
         let func = match self.function_ids.get(&(f.function, f.file)) {
             Some(&id) => id,
             None => {
@@ -157,15 +168,10 @@ impl ProfileBuilder {
                 id
             }
         };
-        match self.location_ids.get(&(func, f.line)) {
-            Some(&id) => id,
-            None => {
-                self.locations.push((func, f.line));
-                let id = self.locations.len() as u32;
-                self.location_ids.insert((func, f.line), id);
-                id
-            }
-        }
+        self.locations.push((func, f.line));
+        let id = self.locations.len() as u32;
+        self.location_ids.insert(f, id);
+        id
     }
 
     fn stack_id(&mut self) -> u32 {

@@ -13,6 +13,8 @@
 //! labels:  u16 key len, key, u8 kind, then str: u16 len + bytes | num: i64 | num+unit: i64, u16 len + bytes
 //! ```
 
+use std::mem::MaybeUninit;
+
 use crate::sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
 
 const FLAG_IDS: u8 = 1;
@@ -67,6 +69,10 @@ pub(crate) fn encoded_len(sample: &Sample<'_>, kept: usize) -> usize {
 }
 
 /// Appends the record for `sample` to `out`. `len` is `encoded_len(sample, kept)`.
+///
+/// The record's bytes are reserved in one step and filled through a [`Writer`], so each field
+/// is a plain store rather than a `Vec` push with its own capacity check (the host thread's
+/// cost is mostly this copy).
 #[inline]
 pub(crate) fn encode(
     sample: &Sample<'_>,
@@ -76,6 +82,11 @@ pub(crate) fn encode(
     out: &mut Vec<u8>,
 ) {
     let start = out.len();
+    out.reserve(len);
+    let mut w = Writer {
+        buf: &mut out.spare_capacity_mut()[..len],
+        pos: 0,
+    };
     let mut flags = 0;
     if matches!(sample.stack, Stack::Ids(_)) {
         flags |= FLAG_IDS;
@@ -83,64 +94,109 @@ pub(crate) fn encode(
     if sample.timestamp_ns.is_some() {
         flags |= FLAG_TIMESTAMP;
     }
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.push(flags);
-    out.push(sample.values.len() as u8);
-    out.extend_from_slice(&(kept as u16).to_le_bytes());
-    out.extend_from_slice(&(sample.labels.len().min(u16::MAX as usize) as u16).to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out.extend_from_slice(&(omitted.min(u32::MAX as usize) as u32).to_le_bytes());
+    let n_labels = sample.labels.len().min(u16::MAX as usize) as u16;
+    let mut header = [0u8; HEADER];
+    header[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    header[4] = flags;
+    header[5] = sample.values.len() as u8;
+    header[6..8].copy_from_slice(&(kept as u16).to_le_bytes());
+    header[8..10].copy_from_slice(&n_labels.to_le_bytes());
+    header[12..16].copy_from_slice(&(omitted.min(u32::MAX as usize) as u32).to_le_bytes());
+    w.put(&header);
     if let Some(ts) = sample.timestamp_ns {
-        out.extend_from_slice(&ts.to_le_bytes());
+        w.put(&ts.to_le_bytes());
     }
     for v in sample.values {
-        out.extend_from_slice(&v.to_le_bytes());
+        w.put(&v.to_le_bytes());
     }
     match sample.stack {
         Stack::Ids(frames) => {
             for f in &frames[..kept] {
-                out.extend_from_slice(&f.function.0.to_le_bytes());
-                out.extend_from_slice(&f.file.0.to_le_bytes());
-                out.extend_from_slice(&f.line.to_le_bytes());
+                let mut b = [0u8; 12];
+                b[0..4].copy_from_slice(&f.function.0.to_le_bytes());
+                b[4..8].copy_from_slice(&f.file.0.to_le_bytes());
+                b[8..12].copy_from_slice(&f.line.to_le_bytes());
+                w.put(&b);
             }
         }
         Stack::Text(frames) => {
             for f in &frames[..kept] {
                 let (func, file) = (clip(f.function), clip(f.file));
-                out.extend_from_slice(&f.line.to_le_bytes());
-                out.extend_from_slice(&(func.len() as u16).to_le_bytes());
-                out.extend_from_slice(&(file.len() as u16).to_le_bytes());
-                out.extend_from_slice(func);
-                out.extend_from_slice(file);
+                let mut b = [0u8; 8];
+                b[0..4].copy_from_slice(&f.line.to_le_bytes());
+                b[4..6].copy_from_slice(&(func.len() as u16).to_le_bytes());
+                b[6..8].copy_from_slice(&(file.len() as u16).to_le_bytes());
+                w.put(&b);
+                w.put(func);
+                w.put(file);
             }
         }
     }
     for l in sample.labels.iter().take(u16::MAX as usize) {
-        put_str(out, l.key.as_bytes());
+        put_str(&mut w, l.key.as_bytes());
         match l.value {
             LabelValue::Str(s) => {
-                out.push(KIND_STR);
-                put_str(out, s);
+                w.put(&[KIND_STR]);
+                put_str(&mut w, s);
             }
             LabelValue::Num(n) => {
-                out.push(KIND_NUM);
-                out.extend_from_slice(&n.to_le_bytes());
+                w.put(&[KIND_NUM]);
+                w.put(&n.to_le_bytes());
             }
             LabelValue::NumUnit(n, u) => {
-                out.push(KIND_NUM_UNIT);
-                out.extend_from_slice(&n.to_le_bytes());
-                put_str(out, u.as_bytes());
+                w.put(&[KIND_NUM_UNIT]);
+                w.put(&n.to_le_bytes());
+                put_str(&mut w, u.as_bytes());
             }
         }
     }
-    debug_assert_eq!(out.len() - start, len);
+    debug_assert_eq!(w.pos, len);
+    w.zero_rest();
+    // SAFETY: `reserve(len)` made room for `len` bytes after `start`, and the writer has
+    // initialised all of them (`zero_rest` fills whatever a wrong length left unwritten).
+    unsafe { out.set_len(start + len) };
+}
+
+/// Fills a record's reserved, uninitialised bytes front to back: plain stores, without the
+/// zero-fill a `resize` would cost or a capacity check per field. A write past the end (a
+/// length computed wrongly) is skipped, never a panic on the host thread; `debug_assert`s
+/// catch it in tests.
+struct Writer<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    /// Bytes initialised so far, from the front.
+    pos: usize,
+}
+
+impl Writer<'_> {
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        match self.buf.get_mut(self.pos..self.pos + b.len()) {
+            Some(dst) => {
+                // SAFETY: `dst` is exactly `b.len()` writable bytes, disjoint from `b` (which
+                // the host owns); `MaybeUninit<u8>` has the layout of `u8`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b.as_ptr(), dst.as_mut_ptr().cast(), b.len())
+                };
+                self.pos += b.len();
+            }
+            None => debug_assert!(false, "wire record longer than its computed length"),
+        }
+    }
+
+    fn zero_rest(&mut self) {
+        let from = self.pos.min(self.buf.len());
+        for b in &mut self.buf[from..] {
+            b.write(0);
+        }
+        self.pos = self.buf.len();
+    }
 }
 
 #[inline]
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+fn put_str(w: &mut Writer<'_>, s: &[u8]) {
     let s = clip(s);
-    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-    out.extend_from_slice(s);
+    w.put(&(s.len() as u16).to_le_bytes());
+    w.put(s);
 }
 
 /// A record read back by the collector. Borrowed from the drained buffer.

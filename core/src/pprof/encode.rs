@@ -65,50 +65,95 @@ fn label_len(l: &ProfLabel) -> usize {
         + uint_field_len(4, l.num_unit as u64)
 }
 
-fn label(out: &mut Vec<u8>, l: &ProfLabel) {
-    len_prefix(out, 3, label_len(l));
+/// A Label message as field 3; `len` is `label_len(l)`.
+fn label(out: &mut Vec<u8>, l: &ProfLabel, len: usize) {
+    len_prefix(out, 3, len);
     uint_field(out, 1, l.key as u64);
     uint_field(out, 2, l.str as u64);
     uint_field(out, 3, l.num as u64);
     uint_field(out, 4, l.num_unit as u64);
 }
 
-/// One Sample message: location ids (packed), values (packed), labels.
+/// One Sample message: location ids (packed), values (packed), labels. `locations` and
+/// `labels` arrive already encoded as whole fields (see [`FieldCache`]); `extra` is one more
+/// label written here (the timeline's timestamp).
 fn sample(
     out: &mut Vec<u8>,
-    locations: &[u32],
+    locations: &[u8],
     values: &[i64],
-    labels: &[ProfLabel],
+    labels: &[u8],
     extra: Option<&ProfLabel>,
 ) {
-    let loc_len: usize = locations.iter().map(|&l| varint_len(l as u64)).sum();
     let val_len: usize = values.iter().map(|&v| varint_len(v as u64)).sum();
-    let mut len = 0;
-    if loc_len > 0 {
-        len += 1 + varint_len(loc_len as u64) + loc_len;
-    }
+    let mut len = locations.len() + labels.len();
     if val_len > 0 {
         len += 1 + varint_len(val_len as u64) + val_len;
     }
-    for l in labels.iter().chain(extra) {
-        let ll = label_len(l);
+    let extra_len = extra.map(label_len);
+    if let Some(ll) = extra_len {
         len += 1 + varint_len(ll as u64) + ll;
     }
+    out.reserve(len + 10);
     len_prefix(out, 2, len);
-    if loc_len > 0 {
-        len_prefix(out, 1, loc_len);
-        for &l in locations {
-            varint(out, l as u64);
-        }
-    }
+    out.extend_from_slice(locations);
     if val_len > 0 {
         len_prefix(out, 2, val_len);
         for &v in values {
             varint(out, v as u64);
         }
     }
-    for l in labels.iter().chain(extra) {
-        label(out, l);
+    out.extend_from_slice(labels);
+    if let (Some(l), Some(ll)) = (extra, extra_len) {
+        label(out, l, ll);
+    }
+}
+
+/// The packed `location_id` field of a stack.
+fn locations_field(out: &mut Vec<u8>, locations: &[u32]) {
+    let loc_len: usize = locations.iter().map(|&l| varint_len(l as u64)).sum();
+    if loc_len > 0 {
+        len_prefix(out, 1, loc_len);
+        for &l in locations {
+            varint(out, l as u64);
+        }
+    }
+}
+
+/// The `label` fields of a label set.
+fn labels_field(out: &mut Vec<u8>, labels: &[ProfLabel]) {
+    for l in labels {
+        label(out, l, label_len(l));
+    }
+}
+
+/// Encoded fields per stack or label-set id, written once and copied for every sample that
+/// uses them: a timeline repeats the same few stacks thousands of times. Used for timeline
+/// samples only; aggregated rows are unique (stack, labels) pairs, where a cache would only
+/// add memory.
+struct FieldCache {
+    bytes: Vec<u8>,
+    /// id → (start, len) in `bytes`; `start == u32::MAX` when not yet encoded.
+    spans: Vec<(u32, u32)>,
+}
+
+impl FieldCache {
+    fn new(ids: usize) -> Self {
+        FieldCache {
+            bytes: Vec::new(),
+            spans: vec![(u32::MAX, 0); ids],
+        }
+    }
+
+    fn get(&mut self, id: u32, write: impl FnOnce(&mut Vec<u8>)) -> (usize, usize) {
+        let Some(span) = self.spans.get_mut(id as usize) else {
+            return (0, 0);
+        };
+        if span.0 == u32::MAX {
+            let start = self.bytes.len();
+            write(&mut self.bytes);
+            *span = (start as u32, (self.bytes.len() - start) as u32);
+        }
+        (span.0 as usize, span.1 as usize)
     }
 }
 
@@ -134,29 +179,40 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
         let (start, len) = p.stacks[id as usize];
         &p.stack_arena[start as usize..(start + len) as usize]
     };
+    let mut fields = Vec::new();
     for (i, &(stack, labels)) in p.samples.iter().enumerate() {
+        fields.clear();
+        locations_field(&mut fields, stack_of(stack));
+        let locs_end = fields.len();
+        labels_field(&mut fields, labels_of(labels));
         sample(
             out,
-            stack_of(stack),
+            &fields[..locs_end],
             &p.values[i * n..(i + 1) * n],
-            labels_of(labels),
+            &fields[locs_end..],
             None,
         );
     }
-    for (i, &(stack, labels, ts)) in p.timeline.iter().enumerate() {
-        let tl = ProfLabel {
-            key: p.timestamp_key,
-            str: 0,
-            num: ts,
-            num_unit: 0,
-        };
-        sample(
-            out,
-            stack_of(stack),
-            &p.timeline_values[i * n..(i + 1) * n],
-            labels_of(labels),
-            Some(&tl),
-        );
+    if !p.timeline.is_empty() {
+        let mut stacks = FieldCache::new(p.stacks.len());
+        let mut labelsets = FieldCache::new(p.labelsets.len());
+        for (i, &(stack, labels, ts)) in p.timeline.iter().enumerate() {
+            let tl = ProfLabel {
+                key: p.timestamp_key,
+                str: 0,
+                num: ts,
+                num_unit: 0,
+            };
+            let (ls, ll) = stacks.get(stack, |b| locations_field(b, stack_of(stack)));
+            let (bs, bl) = labelsets.get(labels, |b| labels_field(b, labels_of(labels)));
+            sample(
+                out,
+                &stacks.bytes[ls..ls + ll],
+                &p.timeline_values[i * n..(i + 1) * n],
+                &labelsets.bytes[bs..bs + bl],
+                Some(&tl),
+            );
+        }
     }
     for (i, &(func, line)) in p.locations.iter().enumerate() {
         let id = i as u64 + 1;
@@ -206,6 +262,96 @@ mod tests {
             let mut b = Vec::new();
             varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+
+    /// Aggregated rows and timeline samples (repeating stacks and label sets, which the
+    /// encoder writes from its per-id cache) decode back to what was added.
+    #[test]
+    fn profiles_decode_back() {
+        use crate::config::SampleType;
+        use crate::profile::{ProfFrame, TIMESTAMP_LABEL};
+        let types = [
+            SampleType::new("wall-time", "nanoseconds"),
+            SampleType::new("cpu-time", "nanoseconds"),
+        ];
+        let mut b = ProfileBuilder::new(&types, None, SystemTime::now());
+        let f = |b: &mut ProfileBuilder, name: &str, line| ProfFrame {
+            function: b.intern(name),
+            file: b.intern("x.rs"),
+            line,
+        };
+        let (leaf, mid, root) = (
+            f(&mut b, "leaf", 3),
+            f(&mut b, "mid", 2),
+            f(&mut b, "root", 1),
+        );
+        let big: Vec<ProfFrame> = (0..200).map(|i| f(&mut b, &format!("fn{i}"), i)).collect();
+        let key = b.intern("thread");
+        let t1 = b.intern("t1");
+        let l1 = [ProfLabel {
+            key,
+            str: t1,
+            num: 0,
+            num_unit: 0,
+        }];
+        let l2 = [ProfLabel {
+            key,
+            str: 0,
+            num: -7,
+            num_unit: 0,
+        }];
+        b.add([leaf, mid, root], &[10, 1], &l1, None);
+        b.add([leaf, mid, root], &[5, 2], &l1, None);
+        b.add([mid, root], &[1_000_000_000_000, 0], &[], None);
+        b.add(big.iter().copied(), &[1, 1], &l2, None);
+        for i in 0..6 {
+            let labels: &[ProfLabel] = if i % 2 == 0 { &l1 } else { &l2 };
+            let stack: Vec<ProfFrame> = if i % 3 == 0 {
+                vec![leaf, root]
+            } else {
+                big.clone()
+            };
+            b.add(stack, &[i, -i], labels, Some(1_700_000_000_000_000_000 + i));
+        }
+        let mut out = Vec::new();
+        b.encode(SystemTime::now(), &mut out);
+        let p = crate::pprof::decode(&out).unwrap();
+        assert_eq!(p.samples.len(), 3 + 6);
+        let big_names: Vec<String> = (0..200).map(|i| format!("fn{i}")).collect();
+        let names = |i: usize| p.stack_names(&p.samples[i]);
+        assert_eq!(names(0), ["leaf", "mid", "root"]);
+        assert_eq!(p.samples[0].values, [15, 3]);
+        assert_eq!(p.samples[0].labels.len(), 1);
+        assert_eq!(
+            (
+                p.samples[0].labels[0].key.as_str(),
+                p.samples[0].labels[0].str.as_str()
+            ),
+            ("thread", "t1")
+        );
+        assert_eq!(names(1), ["mid", "root"]);
+        assert_eq!(p.samples[1].values, [1_000_000_000_000, 0]);
+        assert!(p.samples[1].labels.is_empty());
+        assert_eq!(names(2), big_names);
+        assert_eq!(p.samples[2].labels[0].num, -7);
+        for i in 0..6usize {
+            let s = &p.samples[3 + i];
+            let expect: Vec<String> = if i % 3 == 0 {
+                vec!["leaf".into(), "root".into()]
+            } else {
+                big_names.clone()
+            };
+            assert_eq!(names(3 + i), expect, "timeline sample {i}");
+            assert_eq!(s.values, [i as i64, -(i as i64)]);
+            assert_eq!(s.labels.len(), 2);
+            if i % 2 == 0 {
+                assert_eq!(s.labels[0].str, "t1");
+            } else {
+                assert_eq!(s.labels[0].num, -7);
+            }
+            assert_eq!(s.labels[1].key, TIMESTAMP_LABEL);
+            assert_eq!(s.labels[1].num, 1_700_000_000_000_000_000 + i as i64);
         }
     }
 }
