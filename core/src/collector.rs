@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::compress::compress;
 use crate::config::Config;
 use crate::export::EncodedProfile;
 use crate::hooks::{pause_point, Point};
@@ -29,9 +28,6 @@ static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn reset_sequence_in_child() {
     NEXT_SEQ.store(0, Ordering::Relaxed);
 }
-
-/// The pprof buffer is reused between profiles up to this capacity, and freed beyond it.
-const RAW_KEEP: usize = 1 << 20;
 
 /// Maps process-wide string ids to this profile's string indexes; rebuilt every profile.
 #[derive(Default)]
@@ -153,7 +149,6 @@ pub(crate) fn run(s: Arc<Session>) {
     let mut ids = IdCache::default();
     let mut scratch = Scratch::default();
     let mut flush_seen = 0;
-    let mut raw = Vec::new();
     loop {
         s.wake_pending.store(false, Ordering::Release);
         let stopping = s.stopping.load(Ordering::Acquire);
@@ -189,21 +184,13 @@ pub(crate) fn run(s: Arc<Session>) {
                 })
             } else {
                 set_activity(&s.collector_activity, Activity::Encoding);
-                raw.clear();
                 let end = SystemTime::now();
-                finished.encode(end, &mut raw);
-                let (start, samples) = (finished.start, finished.sample_count());
-                // The tables are not needed once the pprof bytes exist: freeing them before
-                // compressing keeps the peak at tables + pprof, never tables + pprof +
-                // compressed (100,000 unique stacks: 38.5 → 31.6 MiB, see BENCHMARKS.md).
-                drop(finished);
-                set_activity(&s.collector_activity, Activity::Compressing);
                 let mut bytes = Vec::new();
-                let compressed = compress(compression, &raw, &mut bytes);
-                if raw.capacity() > RAW_KEEP {
-                    // One large profile must not pin its pprof buffer for the process's life.
-                    raw = Vec::new();
-                }
+                // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
+                // whole, so the peak is the tables plus the compressed bytes.
+                let compressed = finished.encode_compressed(end, compression, &mut bytes);
+                let (start, samples) = (finished.start, finished.sample_count());
+                drop(finished);
                 match compressed {
                     Ok(()) => {
                         let p = EncodedProfile {

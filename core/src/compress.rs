@@ -1,12 +1,54 @@
 //! gzip and zstd, chosen per exporter, and a reader that accepts any of them.
 
 use std::io::{Read, Write};
+use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::export::Compression;
+use crate::profile::ProfileBuilder;
 
 /// zstd level 1: the Datadog intake's preference, and about as fast as gzip level 1.
 const ZSTD_LEVEL: i32 = 1;
+
+/// Bytes of pprof encoded at a time before they go to the compressor.
+const SPILL_AT: usize = 64 << 10;
+
+/// Encodes `profile` as pprof and compresses it into `out` (cleared first), handing the
+/// encoder's output to the compressor every 64 KiB: the uncompressed profile never exists
+/// whole, so the peak is the tables plus the compressed bytes (see BENCHMARKS.md, peak RSS).
+pub fn encode_compressed(
+    profile: &ProfileBuilder,
+    end: SystemTime,
+    c: Compression,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    out.clear();
+    match c {
+        Compression::None => {
+            profile.encode(end, out);
+            Ok(())
+        }
+        Compression::Gzip => {
+            let mut enc =
+                flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
+            stream(profile, end, &mut enc)?;
+            *out = enc.finish()?;
+            Ok(())
+        }
+        Compression::Zstd => {
+            let mut enc = zstd::stream::Encoder::new(std::mem::take(out), ZSTD_LEVEL)?;
+            stream(profile, end, &mut enc)?;
+            *out = enc.finish()?;
+            Ok(())
+        }
+    }
+}
+
+fn stream(profile: &ProfileBuilder, end: SystemTime, w: &mut impl Write) -> std::io::Result<()> {
+    let mut chunk = Vec::with_capacity(SPILL_AT + (SPILL_AT >> 2));
+    crate::pprof::encode_spilling(profile, end, &mut chunk, SPILL_AT, &mut |b| w.write_all(b))?;
+    w.write_all(&chunk)
+}
 
 /// Compresses `raw` into `out` (cleared first).
 pub fn compress(c: Compression, raw: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -79,6 +121,49 @@ mod tests {
             compress(c, &raw, &mut out).unwrap();
             assert_eq!(sniff(&out), c);
             assert_eq!(decompress_any(&out, 1 << 20).unwrap(), raw);
+        }
+    }
+
+    #[test]
+    fn streamed_encoding_matches_encode_then_compress() {
+        use crate::config::SampleType;
+        use crate::profile::{ProfFrame, ProfLabel};
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let mut b = ProfileBuilder::new(&[SampleType::new("samples", "count")], None, t0);
+        // Enough distinct stacks that the encoder spills several times.
+        for i in 0..20_000u32 {
+            let frames: Vec<ProfFrame> = (0..8)
+                .map(|d| ProfFrame {
+                    function: b.intern(&format!("fn_{}", (i * 7 + d) % 3000)),
+                    file: b.intern("file.rs"),
+                    line: d,
+                })
+                .collect();
+            let key = b.intern("k");
+            let label = [ProfLabel {
+                key,
+                str: 0,
+                num: i as i64,
+                num_unit: 0,
+            }];
+            b.add(frames, &[1], &label, (i % 2 == 0).then_some(i as i64));
+        }
+        let end = t0 + std::time::Duration::from_secs(60);
+        let mut raw = Vec::new();
+        b.encode(end, &mut raw);
+        assert!(
+            raw.len() > 4 * SPILL_AT,
+            "the test must spill: {} bytes",
+            raw.len()
+        );
+        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let mut out = Vec::new();
+            encode_compressed(&b, end, c, &mut out).unwrap();
+            assert_eq!(sniff(&out), c);
+            assert!(
+                decompress_any(&out, 1 << 30).unwrap() == raw,
+                "{c:?} differs"
+            );
         }
     }
 

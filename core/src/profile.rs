@@ -264,6 +264,17 @@ impl ProfileBuilder {
         }
     }
 
+    /// Encodes the profile as pprof and compresses it into `out`, streaming (what the
+    /// collector does): see [`crate::compress::encode_compressed`].
+    pub fn encode_compressed(
+        &self,
+        end: SystemTime,
+        c: crate::export::Compression,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        crate::compress::encode_compressed(self, end, c, out)
+    }
+
     /// Encodes the profile as pprof protobuf (uncompressed) into `out`.
     pub fn encode(&self, end: SystemTime, out: &mut Vec<u8>) {
         crate::pprof::encode(self, end, out)
