@@ -7,7 +7,8 @@
 //!   measures `record` plus the collector's CPU time for the same samples, and the collector's
 //!   aggregation (`ProfileBuilder::add`) run in-thread.
 //! - `add_ids`: the same with names interned beforehand.
-//! - `serialize_zstd`: encode + zstd level 1 of 1000 timestamped samples.
+//! - `serialize_zstd`: encode + zstd level 1 of 1000 timestamped samples (forkprof:
+//!   `ProfileBuilder::encode_compressed`, what the collector runs).
 //! - `intern_1059x2`: 1059 strings of a WordPress profile into a fresh table, twice.
 
 use std::hint::black_box;
@@ -156,10 +157,9 @@ fn serialize(c: &mut Criterion, w: &Workload) {
                 pb
             },
             |pb| {
-                let mut raw = Vec::new();
-                pb.encode(SystemTime::now(), &mut raw);
                 let mut out = Vec::new();
-                forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
+                pb.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
+                    .expect("zstd");
                 (pb, out)
             },
             BatchSize::SmallInput,

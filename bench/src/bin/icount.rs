@@ -67,10 +67,9 @@ fn batch_dd_interning(p: &mut DdInternedProfile) {
 
 #[inline(never)]
 fn batch_fp_serialize(b: &ProfileBuilder) -> usize {
-    let mut raw = Vec::new();
-    b.encode(SystemTime::now(), &mut raw);
     let mut out = Vec::new();
-    forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
+    b.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
+        .expect("zstd");
     out.len()
 }
 

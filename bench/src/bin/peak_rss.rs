@@ -9,8 +9,10 @@
 //!   fills the whole 8 MiB sample buffer, which a host sampling at 100 Hz never does; the
 //!   `forkprof-1MiB-buf` row shows the same with a 1 MiB buffer);
 //! - `forkprof-builder`: the collector's `ProfileBuilder` fed on this thread, then
-//!   `encode` + zstd, timed (the serialize figure);
-//! - `builder-drop`: the same, freeing the builder's tables before compressing;
+//!   `encode_compressed` (zstd, streamed as the collector does it), timed (the serialize
+//!   figure);
+//! - `builder-unstreamed`: the same, encoding the whole pprof into one buffer and then
+//!   compressing it (how the collector worked before; for comparison);
 //! - `libdatadog`: `Profile::try_add_sample` for every sample, then
 //!   `serialize_into_compressed_pprof`, timed.
 //!
@@ -176,9 +178,9 @@ fn forkprof_profiler(n: &Names, buffer: usize) -> Outcome {
     }
 }
 
-/// `drop_first`: free the builder before compressing, as the collector could (it no longer
-/// needs the tables once the pprof bytes exist) — a measurement of that proposal.
-fn forkprof_builder(n: &Names, drop_first: bool) -> Outcome {
+/// `streamed`: `encode_compressed`, what the collector does (the encoder hands 64 KiB at a time
+/// to zstd); otherwise the whole pprof is encoded into one buffer, then compressed.
+fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
     let types: Vec<SampleType> = SAMPLE_TYPES
         .iter()
         .map(|&(t, u)| SampleType::new(t, u))
@@ -216,13 +218,15 @@ fn forkprof_builder(n: &Names, drop_first: bool) -> Outcome {
     let build = t.elapsed();
     let hwm_before_serialize = vm_hwm_kib();
     let t = Instant::now();
-    let mut raw = Vec::new();
-    b.encode(SystemTime::now(), &mut raw);
-    if drop_first {
-        drop(b);
-    }
     let mut out = Vec::new();
-    forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
+    if streamed {
+        b.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
+            .expect("zstd");
+    } else {
+        let mut raw = Vec::new();
+        b.encode(SystemTime::now(), &mut raw);
+        forkprof_core::compress::compress(Compression::Zstd, &raw, &mut out).expect("zstd");
+    }
     let serialize = t.elapsed();
     Outcome {
         hwm_before_serialize,
@@ -290,8 +294,8 @@ fn child(mode: &str) {
         "baseline" => baseline(&names),
         "forkprof" => forkprof_profiler(&names, forkprof::config::DEFAULT_BUFFER_CAPACITY),
         "forkprof-1MiB-buf" => forkprof_profiler(&names, 1 << 20),
-        "forkprof-builder" => forkprof_builder(&names, false),
-        "builder-drop" => forkprof_builder(&names, true),
+        "forkprof-builder" => forkprof_builder(&names, true),
+        "builder-unstreamed" => forkprof_builder(&names, false),
         "libdatadog" => libdatadog(&names),
         other => panic!("unknown mode {other:?}"),
     };
@@ -354,7 +358,7 @@ fn main() {
         "forkprof",
         "forkprof-1MiB-buf",
         "forkprof-builder",
-        "builder-drop",
+        "builder-unstreamed",
         "libdatadog",
     ];
     let rows: Vec<(&str, Row)> = modes.iter().map(|&m| (m, measure(m))).collect();
