@@ -40,15 +40,14 @@ header_cxx() {
 step "header compiles as C++" header_cxx
 
 quickstart() {
-  # The README's snippet is exactly examples/quickstart.c.
-  python3 - <<'EOF' > "$WORK/readme_snippet.c"
-import re, sys
-text = open("ffi/README.md").read()
-blocks = re.findall(r"```c\n(.*?)```", text, re.S)
-sys.stdout.write(blocks[0] if blocks else "")
-EOF
-  diff -u ffi/examples/quickstart.c "$WORK/readme_snippet.c" ||
-    fail "the C block in ffi/README.md differs from ffi/examples/quickstart.c"
+  # The READMEs' C snippets are exactly examples/quickstart.c.
+  local readme
+  for readme in ffi/README.md README.md; do
+    python3 -c 'import re, sys; b = re.findall(r"```c\n(.*?)```", open(sys.argv[1]).read(), re.S); sys.stdout.write(b[0] if b else "")' \
+      "$readme" > "$WORK/readme_snippet.c"
+    diff -u ffi/examples/quickstart.c "$WORK/readme_snippet.c" ||
+      fail "the C block in $readme differs from ffi/examples/quickstart.c"
+  done
   "$CC" "${CFLAGS[@]}" ffi/examples/quickstart.c -L"$LIBDIR" -lforkprof -Wl,-rpath,"$LIBDIR" -o "$WORK/quickstart"
   "$CC" "${CFLAGS[@]}" ffi/examples/quickstart.c "$LIBDIR/libforkprof.a" -lpthread -ldl -lm -o "$WORK/quickstart_static"
   for exe in quickstart quickstart_static; do

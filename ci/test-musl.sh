@@ -15,4 +15,5 @@ fi
 
 step "clippy (musl)" cargo clippy --workspace --all-targets --locked --target "$TARGET" -- -D warnings
 step "tests (musl)" cargo nextest run --workspace --locked --profile ci --target "$TARGET"
+step "torture (musl)" ci/torture.sh --target "$TARGET"
 summary

@@ -3,12 +3,20 @@
 # while 2 host threads record and the upload is stalled on a loopback endpoint, compared with
 # the same forks and no profiler. Non-zero on any failed child, lost parent sample or
 # DEADLOCK (exit 3). Roughly 1 min on 2 cores from a warm cache, most of it the build.
-# Usage: ci/torture.sh [extra forkprof torture options, e.g. --policy disable]
+# Usage: ci/torture.sh [--target TRIPLE] [extra forkprof torture options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
-step "build forkprof (release)" cargo build --release --locked -p forkprof-cli
-step "torture (restart)" ./target/release/forkprof torture --forks 2000 --threads 4 "$@"
-step "torture (disable)" ./target/release/forkprof torture --forks 2000 --threads 4 --policy disable "$@"
+target_args=()
+bin=./target/release/forkprof
+if [ "${1:-}" = "--target" ]; then
+  target_args=(--target "$2")
+  bin="./target/$2/release/forkprof"
+  shift 2
+fi
+
+step "build forkprof (release ${target_args[*]:-host})" cargo build --release --locked -p forkprof-cli "${target_args[@]}"
+step "torture (restart)" "$bin" torture --forks 2000 --threads 4 "$@"
+step "torture (disable)" "$bin" torture --forks 2000 --threads 4 --policy disable "$@"
 summary

@@ -275,19 +275,6 @@ fn bad_urls_are_reported_by_build_naming_the_field() {
     }
 }
 
-/// Forks; the child runs `child` and `_exit`s with its return code.
-fn fork_child(child: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the child only runs `child` and then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
 #[test]
 fn a_forked_child_uploads_its_own_profile_through_a_fresh_agent() {
     let _w = Watchdog::new("forked child upload", Duration::from_secs(60));
@@ -298,7 +285,7 @@ fn a_forked_child_uploads_its_own_profile_through_a_fresh_agent() {
     record(&p, "parent_before_fork", 4);
     // An upload before the fork, so the parent's agent has a pooled connection.
     p.flush_sync(Duration::from_secs(10)).unwrap();
-    let child = fork_child(|| {
+    let child = fork_and_run(|| {
         record(&p, "child_work", 3);
         match p.stop(Duration::from_secs(10)) {
             Ok(s) if s.profiles_written == 1 && s.samples_recorded == 3 => 0,
@@ -307,13 +294,7 @@ fn a_forked_child_uploads_its_own_profile_through_a_fresh_agent() {
         }
     });
     record(&p, "parent_after_fork", 2);
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: status {status:#x}"
-    );
+    expect_exit_0(child, "forked child uploading");
     let stats = p.stop(Duration::from_secs(10)).unwrap();
     assert_eq!(stats.profiles_written, 2, "{stats:?}");
     let uploads: Vec<Upload> = server

@@ -17,30 +17,6 @@ fn start(dir: &std::path::Path, policy: ChildPolicy) -> Profiler {
     Profiler::start(cfg).unwrap()
 }
 
-/// Forks; the child runs `child` and exits with its return code (never returns here).
-fn fork_child(child: impl FnOnce() -> i32) -> libc::pid_t {
-    // SAFETY: the child only runs `child` and then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
-        // SAFETY: ends the child without running the parent's atexit handlers.
-        unsafe { libc::_exit(code) };
-    }
-    pid
-}
-
-fn wait_ok(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child {pid} failed: status {status:#x}"
-    );
-}
-
 #[test]
 fn child_profiles_only_its_own_samples_and_parent_keeps_all() {
     let _w = Watchdog::new(
@@ -54,7 +30,7 @@ fn child_profiles_only_its_own_samples_and_parent_keeps_all() {
     for _ in 0..500 {
         p.record(&Sample::new(&parent_frames, &[1])).unwrap();
     }
-    let child = fork_child(|| {
+    let child = fork_and_run(|| {
         for _ in 0..300 {
             p.record(&Sample::new(&child_frames, &[1])).unwrap();
         }
@@ -67,7 +43,7 @@ fn child_profiles_only_its_own_samples_and_parent_keeps_all() {
     for _ in 0..500 {
         p.record(&Sample::new(&parent_frames, &[1])).unwrap();
     }
-    wait_ok(child);
+    expect_exit_0(child, "forked child");
     let s = p.stop(Duration::from_secs(10)).unwrap();
     assert_eq!(s.samples_recorded, 1000);
 
@@ -106,14 +82,14 @@ fn disable_policy_child_records_nothing() {
     let p = start(dir.path(), ChildPolicy::Disable);
     let frames = [Frame::new("f", "f.rs", 1)];
     p.record(&Sample::new(&frames, &[1])).unwrap();
-    let child = fork_child(|| {
+    let child = fork_and_run(|| {
         p.record(&Sample::new(&frames, &[1])).unwrap();
         if p.is_running() || p.stats().samples_ignored != 1 {
             return 3;
         }
         0
     });
-    wait_ok(child);
+    expect_exit_0(child, "forked child");
     p.stop(Duration::from_secs(10)).unwrap();
     let profiles = read_profiles(dir.path());
     assert_eq!(profiles.len(), 1);
@@ -129,20 +105,20 @@ fn grandchildren_restart_too() {
     let dir = TempDir::new("grand");
     let p = start(dir.path(), ChildPolicy::Restart);
     let frames = [Frame::new("gen_work", "g.rs", 1)];
-    let child = fork_child(|| {
+    let child = fork_and_run(|| {
         p.record(&Sample::new(&frames, &[1])).unwrap();
-        let grandchild = fork_child(|| {
+        let grandchild = fork_and_run(|| {
             p.record(&Sample::new(&frames, &[5])).unwrap();
             p.stop(Duration::from_secs(10))
                 .map(|s| if s.samples_recorded == 1 { 0 } else { 4 })
                 .unwrap_or(5)
         });
-        wait_ok(grandchild);
+        expect_exit_0(grandchild, "forked child");
         p.stop(Duration::from_secs(10))
             .map(|s| if s.samples_recorded == 1 { 0 } else { 6 })
             .unwrap_or(7)
     });
-    wait_ok(child);
+    expect_exit_0(child, "forked child");
     p.stop(Duration::from_secs(10)).unwrap();
     let profiles = read_profiles(dir.path());
     assert_eq!(

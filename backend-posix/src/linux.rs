@@ -37,4 +37,12 @@ impl Platform for LinuxAtfork {
     fn monotonic_ns(&self) -> u64 {
         clock::monotonic_ns()
     }
+    unsafe fn exclude_from_fork(&self, addr: *mut u8, len: usize) -> bool {
+        // SAFETY: the caller guarantees a page-aligned range it owns and that no child touches.
+        unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTFORK) == 0 }
+    }
+    unsafe fn include_in_fork(&self, addr: *mut u8, len: usize) {
+        // SAFETY: the caller passes a range it excluded and still owns.
+        unsafe { libc::madvise(addr.cast(), len, libc::MADV_DOFORK) };
+    }
 }

@@ -1,21 +1,33 @@
 //! The bounded buffer between host threads and the collector.
 //!
-//! Sharded byte vectors, each behind a [`BriefLock`]. A host thread tries its own shard first
-//! and the others after it with `try_lock`, so `record()` never waits: if every shard is busy
-//! or full the sample is dropped and counted. The collector swaps a shard's vector for an
-//! empty one of the same capacity, so steady-state recording allocates nothing.
+//! Eight shards, each behind a [`BriefLock`], each with two halves in one [`ForkLocalRegion`]:
+//! host threads append records to a shard's active half; the collector flips the halves under
+//! the lock and reads the full one outside it. A host thread tries its own shard first and the
+//! others after it with `try_lock`, so `record()` never waits: if every shard is busy or full
+//! the sample is dropped and counted. Nothing is allocated after start, and forked children do
+//! not inherit the region (see `region.rs`).
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::platform::Platform;
+use crate::region::ForkLocalRegion;
 use crate::sync::BriefLock;
 
 const SHARDS: usize = 8;
 
+/// A shard's state: which half hosts write to, and how much of it is used.
+struct Shard {
+    active: usize,
+    len: usize,
+}
+
 pub(crate) struct SampleBuffer {
-    shards: Box<[CachePadded<BriefLock<Vec<u8>>>]>,
+    region: ForkLocalRegion,
+    shards: Box<[CachePadded<BriefLock<Shard>>]>,
     shard_capacity: usize,
     /// Set by the collector before its last drain: a record that takes a shard lock after
     /// that drain would never be read, so it is refused instead of silently lost.
@@ -30,14 +42,16 @@ thread_local! {
 
 #[inline]
 fn shard_hint() -> usize {
-    SHARD_HINT.with(|h| {
-        let mut v = h.get();
-        if v == usize::MAX {
-            v = NEXT_HINT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-            h.set(v);
-        }
-        v
-    })
+    SHARD_HINT
+        .try_with(|h| {
+            let mut v = h.get();
+            if v == usize::MAX {
+                v = NEXT_HINT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                h.set(v);
+            }
+            v
+        })
+        .unwrap_or(0)
 }
 
 /// What became of a push.
@@ -53,41 +67,69 @@ pub(crate) enum Push {
 }
 
 impl SampleBuffer {
-    pub fn new(capacity: usize) -> Self {
+    /// `capacity` bytes of records can wait for the collector (the region holds twice that:
+    /// the halves being filled and the halves being read). `None` if the memory cannot be had.
+    pub fn new(capacity: usize, platform: &'static dyn Platform) -> Option<Self> {
         let shard_capacity = (capacity / SHARDS).max(1024);
+        let region = ForkLocalRegion::new(2 * SHARDS * shard_capacity, platform)?;
         let shards = (0..SHARDS)
-            .map(|_| CachePadded::new(BriefLock::new(Vec::with_capacity(shard_capacity))))
+            .map(|_| CachePadded::new(BriefLock::new(Shard { active: 0, len: 0 })))
             .collect();
-        SampleBuffer {
+        Some(SampleBuffer {
+            region,
             shards,
             shard_capacity,
             closed: AtomicBool::new(false),
-        }
+        })
     }
 
+    #[cfg(test)]
     pub fn shard_capacity(&self) -> usize {
         self.shard_capacity
+    }
+
+    /// Start of half `half` of shard `shard`.
+    #[inline]
+    fn half(&self, shard: usize, half: usize) -> *mut MaybeUninit<u8> {
+        debug_assert!((shard * 2 + half + 1) * self.shard_capacity <= self.region.len());
+        // SAFETY: within the region: 2 halves × SHARDS shards × shard_capacity bytes.
+        unsafe {
+            self.region
+                .as_ptr()
+                .add((shard * 2 + half) * self.shard_capacity)
+        }
     }
 
     /// Writes a record of `len` bytes with `write`, or drops it. Returns whether the shard it
     /// landed in is now more than half full (time to wake the collector).
     #[inline]
-    pub fn push(&self, len: usize, write: impl FnOnce(&mut Vec<u8>)) -> (Push, bool) {
+    pub fn push(&self, len: usize, write: impl FnOnce(&mut [MaybeUninit<u8>])) -> (Push, bool) {
         if len > self.shard_capacity {
             return (Push::TooLarge, false);
         }
         let start = shard_hint();
         for i in 0..SHARDS {
-            let shard = &self.shards[(start + i) % SHARDS];
-            if let Some(mut buf) = shard.try_lock() {
+            let index = (start + i) % SHARDS;
+            if let Some(mut shard) = self.shards[index].try_lock() {
                 // Under the shard lock: `close` happens before the collector's last locking
                 // of this shard, so either that drain reads this record or we see `closed`.
                 if self.closed.load(Ordering::Relaxed) {
                     return (Push::Closed, false);
                 }
-                if buf.len() + len <= self.shard_capacity {
-                    write(&mut buf);
-                    return (Push::Stored, buf.len() * 2 > self.shard_capacity);
+                if shard.len + len <= self.shard_capacity {
+                    // SAFETY: bytes `len..len + n` of the shard's active half lie within the
+                    // half (checked above); they are written only under this shard's lock, and
+                    // the collector reads only the other half until it flips them, also under
+                    // this lock.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            self.half(index, shard.active).add(shard.len),
+                            len,
+                        )
+                    };
+                    write(dst);
+                    shard.len += len;
+                    return (Push::Stored, shard.len * 2 > self.shard_capacity);
                 }
             }
         }
@@ -99,20 +141,27 @@ impl SampleBuffer {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    /// Hands each shard's bytes to `consume`, leaving the shard empty. `spare` must be an empty
-    /// vector; it is swapped through the shards so no allocation happens.
-    pub fn drain(&self, spare: &mut Vec<u8>, mut consume: impl FnMut(&[u8])) {
-        for shard in self.shards.iter() {
-            {
-                let mut buf = shard.lock();
-                if buf.is_empty() {
+    /// Hands each shard's records to `consume`, leaving the shard empty. Called only by the
+    /// collector thread: a half handed out here is not written again until the next call has
+    /// flipped the halves back, after `consume` returned.
+    pub fn drain(&self, mut consume: impl FnMut(&[u8])) {
+        for (index, shard) in self.shards.iter().enumerate() {
+            let (half, len) = {
+                let mut shard = shard.lock();
+                if shard.len == 0 {
                     continue;
                 }
                 crate::hooks::pause_point(crate::hooks::Point::BufferSwap);
-                std::mem::swap(&mut *buf, spare);
-            }
-            consume(spare);
-            spare.clear();
+                let full = (shard.active, shard.len);
+                shard.active ^= 1;
+                shard.len = 0;
+                full
+            };
+            // SAFETY: hosts now write to the other half; the first `len` bytes of this one were
+            // initialised by `push` (the region starts zeroed, `encode` fills what it reserves).
+            let bytes =
+                unsafe { std::slice::from_raw_parts(self.half(index, half).cast::<u8>(), len) };
+            consume(bytes);
         }
     }
 }
@@ -120,30 +169,63 @@ impl SampleBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::ForkStrategy;
+
+    struct Plain;
+    impl Platform for Plain {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn fork_strategy(&self) -> ForkStrategy {
+            ForkStrategy::Atfork
+        }
+        fn install_fork_hooks(&self) -> crate::Result<()> {
+            Ok(())
+        }
+        fn fork_sentinel(&self) -> Option<&'static std::sync::atomic::AtomicU64> {
+            None
+        }
+        fn thread_cpu_time_ns(&self) -> Option<u64> {
+            None
+        }
+        fn monotonic_ns(&self) -> u64 {
+            0
+        }
+    }
+
+    fn fill(v: &mut [MaybeUninit<u8>], byte: u8) {
+        for b in v {
+            b.write(byte);
+        }
+    }
 
     #[test]
     fn drops_when_full_and_drains_everything() {
-        let buf = SampleBuffer::new(64 << 10);
+        let buf = SampleBuffer::new(64 << 10, &Plain).unwrap();
         let cap = buf.shard_capacity();
         let mut stored = 0;
         let mut dropped = 0;
-        for _ in 0..(SHARDS * cap / 100 + 50) {
-            match buf.push(100, |v| v.extend_from_slice(&[7u8; 100])).0 {
+        for i in 0..(SHARDS * cap / 100 + 50) {
+            match buf.push(100, |v| fill(v, i as u8)).0 {
                 Push::Stored => stored += 1,
                 Push::Dropped => dropped += 1,
                 Push::TooLarge | Push::Closed => unreachable!(),
             }
         }
         assert!(dropped > 0);
-        let mut spare = Vec::with_capacity(cap);
         let mut total = 0;
-        buf.drain(&mut spare, |b| total += b.len());
+        buf.drain(|b| {
+            assert!(b.chunks(100).all(|rec| rec.iter().all(|&x| x == rec[0])));
+            total += b.len();
+        });
         assert_eq!(total, stored * 100);
+        // The halves flipped: the buffer takes records again and hands out only the new ones.
+        assert_eq!(buf.push(100, |v| fill(v, 0xAB)).0, Push::Stored);
+        let mut seen = Vec::new();
+        buf.drain(|b| seen.extend_from_slice(b));
+        assert_eq!(seen, vec![0xAB; 100]);
         assert_eq!(buf.push(cap + 1, |_| {}).0, Push::TooLarge);
         buf.close();
-        assert_eq!(
-            buf.push(10, |v| v.extend_from_slice(&[1u8; 10])).0,
-            Push::Closed
-        );
+        assert_eq!(buf.push(10, |v| fill(v, 1)).0, Push::Closed);
     }
 }

@@ -143,7 +143,6 @@ fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
 pub(crate) fn run(s: Arc<Session>) {
     let cfg = s.config.clone();
     let compression = cfg.exporter.compression();
-    let mut spare = Vec::with_capacity(s.buffer.shard_capacity());
     let mut builder = new_builder(&cfg, s.pid);
     let mut period_start = Instant::now();
     let mut ids = IdCache::default();
@@ -158,9 +157,8 @@ pub(crate) fn run(s: Arc<Session>) {
         }
         let flush = s.flush_requested.load(Ordering::Acquire);
         set_activity(&s.collector_activity, Activity::Draining);
-        s.buffer.drain(&mut spare, |bytes| {
-            ingest(bytes, &mut builder, &mut ids, &mut scratch)
-        });
+        s.buffer
+            .drain(|bytes| ingest(bytes, &mut builder, &mut ids, &mut scratch));
         let due = period_start.elapsed() >= cfg.period;
         if due || flush != flush_seen || stopping {
             let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid));

@@ -88,8 +88,9 @@ impl Config {
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
 /// Deeper stacks are truncated to this many frames, the last one saying how many were dropped.
 pub const DEFAULT_MAX_STACK_DEPTH: usize = 128;
-/// Bytes of encoded samples buffered between the host threads and the collector.
-pub const DEFAULT_BUFFER_CAPACITY: usize = 8 << 20;
+/// Bytes of encoded samples that can wait between the host threads and the collector (the
+/// buffer holds twice that: the halves being filled and the halves being read).
+pub const DEFAULT_BUFFER_CAPACITY: usize = 4 << 20;
 /// How often the collector drains the sample buffers.
 pub const DEFAULT_DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 /// Encoded profiles waiting for the exporter; beyond this the oldest is dropped and counted.

@@ -314,6 +314,11 @@ pub fn before_fork() -> Result<()> {
             reason: "before_fork called from a thread that is exiting",
         });
     }
+    if generation_checked().is_none() {
+        // This process came from an unobserved fork: the locks may be held by threads that do
+        // not exist here. Take nothing; the child of this fork stays off as well.
+        return Ok(());
+    }
     // With atfork handlers installed, libc's fork runs them and they do the locking: taking
     // the locks here as well would deadlock where libc holds its atfork lock across prepare
     // (musl, glibc < 2.34) while another thread's prepare waits for ours.

@@ -23,6 +23,7 @@ mod buffer;
 mod collector;
 mod hash;
 mod profiler;
+mod region;
 mod session;
 mod uploader;
 mod wire;

@@ -36,4 +36,22 @@ pub trait Platform: Sync + 'static {
 
     /// A monotonic clock in nanoseconds (arbitrary origin).
     fn monotonic_ns(&self) -> u64;
+
+    /// Asks the kernel not to map `len` bytes at `addr` into children at all (Linux
+    /// `MADV_DONTFORK`, macOS `VM_INHERIT_NONE`), so forks do not copy the sample buffer.
+    /// Returns false where unsupported (the memory then stays inherited, which is correct,
+    /// only slower to fork).
+    ///
+    /// # Safety
+    /// `addr..addr + len` is a page-aligned allocation owned by the caller, which no forked
+    /// child will ever touch, and on which `include_in_fork` is called before it is freed.
+    unsafe fn exclude_from_fork(&self, _addr: *mut u8, _len: usize) -> bool {
+        false
+    }
+
+    /// Undoes [`Platform::exclude_from_fork`].
+    ///
+    /// # Safety
+    /// Called with a range previously excluded, before it is freed.
+    unsafe fn include_in_fork(&self, _addr: *mut u8, _len: usize) {}
 }

@@ -24,6 +24,7 @@ const DISABLED: u8 = 2;
 
 struct Shared {
     config: Arc<Config>,
+    platform: &'static dyn Platform,
     n_values: usize,
     max_depth: usize,
     /// `Arc::into_raw` of the current process's session; never null.
@@ -89,7 +90,7 @@ impl Shared {
         let len = wire::encoded_len(sample, kept);
         let (result, wake) = s
             .buffer
-            .push(len, |out| wire::encode(sample, kept, omitted, len, out));
+            .push(len, |out| wire::encode(sample, kept, omitted, out));
         let c = &s.counters;
         match result {
             Push::Stored => {
@@ -141,7 +142,7 @@ impl ForkAware for Shared {
         {
             return; // another thread of this child is restarting it
         }
-        match Session::start(self.config.clone(), gen, std::process::id()) {
+        match Session::start(self.config.clone(), self.platform, gen, std::process::id()) {
             Ok(new) => {
                 let _order = CONTROL.lock();
                 // The previous session is the parent's: overwrite the pointer, never drop it.
@@ -189,7 +190,7 @@ impl Profiler {
         fork::add_user();
         let config = Arc::new(config);
         let gen = fork::generation_checked().unwrap_or(0);
-        let session = match Session::start(config.clone(), gen, std::process::id()) {
+        let session = match Session::start(config.clone(), platform, gen, std::process::id()) {
             Ok(s) => s,
             Err(e) => {
                 fork::remove_user();
@@ -200,6 +201,7 @@ impl Profiler {
             n_values: config.sample_types.len(),
             max_depth: config.max_stack_depth,
             config,
+            platform,
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
             restarting: AtomicU64::new(0),

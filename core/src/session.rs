@@ -14,6 +14,7 @@ use crate::buffer::SampleBuffer;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::export::{EncodedProfile, ExportContext};
+use crate::platform::Platform;
 use crate::stats::Counters;
 use crate::sync::BriefLock;
 
@@ -106,7 +107,21 @@ pub(crate) struct Session {
 impl Session {
     /// Builds the exporter on the calling thread (so resolution and directory checks happen
     /// here, never on a profiler thread) and spawns the collector and the uploader.
-    pub fn start(config: Arc<Config>, generation: u64, pid: u32) -> Result<Arc<Session>> {
+    pub fn start(
+        config: Arc<Config>,
+        platform: &'static dyn Platform,
+        generation: u64,
+        pid: u32,
+    ) -> Result<Arc<Session>> {
+        let buffer = SampleBuffer::new(config.buffer_capacity, platform).ok_or_else(|| {
+            Error::config(
+                "buffer_capacity",
+                format!(
+                    "cannot allocate {} bytes for the sample buffer",
+                    2 * config.buffer_capacity
+                ),
+            )
+        })?;
         let exporter = config.exporter.create(&ExportContext {
             config: &config,
             pid,
@@ -114,7 +129,7 @@ impl Session {
         let session = Arc::new(Session {
             generation,
             pid,
-            buffer: SampleBuffer::new(config.buffer_capacity),
+            buffer,
             counters: Counters::default(),
             queue: BriefLock::new(VecDeque::with_capacity(config.max_pending_profiles)),
             stopping: AtomicBool::new(false),
@@ -205,6 +220,15 @@ impl Session {
             return Err(Error::Timeout { what: "stop: the exporter did not finish before the deadline; its thread is left to finish alone" });
         }
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.generation != 0 {
+            // A forked child: its threads have done their work, but their exit can block for
+            // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
+            // resolver cleanup takes resolv_conf's global lock, held if another thread was
+            // inside getaddrinfo). Joining would turn that into a stop() that never returns, so
+            // the threads are left to exit alone.
+            drop(handles);
+            return Ok(());
+        }
         for h in handles {
             let _ = h.join();
         }

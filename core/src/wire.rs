@@ -68,25 +68,20 @@ pub(crate) fn encoded_len(sample: &Sample<'_>, kept: usize) -> usize {
     n
 }
 
-/// Appends the record for `sample` to `out`. `len` is `encoded_len(sample, kept)`.
+/// Writes the record for `sample` into `out`, which is exactly `encoded_len(sample, kept)`
+/// bytes of the sample buffer.
 ///
-/// The record's bytes are reserved in one step and filled through a [`Writer`], so each field
-/// is a plain store rather than a `Vec` push with its own capacity check (the host thread's
-/// cost is mostly this copy).
+/// Each field is a plain store into the reserved bytes, with no capacity check per field (the
+/// host thread's cost is mostly this copy).
 #[inline]
 pub(crate) fn encode(
     sample: &Sample<'_>,
     kept: usize,
     omitted: usize,
-    len: usize,
-    out: &mut Vec<u8>,
+    out: &mut [MaybeUninit<u8>],
 ) {
-    let start = out.len();
-    out.reserve(len);
-    let mut w = Writer {
-        buf: &mut out.spare_capacity_mut()[..len],
-        pos: 0,
-    };
+    let len = out.len();
+    let mut w = Writer { buf: out, pos: 0 };
     let mut flags = 0;
     if matches!(sample.stack, Stack::Ids(_)) {
         flags |= FLAG_IDS;
@@ -151,10 +146,9 @@ pub(crate) fn encode(
         }
     }
     debug_assert_eq!(w.pos, len);
+    // Whatever a wrongly computed length left unwritten is zeroed, so every byte the collector
+    // reads is initialised.
     w.zero_rest();
-    // SAFETY: `reserve(len)` made room for `len` bytes after `start`, and the writer has
-    // initialised all of them (`zero_rest` fills whatever a wrong length left unwritten).
-    unsafe { out.set_len(start + len) };
 }
 
 /// Fills a record's reserved, uninitialised bytes front to back: plain stores, without the
@@ -364,10 +358,12 @@ mod tests {
     fn roundtrip(sample: &Sample<'_>, max_depth: usize) -> Vec<u8> {
         let (kept, omitted) = kept_frames(sample.stack.len(), max_depth);
         let len = encoded_len(sample, kept);
-        let mut buf = Vec::new();
-        encode(sample, kept, omitted, len, &mut buf);
-        assert_eq!(buf.len(), len);
-        buf
+        let mut buf = vec![MaybeUninit::new(0u8); len];
+        encode(sample, kept, omitted, &mut buf);
+        buf.into_iter()
+            // SAFETY: initialised by `vec!` and then by `encode`.
+            .map(|b| unsafe { b.assume_init() })
+            .collect()
     }
 
     #[test]
