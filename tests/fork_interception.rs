@@ -79,7 +79,7 @@ fn intercepted_forks_from_four_threads_restart_in_the_children() {
             while !stop.load(Ordering::Acquire) {
                 p.record(&Sample::new(&f, &[1])).unwrap();
                 n += 1;
-                if n % 32 == 0 {
+                if n.is_multiple_of(32) {
                     std::thread::yield_now();
                 }
             }

@@ -60,7 +60,7 @@ fn spawn_hosts(
                 while !stop.load(Ordering::Acquire) {
                     p.record(&Sample::new(&f, &[1])).unwrap();
                     n += 1;
-                    if n % 32 == 0 {
+                    if n.is_multiple_of(32) {
                         std::thread::yield_now();
                     }
                 }

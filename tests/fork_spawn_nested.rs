@@ -36,7 +36,7 @@ fn spawning_bin_true_in_a_loop_while_profiling() {
             while !stop.load(Ordering::Acquire) {
                 p.record(&Sample::new(&f, &[1])).unwrap();
                 n += 1;
-                if n % 32 == 0 {
+                if n.is_multiple_of(32) {
                     std::thread::yield_now();
                 }
             }

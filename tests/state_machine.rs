@@ -17,8 +17,12 @@
 //! Drops (the buffer full) are legitimate and cannot be predicted: the test attributes each
 //! one to its sample from the counters it moved, and such samples must then be nowhere.
 //!
-//! Cases: 32 by default, `PROPTEST_CASES` raises it for soak runs. A failure shrinks to a
-//! short operation list and is saved under `proptest-regressions/`.
+//! Cases: 64 by default (each up to 19 operations; about 10 s on 2 cores). `PROPTEST_CASES`
+//! raises it for soak runs:
+//! `PROPTEST_CASES=2000 cargo test --test state_machine profiler_matches_model -- --nocapture`
+//! (prints what the run covered). A failure shrinks to a short operation list, printed as the
+//! transitions' `Debug`, and its seed is saved in `proptest-regressions/state_machine.txt`,
+//! replayed first by every later run.
 
 #[path = "state_machine/endpoint.rs"]
 mod endpoint;
@@ -131,6 +135,14 @@ pub enum Op {
         busy: bool,
         /// The child forks a grandchild halfway through, which checks itself the same way.
         nested: bool,
+        /// Two threads fork at the same moment (concurrent prepare handlers); each child
+        /// checks itself.
+        twins: bool,
+    },
+    /// A fork no handler sees (a raw `clone` system call, like `_Fork`): the child must find
+    /// profiling off and record nothing; the parent carries on untouched.
+    UnobservedFork {
+        n: usize,
     },
     /// Stop while two other threads keep recording (some samples land before the last
     /// drain, the rest are ignored; none may be counted and lost).
@@ -323,13 +335,15 @@ impl ReferenceStateMachine for Reference {
             any::<bool>(),
             any::<bool>(),
             prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
         )
-            .prop_map(|(n, seed, wrapper, busy, nested)| Op::Fork {
+            .prop_map(|(n, seed, wrapper, busy, nested, twins)| Op::Fork {
                 n,
                 seed,
                 wrapper,
                 busy,
                 nested,
+                twins,
             });
         let policy = prop_oneof![Just(ChildPolicy::Restart), Just(ChildPolicy::Disable)];
         let rotating = state.running
@@ -345,6 +359,7 @@ impl ReferenceStateMachine for Reference {
                 2 => Just(Op::FlushSync),
                 1 => Just(Op::Flush),
                 2 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
                 1 => Just(Op::StopWhileRecording),
@@ -357,6 +372,7 @@ impl ReferenceStateMachine for Reference {
                 2 => Just(Op::FlushSync),
                 1 => Just(Op::Flush),
                 2 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => policy.prop_map(Op::ChangePolicy),
                 2 => Just(Op::Stop),
                 1 => Just(Op::StopWhileRecording),
@@ -369,6 +385,7 @@ impl ReferenceStateMachine for Reference {
                 1 => record,
                 1 => Just(Op::FlushSync),
                 1 => fork,
+                1 => (1..=20usize).prop_map(|n| Op::UnobservedFork { n }),
                 1 => Just(Op::Stop),
                 1 => mode().prop_map(Op::Endpoint),
             ]
@@ -499,6 +516,7 @@ impl ReferenceStateMachine for Reference {
                 s.expect = stop_expect;
                 s.settled = false;
             }
+            Op::UnobservedFork { .. } => {}
             Op::StopWhileRecording => {
                 if let Some(sess) = s.session.as_mut() {
                     sess.pending = true;
@@ -569,6 +587,16 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Re
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// A call given `limit` returns about then at the latest (the slack only absorbs scheduling
+/// on a loaded machine: this catches a call that ignores its deadline, it times nothing).
+fn within_deadline(what: &str, started: Instant, limit: Duration) {
+    let took = started.elapsed();
+    assert!(
+        took < limit + Duration::from_secs(5),
+        "{what}({limit:?}) returned after {took:?}: it must not block past its deadline"
+    );
 }
 
 fn kind_of(r: &Result<impl Sized, Error>) -> Expect {
@@ -701,7 +729,9 @@ impl Sut {
         } else {
             GENEROUS
         };
+        let t0 = Instant::now();
         let r = p.flush_sync(limit);
+        within_deadline("flush_sync", t0, limit);
         assert_eq!(kind_of(&r), model.expect, "flush_sync: {r:?}");
         coverage::bump(
             4,
@@ -719,7 +749,9 @@ impl Sut {
         } else {
             GENEROUS
         };
+        let t0 = Instant::now();
         let r = p.stop(limit);
+        within_deadline("stop", t0, limit);
         assert_eq!(kind_of(&r), model.expect, "stop: {r:?}");
         coverage::bump(5, (model.expect == Expect::Timeout) as u64);
         if let Ok(stats) = &r {
@@ -863,6 +895,60 @@ impl Sut {
         out
     }
 
+    fn unobserved_fork(&mut self, model: &Model, n: usize) {
+        let p = self.profiler.clone();
+        let types = model.session.as_ref().map_or(1, |x| x.cfg.types);
+        let frames = [forkprof::Frame::new("unobserved", "u.rs", 1)];
+        let values = [1i64; 3];
+        // The child of a raw clone has no atfork handlers run: libc's own locks may be held
+        // by threads that are gone, so it calls only allocation-free profiler entry points
+        // and reports by exit code.
+        let child = || -> i32 {
+            let Some(p) = &p else {
+                return 0;
+            };
+            if !forkprof::fork::is_unobserved_child() {
+                return 3;
+            }
+            let before = p.stats().samples_ignored;
+            for _ in 0..n {
+                if p.record(&forkprof::Sample::new(&frames, &values[..types]))
+                    .is_err()
+                {
+                    return 4;
+                }
+            }
+            if p.is_running() {
+                return 5;
+            }
+            let s = p.stats();
+            if s.samples_ignored != before + n as u64 || s.samples_recorded != 0 {
+                return 6;
+            }
+            0
+        };
+        let Some(pid) = fork_without_handlers() else {
+            return; // no such fork on this platform: the operation is a no-op
+        };
+        assert!(pid >= 0, "clone failed");
+        if pid == 0 {
+            let code = child();
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(code) };
+        }
+        let status = child::wait(pid, OP_BOUND);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "unobserved child {pid}: status {status:#x} (3: not detected, 4: record failed, \
+             5: still running, 6: counters)"
+        );
+        assert!(
+            child::files_of(self.dir.path(), pid as u32).is_empty(),
+            "an unobserved child wrote profiles"
+        );
+        coverage::bump(19, 1);
+    }
+
     fn stop_while_recording(&mut self, model: &Model) {
         let stats = self.while_recording(model, |sut| {
             sut.profiler
@@ -880,16 +966,9 @@ impl Sut {
         coverage::bump(16, 1);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn fork(
-        &mut self,
-        model: &Model,
-        n: usize,
-        seed: u32,
-        wrapper: bool,
-        busy: bool,
-        nested: bool,
-    ) {
+    /// `flags`: busy (others record meanwhile), nested (grandchild), twins (two forks at once).
+    fn fork(&mut self, model: &Model, n: usize, seed: u32, wrapper: bool, flags: [bool; 3]) {
+        let [busy, nested, twins] = flags;
         let plan = model.child.clone().expect("the model plans the child");
         let env = child::Env {
             ep: self.ep.clone(),
@@ -897,52 +976,96 @@ impl Sut {
             ignored_base: plan.ignored_before + self.extra_ignored,
             nested,
         };
-        let fds = child::pipe();
-        let do_fork =
-            |_: &Sut| fork_and_run_child(|| child::main(&env, &plan, n, seed), fds, wrapper);
-        let pid = if busy {
-            self.while_recording(model, do_fork)
+        let seeds: Vec<u32> = if twins {
+            vec![seed, seed.wrapping_add(1)]
         } else {
-            do_fork(self)
+            vec![seed]
         };
-        // SAFETY: closing our copy of the write end, so EOF arrives when the child exits.
-        unsafe { libc::close(fds[1]) };
-        let report = child::read_report(fds[0], OP_BOUND);
-        // SAFETY: our read end, done with.
-        unsafe { libc::close(fds[0]) };
-        let status = child::wait(pid, OP_BOUND);
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child {pid} ({plan:?}) failed with status {status:#x}: {report}"
-        );
-        // The parent's own view of the child's output.
-        let (expected, descendants) = child::parse_report(&report);
-        let files = child::files_of(self.dir.path(), pid as u32);
-        let mut got = Totals::new();
-        for (_, prof) in &files {
-            samples::merge(&mut got, &samples::profile_totals(prof).0);
+        let pipes: Vec<[libc::c_int; 2]> = seeds.iter().map(|_| child::pipe()).collect();
+        let launch = |_: &Sut| -> Vec<libc::pid_t> {
+            if !twins {
+                let body = || child::main(&env, &plan, n, seeds[0]);
+                return vec![fork_and_run_child(body, pipes[0], wrapper)];
+            }
+            let barrier = std::sync::Barrier::new(seeds.len());
+            std::thread::scope(|sc| {
+                let forks: Vec<_> = seeds
+                    .iter()
+                    .zip(&pipes)
+                    .map(|(&sd, &fds)| {
+                        // Owned copies: in the child, glibc reuses the stacks of the threads
+                        // that did not survive the fork (this test thread's among them) for
+                        // the threads the child starts, so nothing there may be borrowed.
+                        let (env, plan, barrier) = (env.clone(), plan.clone(), &barrier);
+                        sc.spawn(move || {
+                            barrier.wait();
+                            fork_and_run_child(|| child::main(&env, &plan, n, sd), fds, wrapper)
+                        })
+                    })
+                    .collect();
+                forks
+                    .into_iter()
+                    .map(|h| h.join().expect("forking thread"))
+                    .collect()
+            })
+        };
+        let pids = if busy {
+            self.while_recording(model, launch)
+        } else {
+            launch(self)
+        };
+        for fds in &pipes {
+            // SAFETY: closing our copy of the write end, so EOF arrives when the child exits.
+            unsafe { libc::close(fds[1]) };
         }
-        let d = samples::diff(&expected, &got);
-        assert!(
-            d.is_empty(),
-            "child {pid}'s files, read by the parent:\n{}",
-            d.join("\n")
-        );
-        self.children.push((pid as u32, expected));
-        for d in descendants {
-            self.children.push((d, Totals::new()));
-            coverage::bump(17, 1);
+        for (&pid, fds) in pids.iter().zip(&pipes) {
+            let report = child::read_report(fds[0], OP_BOUND);
+            // SAFETY: our read end, done with.
+            unsafe { libc::close(fds[0]) };
+            let status = child::wait(pid, OP_BOUND);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "child {pid} ({plan:?}) failed with status {status:#x}: {report}"
+            );
+            // The parent's own view of the child's output.
+            let (expected, descendants) = child::parse_report(&report);
+            let files = child::files_of(self.dir.path(), pid as u32);
+            let mut got = Totals::new();
+            for (_, prof) in &files {
+                samples::merge(&mut got, &samples::profile_totals(prof).0);
+            }
+            let d = samples::diff(&expected, &got);
+            assert!(
+                d.is_empty(),
+                "child {pid}'s files, read by the parent:\n{}",
+                d.join("\n")
+            );
+            if let Some((path, _)) = files
+                .iter()
+                .find(|(p, _)| !p.to_string_lossy().ends_with(".zst"))
+            {
+                if go_checks_left(true) {
+                    support::go_pprof_check(path, &[]);
+                    coverage::bump(13, 1);
+                }
+            }
+            self.children.push((pid as u32, expected));
+            for d in descendants {
+                self.children.push((d, Totals::new()));
+                coverage::bump(17, 1);
+            }
+            coverage::bump(
+                match plan.kind {
+                    ChildKind::Inherited => 7,
+                    ChildKind::Disabled => 8,
+                    ChildKind::Fresh { .. } => 9,
+                },
+                1,
+            );
         }
-        coverage::bump(
-            match plan.kind {
-                ChildKind::Inherited => 7,
-                ChildKind::Disabled => 8,
-                ChildKind::Fresh { .. } => 9,
-            },
-            1,
-        );
         coverage::bump(10, wrapper as u64);
         coverage::bump(15, busy as u64);
+        coverage::bump(18, twins as u64);
     }
 }
 
@@ -994,6 +1117,7 @@ mod child {
     use std::path::{Path, PathBuf};
 
     /// What a child inherits from the process that forked it, as the test sees it.
+    #[derive(Clone)]
     pub struct Env {
         pub ep: Arc<Endpoint>,
         pub profiler: Option<Profiler>,
@@ -1323,7 +1447,7 @@ mod child {
 mod coverage {
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    pub const NAMES: [&str; 18] = [
+    pub const NAMES: [&str; 20] = [
         "cases",
         "ops",
         "samples recorded",
@@ -1342,8 +1466,10 @@ mod coverage {
         "forks while other threads record",
         "stops while other threads record",
         "grandchildren",
+        "twin forks (two threads at once)",
+        "unobserved forks (raw clone)",
     ];
-    static COUNTS: [AtomicU64; 18] = [const { AtomicU64::new(0) }; 18];
+    static COUNTS: [AtomicU64; 20] = [const { AtomicU64::new(0) }; 20];
 
     pub fn bump(i: usize, by: u64) {
         COUNTS[i].fetch_add(by, Ordering::Relaxed);
@@ -1359,9 +1485,12 @@ mod coverage {
     }
 }
 
-fn go_checks_left() -> bool {
-    static LEFT: AtomicU32 = AtomicU32::new(4);
-    LEFT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+/// `go tool pprof` is slow to start: a few parent files and a few children's per run.
+fn go_checks_left(child: bool) -> bool {
+    static PARENT: AtomicU32 = AtomicU32::new(4);
+    static CHILD: AtomicU32 = AtomicU32::new(2);
+    let left = if child { &CHILD } else { &PARENT };
+    left.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
         .is_ok()
 }
 
@@ -1394,8 +1523,10 @@ impl StateMachineTest for ProfilerTest {
                 wrapper,
                 busy,
                 nested,
-            } => sut.fork(model, *n, *seed, *wrapper, *busy, *nested),
+                twins,
+            } => sut.fork(model, *n, *seed, *wrapper, [*busy, *nested, *twins]),
             Op::StopWhileRecording => sut.stop_while_recording(model),
+            Op::UnobservedFork { n } => sut.unobserved_fork(model, *n),
             Op::ChangePolicy(_) => {
                 sut.stop(model);
                 let cfg = model.session.as_ref().expect("restarted").cfg.clone();
@@ -1527,7 +1658,7 @@ impl StateMachineTest for ProfilerTest {
             .iter()
             .find(|(p, _)| !p.to_string_lossy().ends_with(".zst"))
         {
-            if go_checks_left() {
+            if go_checks_left(false) {
                 support::go_pprof_check(path, &[]);
                 coverage::bump(13, 1);
             }
@@ -1549,7 +1680,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(32)
+        .unwrap_or(64)
 }
 
 /// One watchdog over the whole run, sized by the case count.
@@ -1574,4 +1705,21 @@ prop_state_machine! {
 
     #[test]
     fn profiler_matches_model(sequential 1..20 => ProfilerTest);
+}
+
+/// `fork()` that runs no atfork handler: on Linux a raw `clone(SIGCHLD)` syscall. The child
+/// must only run code that takes no lock and `_exit`. `None` where there is no such call.
+#[cfg(target_os = "linux")]
+fn fork_without_handlers() -> Option<libc::pid_t> {
+    // SAFETY: `clone(SIGCHLD)` with no new stack is fork without the atfork handlers; the
+    // caller's child runs lock-free code and `_exit`s.
+    Some(
+        unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) }
+            as libc::pid_t,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fork_without_handlers() -> Option<libc::pid_t> {
+    None
 }

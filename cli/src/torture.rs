@@ -241,7 +241,7 @@ fn run_phase(
                         }
                     }
                     n += 1;
-                    if n % 32 == 0 {
+                    if n.is_multiple_of(32) {
                         std::thread::yield_now();
                     }
                 }

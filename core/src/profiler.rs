@@ -145,9 +145,19 @@ impl ForkAware for Shared {
         match Session::start(self.config.clone(), self.platform, gen, std::process::id()) {
             Ok(new) => {
                 let _order = CONTROL.lock();
-                // The previous session is the parent's: overwrite the pointer, never drop it.
-                self.session
-                    .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+                if self.state.load(Ordering::Acquire) != RUNNING {
+                    // `stop()` ran on another thread while this session was being built: it
+                    // never becomes the profiler's, so nobody else would end its threads.
+                    new.stopping.store(true, Ordering::Release);
+                    new.wake_pending.store(true, Ordering::Release);
+                    if let Some(t) = new.collector.get() {
+                        t.unpark();
+                    }
+                } else {
+                    // The previous session is the parent's: overwrite the pointer, never drop it.
+                    self.session
+                        .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+                }
             }
             Err(_) => self.state.store(DISABLED, Ordering::Release),
         }
@@ -279,17 +289,20 @@ impl Profiler {
         };
         fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
-        // Only a session started in this process has threads to stop; a child that never
-        // restarted has nothing of its own (and must not touch the parent's session).
-        let ours = gen == sh.session().generation;
-        {
+        // Which session to shut down is read under the same lock as the state change: a
+        // restart finishing on another thread of a child either installed its session before
+        // this (and it is shut down here) or sees STOPPED and ends that session itself. Only a
+        // session started in this process has threads to stop; a child that never restarted
+        // has nothing of its own (and must not touch the parent's session).
+        let ours = {
             let _order = CONTROL.lock();
             if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
                 return Err(Error::NotRunning {
                     reason: "already stopped or disabled",
                 });
             }
-        }
+            gen == sh.session().generation
+        };
         fork::remove_user();
         {
             let mut reg = CONTROL.lock();

@@ -193,3 +193,120 @@ fn records_racing_stop_are_exported_or_ignored() {
     }
     assert_eq!(lost_total, 0, "samples counted recorded but never exported");
 }
+
+/// Profiler threads alive in this process, by their names.
+fn profiler_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("forkprof-"))
+        })
+        .count()
+}
+
+/// In a child, `stop()` racing the lazy restart that another thread's first call started:
+/// the restart could install its fresh session after `stop()` had looked for one, leaving
+/// that session's threads running forever behind a stopped profiler.
+#[test]
+fn stop_racing_the_restart_in_a_child_leaves_no_threads() {
+    let _w = Watchdog::new("stop_racing_the_restart", Duration::from_secs(120));
+    let dir = TempDir::new("regress-restart-race");
+    let frames = [Frame::new("child", "c.rs", 1)];
+    let p = Profiler::start(file_config(dir.path())).unwrap();
+    let mut leaks = 0;
+    for _ in 0..40 {
+        // SAFETY: the child runs the race, checks its threads and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    barrier.wait();
+                    let _ = p.record(&Sample::new(&frames, &[1]));
+                });
+                sc.spawn(|| {
+                    barrier.wait();
+                    let _ = p.stop(Duration::from_secs(5));
+                });
+            });
+            let _ = p.stop(Duration::from_secs(5));
+            let end = std::time::Instant::now() + Duration::from_secs(5);
+            while profiler_threads() > 0 && std::time::Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let code = if profiler_threads() == 0 { 0 } else { 9 };
+            // SAFETY: ends the child without the parent's atexit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child {pid}: status {status:#x}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            9 => leaks += 1,
+            c => panic!("child {pid} exited with {c}"),
+        }
+    }
+    p.stop(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        leaks, 0,
+        "children left with profiler threads running after stop()"
+    );
+}
+
+/// Two profilers running side by side in one process (same service, same directory) both
+/// restart in a child, and nobody's files overwrite anybody's.
+#[test]
+fn two_profilers_side_by_side_survive_a_fork() {
+    let _w = Watchdog::new("two_profilers_side_by_side", Duration::from_secs(60));
+    let dir = TempDir::new("regress-two");
+    let a = Profiler::start(file_config(dir.path())).unwrap();
+    let b = Profiler::start(file_config(dir.path())).unwrap();
+    let fa = [Frame::new("from_a", "a.rs", 1)];
+    let fb = [Frame::new("from_b", "b.rs", 1)];
+    a.record(&Sample::new(&fa, &[1])).unwrap();
+    b.record(&Sample::new(&fb, &[1])).unwrap();
+    // SAFETY: the child records on both, stops both and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = a.record(&Sample::new(&fa, &[10])).is_ok()
+            && b.record(&Sample::new(&fb, &[10])).is_ok()
+            && a.stop(Duration::from_secs(10))
+                .is_ok_and(|s| s.samples_recorded == 1)
+            && b.stop(Duration::from_secs(10))
+                .is_ok_and(|s| s.samples_recorded == 1);
+        // SAFETY: ends the child without the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    a.stop(Duration::from_secs(10)).unwrap();
+    b.stop(Duration::from_secs(10)).unwrap();
+    let profiles = read_profiles(dir.path());
+    let of = |p: u32| {
+        let ps: Vec<_> = profiles
+            .iter()
+            .filter(|(path, _)| path.to_string_lossy().contains(&format!("regress-{p}-")))
+            .map(|(_, prof)| prof)
+            .collect();
+        totals_by_stack(ps, 0)
+    };
+    let parent = of(std::process::id());
+    let child = of(pid as u32);
+    assert_eq!(
+        (parent.get("from_a"), parent.get("from_b")),
+        (Some(&1), Some(&1))
+    );
+    assert_eq!(
+        (child.get("from_a"), child.get("from_b")),
+        (Some(&10), Some(&10))
+    );
+}

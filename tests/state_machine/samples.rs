@@ -98,7 +98,7 @@ fn labels_key(mut labels: Vec<String>) -> String {
 }
 
 /// The key a sample must appear under in the exported profile: its stack as the profiler
-/// keeps it (cut to `max_depth` with an "omitted" marker) and its labels.
+/// keeps it (cut to `max_depth` with an "omitted" marker), its labels and its timestamp.
 pub fn key(spec: &Spec, types: usize, max_depth: usize) -> String {
     let mut names: Vec<String> = spec.frames.iter().map(|s| s.to_string()).collect();
     if names.len() > max_depth {
@@ -116,7 +116,11 @@ pub fn key(spec: &Spec, types: usize, max_depth: usize) -> String {
             LabelSpec::NumUnit(k, n, u) => format!("{k}=#{n} {u}"),
         })
         .collect();
-    format!("t{types}|{}|{}", names.join(";"), labels_key(labels))
+    let mut key = format!("t{types}|{}|{}", names.join(";"), labels_key(labels));
+    if let Some(ts) = spec.timestamp_ns {
+        key.push_str(&format!("|ts={ts}"));
+    }
+    key
 }
 
 pub fn add(totals: &mut Totals, key: String, values: &[i64]) {
@@ -133,9 +137,11 @@ pub fn profile_totals(p: &pprof::Profile) -> (Totals, u64) {
     let mut timeline = 0;
     for s in &p.samples {
         let mut labels = Vec::new();
+        let mut ts = None;
         for l in &s.labels {
             if l.key == TIMESTAMP_LABEL {
                 timeline += 1;
+                ts = Some(l.num);
             } else if !l.str.is_empty() {
                 labels.push(format!("{}={}", l.key, l.str));
             } else if !l.num_unit.is_empty() {
@@ -144,11 +150,14 @@ pub fn profile_totals(p: &pprof::Profile) -> (Totals, u64) {
                 labels.push(format!("{}=#{}", l.key, l.num));
             }
         }
-        let key = format!(
+        let mut key = format!(
             "t{types}|{}|{}",
             p.stack_names(s).join(";"),
             labels_key(labels)
         );
+        if let Some(ts) = ts {
+            key.push_str(&format!("|ts={ts}"));
+        }
         add(&mut totals, key, &s.values);
     }
     (totals, timeline)
