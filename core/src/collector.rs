@@ -150,7 +150,6 @@ pub(crate) fn run(s: Arc<Session>) {
     let mut ids = IdCache::default();
     let mut scratch = Scratch::default();
     let mut flush_seen = 0;
-    let mut raw = Vec::new();
     loop {
         s.wake_pending.store(false, Ordering::Release);
         let stopping = s.stopping.load(Ordering::Acquire);
@@ -185,21 +184,24 @@ pub(crate) fn run(s: Arc<Session>) {
                 })
             } else {
                 set_activity(&s.collector_activity, Activity::Encoding);
-                raw.clear();
                 let end = SystemTime::now();
-                finished.encode(end, &mut raw);
-                set_activity(&s.collector_activity, Activity::Compressing);
                 let mut bytes = Vec::new();
-                match compressor.compress(compression, &raw, &mut bytes) {
+                // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
+                // whole, so the peak is the tables plus the compressed bytes.
+                let compressed =
+                    compressor.encode_compressed(&finished, end, compression, &mut bytes);
+                let (start, samples) = (finished.start, finished.sample_count());
+                drop(finished);
+                match compressed {
                     Ok(()) => {
                         let p = EncodedProfile {
                             bytes,
                             compression,
-                            start: finished.start,
+                            start,
                             end,
                             seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
                             pid: s.pid,
-                            samples: finished.sample_count(),
+                            samples,
                             flush_ticket: flush,
                         };
                         Some(p)

@@ -7,7 +7,6 @@
 //! The backend marks the region "not inherited" (Linux `MADV_DONTFORK`, macOS
 //! `VM_INHERIT_NONE`) where it can; elsewhere this is plain memory.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
@@ -15,7 +14,7 @@ use crate::platform::Platform;
 
 pub(crate) struct ForkLocalRegion {
     ptr: NonNull<MaybeUninit<u8>>,
-    layout: Layout,
+    size: usize,
     platform: &'static dyn Platform,
     excluded: bool,
 }
@@ -42,23 +41,38 @@ impl ForkLocalRegion {
     pub fn new(len: usize, platform: &'static dyn Platform) -> Option<ForkLocalRegion> {
         let page = page_size();
         let size = len.max(1).div_ceil(page) * page;
-        let layout = Layout::from_size_align(size, page).ok()?;
-        // SAFETY: `layout` has a non-zero size. Zeroed so every byte is initialised (large
-        // zeroed allocations come from fresh mappings, so nothing is touched yet).
-        let ptr = NonNull::new(unsafe { alloc_zeroed(layout) }.cast::<MaybeUninit<u8>>())?;
+        // A fresh anonymous mapping, not `alloc_zeroed`: with page alignment the std allocator
+        // zeroes the memory itself, touching every page, so the whole buffer (16 MiB by
+        // default) would be resident from `start` on. Mapped pages are zero and cost nothing
+        // until written.
+        // SAFETY: a new private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = NonNull::new(p.cast::<MaybeUninit<u8>>())?;
         // SAFETY: a page-aligned allocation we own, that no child touches (see the module doc),
         // and `Drop` re-includes it before freeing.
         let excluded = unsafe { platform.exclude_from_fork(ptr.as_ptr().cast(), size) };
         Some(ForkLocalRegion {
             ptr,
-            layout,
+            size,
             platform,
             excluded,
         })
     }
 
     pub fn len(&self) -> usize {
-        self.layout.size()
+        self.size
     }
 
     pub fn as_ptr(&self) -> *mut MaybeUninit<u8> {
@@ -73,10 +87,10 @@ impl Drop for ForkLocalRegion {
             // pages has ordinary, inherited memory.
             unsafe {
                 self.platform
-                    .include_in_fork(self.ptr.as_ptr().cast(), self.layout.size())
+                    .include_in_fork(self.ptr.as_ptr().cast(), self.size)
             };
         }
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr().cast(), self.layout) };
+        // SAFETY: the mapping made in `new`, of this size, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.size) };
     }
 }

@@ -1,5 +1,6 @@
 //! Protobuf encoding of a [`ProfileBuilder`]. Field numbers are those of `profile.proto`.
 
+use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::profile::{ProfLabel, ProfileBuilder};
@@ -164,6 +165,35 @@ fn nanos_since_epoch(t: SystemTime) -> i64 {
 }
 
 pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
+    let never: &mut dyn FnMut(&[u8]) -> io::Result<()> = &mut |_| Ok(());
+    // With `spill_at` = MAX nothing is spilled, so nothing can fail.
+    let _ = encode_spilling(p, end, out, usize::MAX, never);
+}
+
+/// Hands `out` to `spill` and empties it once it holds `spill_at` bytes.
+#[inline]
+fn spill_if_full(
+    out: &mut Vec<u8>,
+    spill_at: usize,
+    spill: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    if out.len() >= spill_at {
+        spill(out)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Like [`encode`], but whenever `out` holds `spill_at` bytes they go to `spill` (a
+/// compressor) and `out` starts again, so a large profile never sits uncompressed in memory
+/// all at once. Messages are never split; what is left in `out` at the end is the caller's.
+pub(crate) fn encode_spilling(
+    p: &ProfileBuilder,
+    end: SystemTime,
+    out: &mut Vec<u8>,
+    spill_at: usize,
+    spill: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     for &st in &p.sample_types {
         value_type(out, 1, st);
     }
@@ -192,6 +222,7 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
             &fields[locs_end..],
             None,
         );
+        spill_if_full(out, spill_at, spill)?;
     }
     if !p.timeline.is_empty() {
         let mut stacks = FieldCache::new(p.stacks.len());
@@ -212,6 +243,7 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
                 &labelsets.bytes[bs..bs + bl],
                 Some(&tl),
             );
+            spill_if_full(out, spill_at, spill)?;
         }
     }
     for (i, &(func, line)) in p.locations.iter().enumerate() {
@@ -223,6 +255,7 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
         len_prefix(out, 4, line_len);
         uint_field(out, 1, func as u64);
         uint_field(out, 2, line as u64);
+        spill_if_full(out, spill_at, spill)?;
     }
     for (i, &(name, file)) in p.functions.iter().enumerate() {
         let id = i as u64 + 1;
@@ -235,10 +268,12 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
         uint_field(out, 2, name as u64);
         uint_field(out, 3, name as u64);
         uint_field(out, 4, file as u64);
+        spill_if_full(out, spill_at, spill)?;
     }
     for s in &p.strings {
         len_prefix(out, 6, s.len());
         out.extend_from_slice(s.as_bytes());
+        spill_if_full(out, spill_at, spill)?;
     }
     let start = nanos_since_epoch(p.start);
     uint_field(out, 9, start as u64);
@@ -250,6 +285,7 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
     for &c in &p.comments {
         uint_field(out, 13, c as u64);
     }
+    Ok(())
 }
 
 #[cfg(test)]

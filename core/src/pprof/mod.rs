@@ -10,4 +10,4 @@ mod encode;
 pub mod top;
 
 pub use decode::{decode, Profile};
-pub(crate) use encode::encode;
+pub(crate) use encode::{encode, encode_spilling};

@@ -1,0 +1,372 @@
+//! Fork latency (fork + `_exit(0)` in the child + `waitpid`), bare against a process where the
+//! profiler runs and its upload is stalled on a loopback connection nobody answers.
+//!
+//! Each phase runs in its own child process (this binary re-executed with `--phase`), the
+//! phases alternate for several rounds so machine drift hits both alike, and the parent pools
+//! the latencies: median, p99, ratio.
+//!
+//! `cargo run -p forkprof-bench --release --bin fork_overhead -- [--forks N] [--rounds R]`
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forkprof::{Activity, Frame, Label, Profiler, Sample};
+use forkprof_bench::*;
+
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Forks `n` times, each child exiting at once; returns each fork's round trip in ns.
+fn fork_loop(n: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: `_exit` ends the child without running the parent's atexit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(pid > 0, "fork failed: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: `status` is a valid out-pointer and `pid` our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(r, pid, "waitpid");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "fork child exited with status {status:#x}"
+        );
+        out.push(t.elapsed().as_nanos() as u64);
+    }
+    out
+}
+
+fn uploader_activity(p: &Profiler) -> Option<Activity> {
+    p.thread_activity()
+        .into_iter()
+        .find(|(n, _)| *n == "uploader")
+        .map(|(_, a)| a)
+}
+
+/// The host's own thread: builds a sample every millisecond and records it when profiling.
+/// Without a profiler it runs the same loop, so `host` and `profiled` differ only by forkprof.
+fn host_thread(p: Option<Profiler>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let w = Workload::new();
+        let frames: Vec<Vec<Frame<'_>>> = (0..STACKS).map(|s| w.frames(s)).collect();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let labels = [Label::str(LABEL_STR_KEY, "recorder")];
+            let sample = Sample::new(&frames[i % STACKS], &VALUES).labels(&labels);
+            match &p {
+                Some(p) => {
+                    let _ = p.record(&sample);
+                }
+                None => {
+                    std::hint::black_box(&sample);
+                }
+            }
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// The profiled phase: profiler running with short profile periods, a thread recording at
+/// 1 kHz, and the uploader stuck in an export that never returns.
+fn profiled(n: usize) -> Vec<u64> {
+    let listener = dead_listener();
+    let addr = listener.local_addr().expect("listener address");
+    let mut b = forkprof::Config::builder("fork-overhead")
+        .period(Duration::from_millis(200))
+        .exporter(forkprof::ExporterConfig::Custom(Arc::new(StalledFactory {
+            addr,
+        })));
+    for (t, u) in SAMPLE_TYPES {
+        b = b.sample_type(t, u);
+    }
+    let p = Profiler::start(b.build().expect("config")).expect("start");
+    let w = Workload::new();
+    let frames: Vec<Vec<Frame<'_>>> = (0..STACKS).map(|s| w.frames(s)).collect();
+    for i in 0..100 {
+        fp_record_text(&p, &frames, &w, i);
+    }
+    p.flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while uploader_activity(&p) != Some(Activity::Exporting) {
+        assert!(
+            Instant::now() < deadline,
+            "the uploader never started its (stalled) export"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let recorder = host_thread(Some(p.clone()), stop.clone());
+    let lat = fork_loop(n);
+    stop.store(true, Ordering::Relaxed);
+    recorder.join().expect("recorder thread");
+    let still = uploader_activity(&p);
+    let st = p.stats();
+    eprintln!(
+        "profiled phase: uploader {:?} after the loop (must be Exporting: the upload stayed stalled), samples recorded {}, profiles dropped from the full queue {}",
+        still, st.samples_recorded, st.profiles_dropped
+    );
+    assert_eq!(still, Some(Activity::Exporting), "upload was not stalled");
+    drop(listener);
+    lat
+}
+
+/// Gives this process the footprint of a small interpreter host (measured here: python3 with
+/// json, ssl, socket, threading, http.client, hashlib loaded has 163 mappings and 21 MB
+/// resident): 20 MiB of touched heap and 130 more mappings.
+fn host_footprint() {
+    let heap = vec![1u8; 20 << 20];
+    std::mem::forget(std::hint::black_box(heap));
+    for _ in 0..65 {
+        // SAFETY: a fresh private anonymous mapping of two pages, written and leaked; the
+        // second page made read-only so the kernel keeps two mappings that do not merge.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            *(p as *mut u8) = 1;
+            *(p as *mut u8).add(4096) = 1;
+            libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_READ);
+        }
+    }
+}
+
+fn run_phase(phase: &str, n: usize) {
+    if std::env::args().any(|a| a == "--footprint") {
+        host_footprint();
+    }
+    let lat = match phase {
+        "bare" => fork_loop(n),
+        "profiled" => profiled(n),
+        // Diagnostics: which part of the profiled setup costs what.
+        "started" => {
+            let p = start_profiler(
+                Arc::new(DiscardFactory(forkprof::Compression::Zstd)),
+                8 << 20,
+            );
+            let lat = fork_loop(n);
+            drop(p);
+            lat
+        }
+        "host" => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let t = host_thread(None, stop.clone());
+            let lat = fork_loop(n);
+            stop.store(true, Ordering::Relaxed);
+            t.join().expect("host thread");
+            lat
+        }
+        "threads" => {
+            // No profiler: two threads that allocate and exit, as any multi-threaded host has.
+            let hs: Vec<_> = (0..2)
+                .map(|_| std::thread::spawn(|| std::hint::black_box(vec![1u8; 1 << 20]).len()))
+                .collect();
+            for h in hs {
+                h.join().expect("thread");
+            }
+            fork_loop(n)
+        }
+        "mappings" => {
+            // No thread: ten more anonymous mappings with a touched page each, to separate
+            // the per-mapping cost of fork from anything thread-related.
+            for _ in 0..10 {
+                // SAFETY: a fresh private anonymous mapping, written once and leaked.
+                unsafe {
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        1 << 21,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    );
+                    assert_ne!(p, libc::MAP_FAILED, "mmap");
+                    *(p as *mut u8) = 1;
+                    // Different protections keep the kernel from merging neighbours.
+                    libc::mprotect(p.cast::<u8>().add(4096).cast(), 4096, libc::PROT_NONE);
+                }
+            }
+            fork_loop(n)
+        }
+        "hooks" => {
+            let p = start_profiler(
+                Arc::new(DiscardFactory(forkprof::Compression::Zstd)),
+                8 << 20,
+            );
+            p.stop(Duration::from_secs(5)).expect("stop");
+            fork_loop(n)
+        }
+        other => panic!("unknown phase {other:?} (bare | profiled)"),
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("");
+    let maps = std::fs::read_to_string("/proc/self/maps")
+        .unwrap_or_default()
+        .lines()
+        .count();
+    eprintln!("{phase}: {rss}, {maps} mappings");
+    if let Some(dir) = std::env::var_os("FORK_OVERHEAD_MAPS_DIR") {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let _ = std::fs::write(
+            std::path::Path::new(&dir).join(format!("{phase}.maps")),
+            maps,
+        );
+    }
+    let mut out = String::with_capacity(lat.len() * 8);
+    for v in lat {
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    print!("{out}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // SAFETY: stdout is flushed; `_exit` ends the process without running destructors, which
+    // is what we want: the stalled uploader thread never returns.
+    unsafe { libc::_exit(0) };
+}
+
+fn spawn_phase(phase: &str, n: usize, footprint: bool) -> Vec<u64> {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = Command::new(exe);
+    if footprint {
+        cmd.arg("--footprint");
+    }
+    let mut child = cmd
+        .args(["--phase", phase, "--forks", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn phase");
+    let stdout = child.stdout.take().expect("child stdout");
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .collect::<Vec<u64>>()
+    });
+    let deadline = Instant::now() + CHILD_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait phase") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{phase} phase did not finish within {CHILD_TIMEOUT:?} (deadlock in fork?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{phase} phase failed: {status}");
+    let v = reader.join().expect("reader");
+    assert_eq!(
+        v.len(),
+        n,
+        "{phase} phase reported {} of {n} forks",
+        v.len()
+    );
+    v
+}
+
+fn main() {
+    let forks: usize = arg("--forks").and_then(|v| v.parse().ok()).unwrap_or(2000);
+    if let Some(phase) = arg("--phase") {
+        run_phase(&phase, forks);
+        return;
+    }
+    let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    if let Some(list) = arg("--diagnose") {
+        for r in 0..rounds {
+            for phase in list.split(',') {
+                let mut v = spawn_phase(phase, forks, false);
+                v.sort_unstable();
+                println!(
+                    "round {r} {phase:<9} median {:>7.1} us  p99 {:>7.1} us",
+                    quantile(&v, 0.5) as f64 / 1e3,
+                    quantile(&v, 0.99) as f64 / 1e3
+                );
+            }
+        }
+        return;
+    }
+    compare(forks, rounds, false);
+    let footprint_forks = arg("--footprint-forks")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    compare(footprint_forks, rounds, true);
+}
+
+fn compare(forks: usize, rounds: usize, footprint: bool) {
+    // `host` is the bare process plus the same 1 kHz sampling thread the profiled phase runs,
+    // recording nothing: it tells forkprof's share from what any host with a thread pays.
+    let phases = ["bare", "host", "profiled"];
+    let mut all: Vec<Vec<u64>> = vec![Vec::new(); phases.len()];
+    println!(
+        "fork + _exit + waitpid, {forks} forks per phase, {rounds} rounds (phase order rotates), {}",
+        if footprint {
+            "every process with a small interpreter's footprint (+20 MiB touched heap, +130 mappings)"
+        } else {
+            "minimal processes (~2 MiB resident, ~30 mappings)"
+        }
+    );
+    for r in 0..rounds {
+        let mut medians = [0u64; 3];
+        for k in 0..phases.len() {
+            let i = (k + r) % phases.len();
+            let mut v = spawn_phase(phases[i], forks, footprint);
+            v.sort_unstable();
+            medians[i] = quantile(&v, 0.5);
+            all[i].extend(v);
+        }
+        println!(
+            "round {r}: median bare {:.1} us, host {:.1} us, profiled {:.1} us",
+            medians[0] as f64 / 1e3,
+            medians[1] as f64 / 1e3,
+            medians[2] as f64 / 1e3
+        );
+    }
+    let mut stats = Vec::new();
+    for (name, v) in phases.iter().zip(all.iter_mut()) {
+        v.sort_unstable();
+        let (m, p99) = (quantile(v, 0.5), quantile(v, 0.99));
+        println!(
+            "{name:<9} median {:>8.1} us  p99 {:>8.1} us  max {:>8.1} us",
+            m as f64 / 1e3,
+            p99 as f64 / 1e3,
+            *v.last().unwrap_or(&0) as f64 / 1e3
+        );
+        stats.push((m as f64, p99 as f64));
+    }
+    let (b, t, p) = (stats[0], stats[1], stats[2]);
+    println!(
+        "fork median ratio profiled / bare = {:.3}  (goal <= 1.1)   p99 delta = {:+.1} us  (goal <= +100 us)",
+        p.0 / b.0,
+        (p.1 - b.1) / 1e3
+    );
+    println!(
+        "fork median ratio profiled / host = {:.3}   p99 delta = {:+.1} us   (host = bare + the same sampling thread, no forkprof)",
+        p.0 / t.0,
+        (p.1 - t.1) / 1e3
+    );
+}
