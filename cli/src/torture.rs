@@ -1,12 +1,14 @@
 //! `forkprof torture`: forks K times from T threads at once while H host threads record
-//! samples and the uploader is stalled on a loopback endpoint that never answers; then the
-//! same forks with no profiler at all, to compare latencies in one run.
+//! samples and the uploader (the real Datadog exporter) is stalled mid-body on a loopback
+//! endpoint that never reads or answers; then the same forks with no profiler at all, to
+//! compare latencies in one run.
 //!
 //! What it checks (any failure: exit 1; a hang: exit 3 with a DEADLOCK report):
 //! - every child records, flushes every other time, checks its own counters and exits 0;
 //! - the parent loses nothing: once the endpoint starts answering and the profiler stops,
 //!   the samples in the profiles the endpoint accepted equal the samples the parent recorded,
-//!   with no profile dropped or failed (the export queue is sized to hold the whole run).
+//!   with no profile dropped or failed (the export queue is sized to hold the whole run);
+//! - at least one upload really was stalled mid-body when the endpoint was released.
 
 mod exporter;
 mod server;
@@ -25,8 +27,8 @@ use watchdog::{Board, Watchdog};
 const USAGE: &str = "usage: forkprof torture [options]
 
 Forks from several threads at once while host threads record samples and the profiler's
-upload is stalled on a loopback endpoint that accepts and never answers; then compares with
-the same forks and no profiler. Exit 0: all good; 1: a check failed; 2: bad usage;
+upload (forkprof's Datadog exporter) is stalled mid-body on a loopback endpoint that accepts
+and never reads or answers; then compares with the same forks and no profiler. Exit 0: all good; 1: a check failed; 2: bad usage;
 3: DEADLOCK (a fork or a child made no progress within --watchdog).
 
 options:
@@ -36,8 +38,7 @@ options:
   --period D         profile rotation period, e.g. 50ms or 1s (default 50ms)
   --policy P         child policy: restart (default) or disable
   --child-samples N  samples each child records (default 10)
-  --watchdog S       seconds without a completed fork before DEADLOCK (default 10)
-  --endpoint URL     reserved for the real HTTP exporter (not wired in yet)";
+  --watchdog S       seconds without a completed fork before DEADLOCK (default 10)";
 
 struct Options {
     forks: usize,
@@ -117,7 +118,7 @@ impl Options {
                 "--self-test-hang" => o.hang_one_child = true,
                 "--endpoint" => {
                     let _ = value()?;
-                    return Err("--endpoint is reserved for the real HTTP exporter, which is not wired into the torture run yet; without it the run uploads to its own stalled loopback endpoint".into());
+                    return Err("--endpoint is not a torture option: the run uploads through the Datadog exporter to its own loopback endpoint, which it must be able to stall".into());
                 }
                 other => return Err(format!("unknown option `{other}`")),
             }
@@ -414,9 +415,12 @@ pub fn main(args: &[String]) -> i32 {
 
     // 2. Profiled, with the upload stalled.
     let tally = Arc::new(Tally::default());
-    let factory = StalledHttpFactory {
-        addr: server.addr,
-        tally: tally.clone(),
+    let factory = match StalledHttpFactory::new(server.addr, tally.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("forkprof torture: cannot build the uploader: {e}");
+            return 1;
+        }
     };
     let config = Config::builder("forkprof-torture")
         .sample_type("samples", "count")
@@ -437,7 +441,20 @@ pub fn main(args: &[String]) -> i32 {
     // Wait for the first upload to be stuck, so every fork below meets a stalled upload.
     let warm = Instant::now();
     let frames = [Frame::new("torture_warmup", "torture.rs", 1)];
+    // The first profile is made large (timestamped samples are kept one by one), so its
+    // upload cannot fit in the endpoint's small receive buffer and stalls mid-body.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
     let mut warmup = 0u64;
+    for i in 0..30_000i64 {
+        profiler
+            .record(&Sample::new(&frames, &[1]).timestamp_ns(t0 + i * 977))
+            .expect("a valid sample");
+        warmup += 1;
+    }
+    let _ = profiler.flush();
     while !tally.in_flight.load(Ordering::Acquire) && warm.elapsed() < Duration::from_secs(10) {
         profiler
             .record(&Sample::new(&frames, &[1]))
@@ -530,11 +547,17 @@ pub fn main(args: &[String]) -> i32 {
     }
     let c = &server.counters;
     println!(
-        "endpoint: {} connections accepted ({} from children that exited mid-upload), {} answered",
+        "endpoint: {} connections accepted ({} from children that exited mid-upload), {} answered, {} held mid-body until released",
         c.accepted.load(Ordering::Relaxed),
         c.peers_gone.load(Ordering::Relaxed),
-        c.answered.load(Ordering::Relaxed)
+        c.answered.load(Ordering::Relaxed),
+        c.held_mid_body.load(Ordering::Relaxed)
     );
+    if c.held_mid_body.load(Ordering::Relaxed) == 0 {
+        failures.push(
+            "no upload was stalled mid-body: the run did not test what it claims".to_string(),
+        );
+    }
 
     match stats {
         Ok(s) => {

@@ -1,20 +1,16 @@
-//! The torture run's uploader: a minimal HTTP/1.1 POST of the profile over a plain
-//! `TcpStream`, waiting for a response with no timeout of its own (only the stop deadline),
-//! so against the stalled endpoint one upload stays in flight for the whole fork phase.
-//!
-//! It stands in for the real HTTP exporter: the run only needs `ExporterConfig::Custom`, so
-//! swapping this factory for that exporter (behind `--endpoint`) changes nothing else.
-//! Delivered profiles are decoded and their sample values summed, which is how the run
-//! checks that the parent lost no sample.
+//! The torture run's uploader: forkprof's real Datadog exporter (ureq, multipart, zstd),
+//! pointed at the stalled loopback endpoint with a request timeout longer than the run, so one
+//! upload stays stuck mid-body for the whole fork phase. A thin wrapper counts what it does:
+//! delivered profiles are decoded and their sample values summed, which is how the run checks
+//! that the parent lost no sample.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use forkprof::export::{Delivered, ExportContext, ExportFailure};
-use forkprof::{Compression, EncodedProfile, Exporter, ExporterFactory};
+use forkprof::export::{Datadog, Delivered, ExportContext, ExportFailure, HttpOptions};
+use forkprof::{Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory};
 
 /// What the parent's uploads did (children count into their own copy, never read).
 #[derive(Debug, Default)]
@@ -31,66 +27,44 @@ pub struct Tally {
 
 #[derive(Debug)]
 pub struct StalledHttpFactory {
-    pub addr: SocketAddr,
+    inner: Arc<dyn ExporterFactory>,
     pub tally: Arc<Tally>,
+}
+
+impl StalledHttpFactory {
+    /// The Datadog agent exporter for `addr`, with no retries and a request timeout longer
+    /// than any run: the upload waits for as long as the endpoint stalls.
+    pub fn new(addr: SocketAddr, tally: Arc<Tally>) -> forkprof::Result<StalledHttpFactory> {
+        let http = HttpOptions {
+            request_timeout: Duration::from_secs(3600),
+            retry_budget: Duration::from_secs(3600),
+            max_retries: 0,
+            ..HttpOptions::default()
+        };
+        match ExporterConfig::from(Datadog::agent(&format!("http://{addr}")).http_options(http)) {
+            ExporterConfig::Datadog(inner) => Ok(StalledHttpFactory { inner, tally }),
+            _ => Err(forkprof::Error::Export {
+                reason: "the Datadog exporter is not available in this build".into(),
+            }),
+        }
+    }
 }
 
 impl ExporterFactory for StalledHttpFactory {
     fn compression(&self) -> Compression {
-        Compression::Gzip
+        self.inner.compression()
     }
     fn create(&self, ctx: &ExportContext<'_>) -> forkprof::Result<Box<dyn Exporter>> {
-        Ok(Box::new(HttpPost {
-            addr: self.addr,
+        Ok(Box::new(Tallying {
+            inner: self.inner.create(ctx)?,
             tally: self.tally.clone(),
-            pid: ctx.pid,
         }))
     }
 }
 
-struct HttpPost {
-    addr: SocketAddr,
+struct Tallying {
+    inner: Box<dyn Exporter>,
     tally: Arc<Tally>,
-    pid: u32,
-}
-
-impl HttpPost {
-    fn post(&self, p: &EncodedProfile, deadline: Option<Instant>) -> std::io::Result<bool> {
-        let mut s = match deadline {
-            Some(d) => TcpStream::connect_timeout(&self.addr, remaining(d)?)?,
-            None => TcpStream::connect(self.addr)?,
-        };
-        let head = format!(
-            "POST /profiling/v1/input HTTP/1.1\r\nHost: {}\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\nX-Forkprof-Pid: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            self.addr,
-            self.pid,
-            p.bytes.len()
-        );
-        s.write_all(head.as_bytes())?;
-        s.write_all(&p.bytes)?;
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 512];
-        while !reply.windows(2).any(|w| w == b"\r\n") {
-            if let Some(d) = deadline {
-                s.set_read_timeout(Some(remaining(d)?))?;
-            }
-            let n = s.read(&mut chunk)?;
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
-        Ok(reply.starts_with(b"HTTP/1.1 2") || reply.starts_with(b"HTTP/1.0 2"))
-    }
-}
-
-fn remaining(deadline: Instant) -> std::io::Result<std::time::Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(std::io::ErrorKind::TimedOut.into())
-    } else {
-        Ok(left)
-    }
 }
 
 /// Sum of value 0 over the profile's samples: the number of samples it holds, since the
@@ -101,7 +75,7 @@ fn count_samples(p: &EncodedProfile) -> Option<u64> {
     Some(prof.samples.iter().map(|s| s.values[0].max(0) as u64).sum())
 }
 
-impl Exporter for HttpPost {
+impl Exporter for Tallying {
     fn export(
         &mut self,
         p: &EncodedProfile,
@@ -110,10 +84,10 @@ impl Exporter for HttpPost {
         let t = &self.tally;
         t.started.fetch_add(1, Ordering::Relaxed);
         t.in_flight.store(true, Ordering::Release);
-        let r = self.post(p, deadline);
+        let r = self.inner.export(p, deadline);
         t.in_flight.store(false, Ordering::Release);
-        match r {
-            Ok(true) => {
+        match &r {
+            Ok(_) => {
                 t.delivered.fetch_add(1, Ordering::Relaxed);
                 match count_samples(p) {
                     Some(n) => {
@@ -123,25 +97,11 @@ impl Exporter for HttpPost {
                         t.undecodable.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(Delivered {
-                    bytes: p.bytes.len() as u64,
-                    retries: 0,
-                })
             }
-            Ok(false) => {
+            Err(_) => {
                 t.failed.fetch_add(1, Ordering::Relaxed);
-                Err(ExportFailure {
-                    reason: "the endpoint answered with a non-2xx status".into(),
-                    ..ExportFailure::default()
-                })
-            }
-            Err(e) => {
-                t.failed.fetch_add(1, Ordering::Relaxed);
-                Err(ExportFailure {
-                    reason: format!("upload to {}: {e}", self.addr),
-                    ..ExportFailure::default()
-                })
             }
         }
+        r
     }
 }

@@ -1,6 +1,7 @@
 //! The loopback endpoint the torture run uploads to: it accepts connections and, while
-//! stalled, never reads or answers them, so an upload sits waiting for its response for as
-//! long as the run wants. Once told to answer, it reads each request and replies 200.
+//! stalled, never reads or answers them. Its receive buffer is small, so an upload larger
+//! than a few kilobytes blocks mid-body in the uploader's `send`, and stays there for as long
+//! as the run wants. Once told to answer, it reads each request and replies 200.
 //!
 //! It lives in the parent process; forked children inherit its descriptors but not its
 //! thread. Connections whose peer went away (a child that `_exit`ed mid-upload) are closed
@@ -17,6 +18,9 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct ServerCounters {
     pub accepted: AtomicU64,
+    /// Requests whose body had not fully arrived when the endpoint started answering: the
+    /// uploader was stalled mid-body.
+    pub held_mid_body: AtomicU64,
     pub answered: AtomicU64,
     pub peers_gone: AtomicU64,
 }
@@ -32,6 +36,19 @@ pub struct StalledServer {
 impl StalledServer {
     pub fn start() -> std::io::Result<StalledServer> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
+        // Accepted connections inherit the listener's buffer size: a few KiB, so a request
+        // body does not fit in flight and the sender blocks mid-body.
+        let small: libc::c_int = 4096;
+        // SAFETY: setsockopt on a valid socket with a c_int option value and its size.
+        unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let answering = Arc::new(AtomicBool::new(false));
@@ -112,12 +129,36 @@ fn serve(listener: TcpListener, answering: &AtomicBool, stop: &AtomicBool, c: &S
         }
         if answering.load(Ordering::Acquire) {
             for s in held.drain(..) {
+                if body_incomplete(&s) {
+                    c.held_mid_body.fetch_add(1, Ordering::Relaxed);
+                }
                 if answer_one(s).is_ok() {
                     c.answered.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
     }
+}
+
+/// True when what has arrived of the request (peeked, not consumed) is less than its headers
+/// plus `Content-Length`: the sender is blocked mid-body.
+fn body_incomplete(s: &TcpStream) -> bool {
+    let mut buf = vec![0u8; 1 << 20];
+    let n = match s.peek(&mut buf) {
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    let buf = &buf[..n];
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return n > 0; // not even the headers are in
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    n - (end + 4) < len
 }
 
 /// Reads one request (headers, then `Content-Length` bytes of body) and answers 200.
