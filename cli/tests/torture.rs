@@ -108,5 +108,5 @@ fn bad_usage_exits_2() {
         Duration::from_secs(30),
     );
     assert_eq!(code, 2);
-    assert!(err.contains("reserved"), "{err}");
+    assert!(err.contains("not a torture option"), "{err}");
 }
