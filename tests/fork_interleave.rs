@@ -94,6 +94,14 @@ fn scenario(point: Point) {
     // Give the armed thread a reason to come by: samples to drain (BufferSwap), ids to resolve
     // (InternResolve), a profile to queue and export (QueuePush, QueuePop, Export).
     record(10);
+    // A name this profile has never seen, so the collector must resolve it (the ids above may
+    // already sit in its per-profile cache if it drained them before the point was armed).
+    p.record(&Sample::with_ids(
+        &ids("parent_fresh_after_arm", "fresh.rs"),
+        &[1],
+    ))
+    .unwrap();
+    let fresh = 1i64;
     p.flush().unwrap();
     assert!(
         hooks::wait_arrived(Duration::from_secs(10)),
@@ -151,6 +159,7 @@ fn scenario(point: Point) {
 
     record(100);
     let stats = p.stop(Duration::from_secs(10)).unwrap();
+    let recorded = recorded + fresh;
     assert_eq!(stats.samples_recorded as i64, recorded);
     assert_eq!(stats.samples_dropped, 0);
     assert_eq!(stats.profiles_dropped, 0);
