@@ -43,19 +43,8 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
     // A host thread records throughout; it counts what it handed over.
     let stop_host = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let host = {
-        let (p, stop) = (p.clone(), stop_host.clone());
-        std::thread::spawn(move || {
-            let f = [Frame::new("host_work", "h.rs", 1)];
-            let mut n = 0i64;
-            while !stop.load(std::sync::atomic::Ordering::Acquire) {
-                p.record(&Sample::new(&f, &[1])).unwrap();
-                n += 1;
-                if n % 64 == 0 {
-                    std::thread::yield_now();
-                }
-            }
-            n
-        })
+        let p = p.clone();
+        spawn_recorder(move |s| p.record(s).unwrap(), &stop_host)
     };
 
     let _release = ReleaseOnDrop;
@@ -123,7 +112,7 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
     assert_eq!(forkprof_core::fork::locks_held(), (false, false));
 
     stop_host.store(true, std::sync::atomic::Ordering::Release);
-    let host_n = host.join().unwrap();
+    let host_n = host.join().unwrap() as i64;
     let stats = p.stop(Duration::from_secs(10)).unwrap();
     // Overload may drop samples (counted, never blocking); none may vanish.
     assert_eq!(

@@ -72,19 +72,8 @@ fn intercepted_forks_from_four_threads_restart_in_the_children() {
     let p = start(dir.path(), ChildPolicy::Restart);
     let stop = Arc::new(AtomicBool::new(false));
     let host = {
-        let (p, stop) = (p.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let f = [Frame::new("host_work", "h.rs", 1)];
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                p.record(&Sample::new(&f, &[1])).unwrap();
-                n += 1;
-                if n.is_multiple_of(32) {
-                    std::thread::yield_now();
-                }
-            }
-            n
-        })
+        let p = p.clone();
+        spawn_recorder(move |s| p.record(s).unwrap(), &stop)
     };
     const THREADS: usize = 4;
     const FORKS: usize = 50;

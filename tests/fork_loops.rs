@@ -50,22 +50,8 @@ fn spawn_hosts(
 ) -> Vec<std::thread::JoinHandle<u64>> {
     (0..n)
         .map(|_| {
-            let (p, stop) = (p.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let f = [
-                    Frame::new("host_work", "h.rs", 1),
-                    Frame::new("main", "h.rs", 9),
-                ];
-                let mut n = 0u64;
-                while !stop.load(Ordering::Acquire) {
-                    p.record(&Sample::new(&f, &[1])).unwrap();
-                    n += 1;
-                    if n.is_multiple_of(32) {
-                        std::thread::yield_now();
-                    }
-                }
-                n
-            })
+            let p = p.clone();
+            spawn_recorder(move |s| p.record(s).unwrap(), stop)
         })
         .collect()
 }

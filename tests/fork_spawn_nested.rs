@@ -29,19 +29,8 @@ fn spawning_bin_true_in_a_loop_while_profiling() {
     let p = start("spawn", dir.path());
     let stop = Arc::new(AtomicBool::new(false));
     let host = {
-        let (p, stop) = (p.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let f = [Frame::new("host_work", "h.rs", 1)];
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                p.record(&Sample::new(&f, &[1])).unwrap();
-                n += 1;
-                if n.is_multiple_of(32) {
-                    std::thread::yield_now();
-                }
-            }
-            n
-        })
+        let p = p.clone();
+        spawn_recorder(move |s| p.record(s).unwrap(), &stop)
     };
     let t0 = Instant::now();
     const SPAWNS: u32 = 300;

@@ -281,3 +281,24 @@ pub fn glibc_version() -> Option<(u32, u32)> {
         None
     }
 }
+
+/// A host thread handing `host_work` samples (value 1) to `record` until `stop` is set; it
+/// returns how many it handed over. `record` wraps either kind of profiler handle.
+pub fn spawn_recorder(
+    record: impl Fn(&forkprof::Sample<'_>) + Send + 'static,
+    stop: &std::sync::Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let f = [forkprof::Frame::new("host_work", "h.rs", 1)];
+        let mut n = 0u64;
+        while !stop.load(Ordering::Acquire) {
+            record(&forkprof::Sample::new(&f, &[1]));
+            n += 1;
+            if n.is_multiple_of(32) {
+                std::thread::yield_now();
+            }
+        }
+        n
+    })
+}
