@@ -25,6 +25,7 @@ mod hash;
 mod profiler;
 mod region;
 mod session;
+mod strings;
 mod uploader;
 mod wire;
 

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use crate::config::SampleType;
 use crate::hash::{fast_map, FastHasher, FastMap};
+use crate::strings::StringTable;
 
 /// Index into the profile's string table; 0 is "".
 pub type StrIdx = u32;
@@ -39,11 +40,7 @@ const NONE: u32 = u32::MAX;
 pub struct ProfileBuilder {
     pub(crate) start: SystemTime,
     n_values: usize,
-    pub(crate) strings: Vec<Box<str>>,
-    /// Keyed by bytes so that names recorded as text are found without validating their
-    /// UTF-8 again (validation was a third of the collector's work per text sample); only a
-    /// new name is validated. Invalid UTF-8 keys its lossy replacement's index.
-    string_ids: FastMap<Box<[u8]>, StrIdx>,
+    pub(crate) strings: StringTable,
     pub(crate) sample_types: Vec<(StrIdx, StrIdx)>,
     pub(crate) period: Option<((StrIdx, StrIdx), i64)>,
     pub(crate) comments: Vec<StrIdx>,
@@ -81,8 +78,7 @@ impl ProfileBuilder {
         let mut b = ProfileBuilder {
             start,
             n_values: sample_types.len(),
-            strings: Vec::new(),
-            string_ids: fast_map(),
+            strings: StringTable::new(),
             sample_types: Vec::new(),
             period: None,
             comments: Vec::new(),
@@ -117,33 +113,13 @@ impl ProfileBuilder {
     }
 
     pub fn intern(&mut self, s: &str) -> StrIdx {
-        if let Some(&i) = self.string_ids.get(s.as_bytes()) {
-            return i;
-        }
-        self.push_string(s)
+        self.strings.intern(s)
     }
 
-    #[cold]
-    fn push_string(&mut self, s: &str) -> StrIdx {
-        let i = self.strings.len() as StrIdx;
-        self.strings.push(s.into());
-        self.string_ids.insert(s.as_bytes().into(), i);
-        i
-    }
-
-    /// Interns bytes, replacing invalid UTF-8 lossily.
+    /// Interns bytes, replacing invalid UTF-8 lossily (names recorded as text are found
+    /// without validating their UTF-8 again; only a new name is validated).
     pub fn intern_bytes(&mut self, b: &[u8]) -> StrIdx {
-        if let Some(&i) = self.string_ids.get(b) {
-            return i;
-        }
-        match std::str::from_utf8(b) {
-            Ok(s) => self.push_string(s),
-            Err(_) => {
-                let i = self.intern(&String::from_utf8_lossy(b));
-                self.string_ids.insert(b.into(), i);
-                i
-            }
-        }
+        self.strings.intern_bytes(b)
     }
 
     pub fn add_comment(&mut self, s: &str) {

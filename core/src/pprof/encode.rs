@@ -270,7 +270,7 @@ pub(crate) fn encode_spilling(
         uint_field(out, 4, file as u64);
         spill_if_full(out, spill_at, spill)?;
     }
-    for s in &p.strings {
+    for s in p.strings.iter() {
         len_prefix(out, 6, s.len());
         out.extend_from_slice(s.as_bytes());
         spill_if_full(out, spill_at, spill)?;
