@@ -8,7 +8,7 @@ mod support;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use forkprof::{ChildPolicy, Compression, Config, Frame, FrameIds, Profiler, Sample};
+use forkprof::{ChildPolicy, Frame, FrameIds, Profiler, Sample};
 use forkprof_core::hooks::{self, Point};
 use support::*;
 
@@ -27,13 +27,7 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
     let _serial = serial();
     let _w = Watchdog::new("four concurrent prepares", Duration::from_secs(60));
     let dir = TempDir::new("concurrent");
-    let cfg = Config::builder(SERVICE)
-        .sample_type("samples", "count")
-        .child_policy(ChildPolicy::Restart)
-        .output_dir(dir.path(), Compression::Gzip)
-        .build()
-        .unwrap();
-    let p = Profiler::start(cfg).unwrap();
+    let p = Profiler::start(file_config(SERVICE, dir.path(), ChildPolicy::Restart)).unwrap();
     let id_frames = [FrameIds {
         function: forkprof::intern("parent_ids_work").unwrap(),
         file: forkprof::intern("p.rs").unwrap(),

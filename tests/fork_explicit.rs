@@ -7,17 +7,11 @@ mod support;
 use std::time::Duration;
 
 use forkprof::fork::{after_fork_child, after_fork_parent, before_fork};
-use forkprof::{ChildPolicy, Compression, Config, Error, Frame, Profiler, Sample};
+use forkprof::{ChildPolicy, Error, Frame, Profiler, Sample};
 use support::*;
 
 fn start(dir: &std::path::Path, policy: ChildPolicy) -> Profiler {
-    let cfg = Config::builder("explicit")
-        .sample_type("samples", "count")
-        .child_policy(policy)
-        .output_dir(dir, Compression::Gzip)
-        .build()
-        .unwrap();
-    Profiler::start(cfg).unwrap()
+    Profiler::start(file_config("explicit", dir, policy)).unwrap()
 }
 
 #[test]

@@ -73,13 +73,7 @@ fn failed_fork_runs_the_parent_half_and_leaves_everything_usable() {
     let _serial = serial();
     let _w = Watchdog::new("failed fork", Duration::from_secs(60));
     let dir = TempDir::new("forkfail");
-    let cfg = Config::builder(SERVICE)
-        .sample_type("samples", "count")
-        .child_policy(ChildPolicy::Restart)
-        .output_dir(dir.path(), Compression::Gzip)
-        .build()
-        .unwrap();
-    let p = Profiler::start(cfg).unwrap();
+    let p = Profiler::start(file_config(SERVICE, dir.path(), ChildPolicy::Restart)).unwrap();
     let f = [Frame::new("parent_work", "p.rs", 1)];
     let mut recorded = 0;
     for _ in 0..100 {

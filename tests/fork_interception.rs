@@ -55,13 +55,7 @@ static PLATFORM: InterceptionOnLinux = InterceptionOnLinux;
 const SERVICE: &str = "intercepted";
 
 fn start(dir: &std::path::Path, policy: ChildPolicy) -> Profiler {
-    let cfg = Config::builder(SERVICE)
-        .sample_type("samples", "count")
-        .child_policy(policy)
-        .output_dir(dir, Compression::Gzip)
-        .build()
-        .unwrap();
-    Profiler::start_on(cfg, &PLATFORM).unwrap()
+    Profiler::start_on(file_config(SERVICE, dir, policy), &PLATFORM).unwrap()
 }
 
 #[test]

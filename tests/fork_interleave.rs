@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forkprof::{ChildPolicy, Compression, Config, Frame, FrameIds, Profiler, Sample};
+use forkprof::{ChildPolicy, Frame, FrameIds, Profiler, Sample};
 use forkprof_core::hooks::{self, Point};
 use support::*;
 
@@ -30,13 +30,7 @@ impl Drop for ReleaseOnDrop {
 }
 
 fn start(dir: &std::path::Path) -> Profiler {
-    let cfg = Config::builder(SERVICE)
-        .sample_type("samples", "count")
-        .child_policy(ChildPolicy::Restart)
-        .output_dir(dir, Compression::Gzip)
-        .build()
-        .unwrap();
-    Profiler::start(cfg).unwrap()
+    Profiler::start(file_config(SERVICE, dir, ChildPolicy::Restart)).unwrap()
 }
 
 fn ids(function: &str, file: &str) -> [FrameIds; 1] {

@@ -4,17 +4,11 @@ mod support;
 
 use std::time::Duration;
 
-use forkprof::{ChildPolicy, Compression, Config, Frame, Profiler, Sample};
+use forkprof::{ChildPolicy, Frame, Profiler, Sample};
 use support::*;
 
 fn start(dir: &std::path::Path, policy: ChildPolicy) -> Profiler {
-    let cfg = Config::builder("forked")
-        .sample_type("samples", "count")
-        .child_policy(policy)
-        .output_dir(dir, Compression::Gzip)
-        .build()
-        .unwrap();
-    Profiler::start(cfg).unwrap()
+    Profiler::start(file_config("forked", dir, policy)).unwrap()
 }
 
 #[test]

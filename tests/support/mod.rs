@@ -302,3 +302,14 @@ pub fn spawn_recorder(
         n
     })
 }
+
+/// The configuration most fork tests share: one `samples`/`count` column, gzip files in `dir`,
+/// child policy `policy`.
+pub fn file_config(service: &str, dir: &Path, policy: forkprof::ChildPolicy) -> forkprof::Config {
+    forkprof::Config::builder(service)
+        .sample_type("samples", "count")
+        .child_policy(policy)
+        .output_dir(dir, forkprof::Compression::Gzip)
+        .build()
+        .unwrap()
+}
