@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use forkprof::{ChildPolicy, Frame, FrameIds, Profiler, Sample};
-use forkprof_core::hooks::{self, Point};
+use forkprof_core::pause_points::{self, Point};
 use support::*;
 
 const SERVICE: &str = "concurrent";
@@ -18,7 +18,7 @@ const FORKERS: usize = 4;
 struct ReleaseOnDrop;
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        hooks::release();
+        pause_points::release();
     }
 }
 
@@ -42,10 +42,10 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
     };
 
     let _release = ReleaseOnDrop;
-    hooks::arm(Point::InternResolve);
+    pause_points::arm(Point::HoldingStringTableToResolve);
     p.record(&Sample::with_ids(&id_frames, &[1])).unwrap();
     p.flush().unwrap();
-    assert!(hooks::wait_arrived(Duration::from_secs(10)));
+    assert!(pause_points::wait_arrived(Duration::from_secs(10)));
 
     let go = Arc::new(Barrier::new(FORKERS + 1));
     let forkers: Vec<_> = (0..FORKERS)
@@ -83,7 +83,7 @@ fn four_prepares_in_flight_at_once_and_nothing_is_lost() {
         }
         std::thread::yield_now();
     }
-    hooks::release();
+    pause_points::release();
     for f in forkers {
         let (pid, latency) = f.join().unwrap();
         eprintln!("fork {pid}: {latency:?} (includes the wait for the held string table)");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forkprof::{ChildPolicy, Frame, FrameIds, Profiler, Sample};
-use forkprof_core::hooks::{self, Point};
+use forkprof_core::pause_points::{self, Point};
 use support::*;
 
 const SERVICE: &str = "interleave";
@@ -25,7 +25,7 @@ const CHILD_SAMPLES: i64 = 40;
 struct ReleaseOnDrop;
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        hooks::release();
+        pause_points::release();
     }
 }
 
@@ -84,7 +84,7 @@ fn scenario(point: Point) {
     record(100);
 
     let _release = ReleaseOnDrop;
-    hooks::arm(point);
+    pause_points::arm(point);
     // Give the armed thread a reason to come by: samples to drain (BufferSwap), ids to resolve
     // (InternResolve), a profile to queue and export (QueuePush, QueuePop, Export).
     record(10);
@@ -98,13 +98,13 @@ fn scenario(point: Point) {
     let fresh = 1i64;
     p.flush().unwrap();
     assert!(
-        hooks::wait_arrived(Duration::from_secs(10)),
+        pause_points::wait_arrived(Duration::from_secs(10)),
         "no profiler thread reached {point:?}"
     );
 
     // With the string table held, prepare must wait for it: a helper releases the point once
     // this thread's prepare is in flight, and the fork may only return after that.
-    let prepare_waits = point == Point::InternResolve;
+    let prepare_waits = point == Point::HoldingStringTableToResolve;
     let forked = Arc::new(AtomicBool::new(false));
     let helper = prepare_waits.then(|| {
         let forked = forked.clone();
@@ -119,7 +119,7 @@ fn scenario(point: Point) {
                 "fork returned while the string table was held"
             );
             let released = Instant::now();
-            hooks::release();
+            pause_points::release();
             released
         })
     });
@@ -145,7 +145,7 @@ fn scenario(point: Point) {
             // Still held: the fork completed while the profiler thread sat in its critical
             // section (a prepare that waited for it would have hung the watchdog instead).
             eprintln!("{point:?}: fork completed in {latency:?} with the thread still held");
-            hooks::release();
+            pause_points::release();
         }
     }
     expect_exit_0(pid, "child forked mid critical section");
@@ -182,25 +182,25 @@ fn scenario(point: Point) {
 
 #[test]
 fn fork_while_collector_holds_a_buffer_shard() {
-    scenario(Point::BufferSwap);
+    scenario(Point::HoldingShardToSwap);
 }
 
 #[test]
 fn fork_while_collector_holds_the_string_table() {
-    scenario(Point::InternResolve);
+    scenario(Point::HoldingStringTableToResolve);
 }
 
 #[test]
 fn fork_while_collector_holds_the_export_queue() {
-    scenario(Point::QueuePush);
+    scenario(Point::HoldingQueueToPush);
 }
 
 #[test]
 fn fork_while_uploader_holds_the_export_queue() {
-    scenario(Point::QueuePop);
+    scenario(Point::HoldingQueueToPop);
 }
 
 #[test]
 fn fork_while_uploader_is_inside_the_exporter() {
-    scenario(Point::Export);
+    scenario(Point::InsideExport);
 }

@@ -10,7 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use forkprof::{ChildPolicy, Compression, Config, Frame, FrameIds, Profiler, Sample};
-use forkprof_core::hooks::{self, Point};
+use forkprof_core::pause_points::{self, Point};
 use support::*;
 
 const SERVICE: &str = "unobserved";
@@ -18,7 +18,7 @@ const SERVICE: &str = "unobserved";
 struct ReleaseOnDrop;
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        hooks::release();
+        pause_points::release();
     }
 }
 
@@ -111,11 +111,11 @@ fn scenario(what: &str, unobserved_fork: impl FnOnce() -> libc::pid_t) {
 
     // 1. The collector stops inside the string table lock.
     let _release = ReleaseOnDrop;
-    hooks::arm(Point::InternResolve);
+    pause_points::arm(Point::HoldingStringTableToResolve);
     p.record(&Sample::with_ids(&id_frames, &[1])).unwrap();
     recorded += 1;
     p.flush().unwrap();
-    assert!(hooks::wait_arrived(Duration::from_secs(10)));
+    assert!(pause_points::wait_arrived(Duration::from_secs(10)));
 
     // 2. Another thread forks (observed): its prepare takes CONTROL, then waits for the table.
     let p2 = p.clone();
@@ -163,7 +163,7 @@ fn scenario(what: &str, unobserved_fork: impl FnOnce() -> libc::pid_t) {
     );
 
     // 4. Let the observed fork finish; the parent carries on with exact totals.
-    hooks::release();
+    pause_points::release();
     let observed_pid = observed.join().unwrap();
     expect_exit_0(observed_pid, "observed child");
     for _ in 0..50 {

@@ -16,11 +16,18 @@ mod fork_memory_macos;
 #[cfg(target_os = "macos")]
 mod mach_clock;
 mod strategy;
+#[cfg(target_os = "macos")]
+mod thread_name_macos;
 
 #[cfg(not(target_os = "macos"))]
 use forkprof_backend_posix::clock;
 #[cfg(target_os = "macos")]
 use mach_clock as clock;
+
+#[cfg(not(target_os = "macos"))]
+use forkprof_backend_posix::thread_name;
+#[cfg(target_os = "macos")]
+use thread_name_macos as thread_name;
 
 #[cfg(not(target_os = "macos"))]
 use fork_memory_host as fork_memory;

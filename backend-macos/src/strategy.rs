@@ -126,6 +126,9 @@ impl Platform for Macos {
     fn monotonic_ns(&self) -> u64 {
         clock::monotonic_ns()
     }
+    fn name_current_thread(&self, name: &std::ffi::CStr) {
+        crate::thread_name::set(name)
+    }
     unsafe fn exclude_from_fork(&self, addr: *mut u8, len: usize) -> bool {
         // SAFETY: the caller's contract is `fork_memory::exclude`'s.
         unsafe { fork_memory::exclude(addr, len) }

@@ -10,4 +10,6 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub mod sentinel;
 #[cfg(target_os = "linux")]
+pub mod thread_name;
+#[cfg(target_os = "linux")]
 pub use linux::LinuxAtfork;

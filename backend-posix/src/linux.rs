@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 
 use forkprof_core::{ForkStrategy, Platform, Result};
 
-use crate::{atfork, clock, sentinel};
+use crate::{atfork, clock, sentinel, thread_name};
 
 pub struct LinuxAtfork {
     name: &'static str,
@@ -36,6 +36,9 @@ impl Platform for LinuxAtfork {
     }
     fn monotonic_ns(&self) -> u64 {
         clock::monotonic_ns()
+    }
+    fn name_current_thread(&self, name: &std::ffi::CStr) {
+        thread_name::set(name)
     }
     unsafe fn exclude_from_fork(&self, addr: *mut u8, len: usize) -> bool {
         // SAFETY: the caller guarantees a page-aligned range it owns and that no child touches.

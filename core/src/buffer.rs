@@ -5,7 +5,8 @@
 //! the lock and reads the full one outside it. A host thread tries its own shard first and the
 //! others after it with `try_lock`, so `record()` never waits: if every shard is busy or full
 //! the sample is dropped and counted. Nothing is allocated after start, and forked children do
-//! not inherit the region (see `region.rs`).
+//! not inherit the region (see `region.rs`) where the platform can reveal any fork before a
+//! host thread writes (a wipe-on-fork sentinel).
 
 use std::cell::Cell;
 use std::mem::MaybeUninit;
@@ -71,7 +72,16 @@ impl SampleBuffer {
     /// the halves being filled and the halves being read). `None` if the memory cannot be had.
     pub fn new(capacity: usize, platform: &'static dyn Platform) -> Option<Self> {
         let shard_capacity = (capacity / SHARDS).max(1024);
-        let region = ForkLocalRegion::new(2 * SHARDS * shard_capacity, platform)?;
+        // Host threads write here before they know their process is a child. With a sentinel
+        // a child nobody told about its fork sees it before its first write; without one it
+        // sees it only at a pid check (every 64 records), so the buffer must stay mapped in
+        // children: they write into their own copy, which nobody reads.
+        let len = 2 * SHARDS * shard_capacity;
+        let region = if crate::fork::has_sentinel() {
+            ForkLocalRegion::new(len, platform)?
+        } else {
+            ForkLocalRegion::inherited(len, platform)?
+        };
         let shards = (0..SHARDS)
             .map(|_| CachePadded::new(BriefLock::new(Shard { active: 0, len: 0 })))
             .collect();
@@ -151,7 +161,7 @@ impl SampleBuffer {
                 if shard.len == 0 {
                     continue;
                 }
-                crate::hooks::pause_point(crate::hooks::Point::BufferSwap);
+                crate::pause_points::pause_point(crate::pause_points::Point::HoldingShardToSwap);
                 let full = (shard.active, shard.len);
                 shard.active ^= 1;
                 shard.len = 0;

@@ -12,11 +12,10 @@ use std::time::{Instant, SystemTime};
 use crate::compress::Compressor;
 use crate::config::Config;
 use crate::export::EncodedProfile;
-use crate::hooks::{pause_point, Point};
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
 use crate::sample::{LabelValue, StrId};
-use crate::session::{set_activity, Activity, Session};
+use crate::session::{Activity, Session};
 use crate::wire::{self, RecordFrame};
 
 /// The next profile's sequence number. Per process, not per session: exporters name profiles
@@ -142,28 +141,29 @@ fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
 }
 
 pub(crate) fn run(s: Arc<Session>) {
-    let cfg = s.config.clone();
+    s.check_in();
+    let cfg = s.config().clone();
     let compression = cfg.exporter.compression();
     let mut compressor = Compressor::new();
-    let mut builder = new_builder(&cfg, s.pid);
+    let mut builder = new_builder(&cfg, s.pid());
     let mut period_start = Instant::now();
     let mut ids = IdCache::default();
     let mut scratch = Scratch::default();
     let mut flush_seen = 0;
     loop {
-        s.wake_pending.store(false, Ordering::Release);
-        let stopping = s.stopping.load(Ordering::Acquire);
+        s.begin_collector_turn();
+        let stopping = s.is_stopping();
         if stopping {
             // This is the last drain: records that come after it must not be counted stored.
-            s.buffer.close();
+            s.buffer().close();
         }
-        let flush = s.flush_requested.load(Ordering::Acquire);
-        set_activity(&s.collector_activity, Activity::Draining);
-        s.buffer
+        let flush = s.flush_requested();
+        s.set_collector_activity(Activity::Draining);
+        s.buffer()
             .drain(|bytes| ingest(bytes, &mut builder, &mut ids, &mut scratch));
         let due = period_start.elapsed() >= cfg.period;
         if due || flush != flush_seen || stopping {
-            let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid));
+            let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid()));
             period_start = Instant::now();
             ids.slots.clear();
             let new_flush = flush != flush_seen;
@@ -178,12 +178,12 @@ pub(crate) fn run(s: Arc<Session>) {
                     start: finished.start,
                     end: SystemTime::now(),
                     seq: u64::MAX,
-                    pid: s.pid,
+                    pid: s.pid(),
                     samples: 0,
                     flush_ticket: flush,
                 })
             } else {
-                set_activity(&s.collector_activity, Activity::Encoding);
+                s.set_collector_activity(Activity::Encoding);
                 let end = SystemTime::now();
                 let mut bytes = Vec::new();
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
@@ -193,57 +193,34 @@ pub(crate) fn run(s: Arc<Session>) {
                 let (start, samples) = (finished.start, finished.sample_count());
                 drop(finished);
                 match compressed {
-                    Ok(()) => {
-                        let p = EncodedProfile {
-                            bytes,
-                            compression,
-                            start,
-                            end,
-                            seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
-                            pid: s.pid,
-                            samples,
-                            flush_ticket: flush,
-                        };
-                        Some(p)
-                    }
+                    Ok(()) => Some(EncodedProfile {
+                        bytes,
+                        compression,
+                        start,
+                        end,
+                        seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
+                        pid: s.pid(),
+                        samples,
+                        flush_ticket: flush,
+                    }),
                     Err(_) => {
-                        s.counters.encode_failures.fetch_add(1, Ordering::Relaxed);
+                        s.counters().encode_failures.fetch_add(1, Ordering::Relaxed);
                         None
                     }
                 }
             };
             if let Some(p) = profile {
-                set_activity(&s.collector_activity, Activity::Enqueueing);
-                enqueue(&s, p);
+                s.set_collector_activity(Activity::Enqueueing);
+                s.push_profile(p);
             }
         }
         if stopping {
             break;
         }
-        set_activity(&s.collector_activity, Activity::Idle);
+        s.set_collector_activity(Activity::Idle);
         let until_rotation = cfg.period.saturating_sub(period_start.elapsed());
-        if !s.wake_pending.load(Ordering::Acquire) {
-            std::thread::park_timeout(cfg.drain_interval.min(until_rotation));
-        }
+        s.collector_sleep(cfg.drain_interval.min(until_rotation));
     }
-    set_activity(&s.collector_activity, Activity::Finished);
-    s.collector_done.store(true, Ordering::Release);
-    s.wake_uploader();
-}
-
-fn enqueue(s: &Session, p: EncodedProfile) {
-    {
-        let mut q = s.queue.lock();
-        pause_point(Point::QueuePush);
-        if q.len() >= s.config.max_pending_profiles {
-            if let Some(old) = q.pop_front() {
-                if old.seq != u64::MAX {
-                    s.counters.profiles_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                // Its flush waiters are answered by this newer profile's ticket.
-            }
-        }
-        q.push_back(p);
-    }
-    s.wake_uploader();
+    s.set_collector_activity(Activity::Finished);
+    s.collector_finished();
 }

@@ -57,7 +57,7 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
 pub fn resolve(id: StrId) -> Option<&'static str> {
     let table = TABLE.lock();
     // Inside the lock, so a test held here really holds the string table across a fork.
-    crate::hooks::pause_point(crate::hooks::Point::InternResolve);
+    crate::pause_points::pause_point(crate::pause_points::Point::HoldingStringTableToResolve);
     table.by_id.get(id.0 as usize).copied()
 }
 

@@ -49,6 +49,10 @@ pub trait Platform: Sync + 'static {
         false
     }
 
+    /// Names the calling thread for debuggers and `top -H` (forkprof's own threads call it
+    /// first thing). A no-op where the platform has no way.
+    fn name_current_thread(&self, _name: &std::ffi::CStr) {}
+
     /// Undoes [`Platform::exclude_from_fork`].
     ///
     /// # Safety

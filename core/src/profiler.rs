@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use crate::buffer::Push;
 use crate::config::{ChildPolicy, Config};
 use crate::error::{Error, Result};
-use crate::fork::{self, ForkAware, CONTROL};
+use crate::fork::restart::{self, ForkAware, RestartGate};
+use crate::fork::{self, CONTROL};
 use crate::platform::Platform;
 use crate::sample::{Sample, StrId};
 use crate::session::{Activity, Session};
-use crate::stats::Stats;
+use crate::stats::{Disabled, Stats};
 use crate::wire;
 
 const RUNNING: u8 = 0;
@@ -30,10 +31,9 @@ struct Shared {
     /// `Arc::into_raw` of the current process's session; never null.
     session: AtomicPtr<Session>,
     state: AtomicU8,
-    /// 1 + the fork generation a thread is restarting this profiler for, 0 when none. Tagged
-    /// with the generation rather than a boolean: a grandchild forked while its parent was
-    /// mid-restart inherits the mark, and must not mistake it for a restart of its own.
-    restarting: AtomicU64,
+    /// Why the state is DISABLED (a `Disabled` code; 0 otherwise).
+    disabled: AtomicU8,
+    restarting: RestartGate,
     ignored: AtomicU64,
 }
 
@@ -56,11 +56,31 @@ impl Shared {
     /// `None` when the profiler does not record here.
     fn current(&self) -> Option<&Session> {
         let gen = fork::generation_checked()?;
-        if self.session().generation != gen {
+        if self.session().generation() != gen {
             self.restart_after_fork();
         }
         let s = self.session();
-        (s.generation == gen && self.state.load(Ordering::Acquire) == RUNNING).then_some(s)
+        (s.generation() == gen && self.state.load(Ordering::Acquire) == RUNNING).then_some(s)
+    }
+
+    /// Turns profiling off in this process for `why`. The session (if it is this process's)
+    /// is asked to stop, so its threads end on their own.
+    #[cold]
+    fn disable(&self, why: Disabled) {
+        if self
+            .state
+            .compare_exchange(RUNNING, DISABLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.disabled.store(why as u8, Ordering::Release);
+        }
+    }
+
+    fn disabled_reason(&self) -> Option<Disabled> {
+        if fork::is_unobserved_child() {
+            return Some(Disabled::UnobservedFork);
+        }
+        Disabled::from_code(self.disabled.load(Ordering::Acquire))
     }
 
     #[cold]
@@ -89,9 +109,9 @@ impl Shared {
         let (kept, omitted) = wire::kept_frames(sample.stack.len(), self.max_depth);
         let len = wire::encoded_len(sample, kept);
         let (result, wake) = s
-            .buffer
+            .buffer()
             .push(len, |out| wire::encode(sample, kept, omitted, out));
-        let c = &s.counters;
+        let c = s.counters();
         match result {
             Push::Stored => {
                 c.samples_recorded.fetch_add(1, Ordering::Relaxed);
@@ -110,76 +130,60 @@ impl Shared {
                 self.ignored.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if wake {
-            s.wake_collector();
+        if wake && !s.wake_collector() {
+            self.disable(Disabled::ThreadsDidNotStart);
         }
         Ok(())
     }
 }
 
 impl ForkAware for Shared {
+    /// Steps 2–4 of `fork/restart.rs`.
     fn restart_after_fork(&self) {
         let Some(gen) = fork::generation_checked() else {
             return;
         };
-        if self.session().generation == gen || self.state.load(Ordering::Acquire) != RUNNING {
+        if self.session().generation() == gen || self.state.load(Ordering::Acquire) != RUNNING {
             return;
         }
         if fork::check_not_mid_fork().is_err() {
             return; // this thread holds CONTROL for a fork; the next call restarts
         }
         if self.config.child_policy == ChildPolicy::Disable {
-            self.state.store(DISABLED, Ordering::Release);
+            self.disable(Disabled::ChildPolicy);
             return;
         }
-        let tag = gen + 1;
-        let prev = self.restarting.load(Ordering::Acquire);
-        if prev == tag
-            || self
-                .restarting
-                .compare_exchange(prev, tag, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        let Some(_ticket) = self.restarting.enter(gen) else {
             return; // another thread of this child is restarting it
-        }
-        match Session::start(self.config.clone(), self.platform, gen, std::process::id()) {
+        };
+        match restart::start_child_session(&self.config, self.platform, gen) {
             Ok(new) => {
                 let _order = CONTROL.lock();
                 if self.state.load(Ordering::Acquire) != RUNNING {
                     // `stop()` ran on another thread while this session was being built: it
                     // never becomes the profiler's, so nobody else would end its threads.
-                    new.stopping.store(true, Ordering::Release);
-                    new.wake_pending.store(true, Ordering::Release);
-                    if let Some(t) = new.collector.get() {
-                        t.unpark();
-                    }
+                    new.request_stop();
                 } else {
                     // The previous session is the parent's: overwrite the pointer, never drop it.
                     self.session
                         .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
                 }
             }
-            Err(_) => self.state.store(DISABLED, Ordering::Release),
+            Err(why) => self.disable(why),
         }
-        self.restarting.store(0, Ordering::Release);
     }
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         let ptr = *self.session.get_mut();
-        let ours = fork::generation_checked() == Some(self.session().generation);
+        let ours = fork::generation_checked() == Some(self.session().generation());
         if !ours {
             return; // inherited from a parent process: leak it
         }
         if self.state.swap(STOPPED, Ordering::AcqRel) == RUNNING {
             fork::remove_user();
-            let s = self.session();
-            s.stopping.store(true, Ordering::Release);
-            s.wake_pending.store(true, Ordering::Release);
-            if let Some(t) = s.collector.get() {
-                t.unpark();
-            }
+            self.session().request_stop();
         }
         // SAFETY: `ptr` came from `Arc::into_raw` in this process and this is its last use.
         drop(unsafe { Arc::from_raw(ptr) });
@@ -191,16 +195,15 @@ impl Profiler {
     pub fn start_on(config: Config, platform: &'static dyn Platform) -> Result<Profiler> {
         fork::check_not_mid_fork()?;
         if fork::is_unobserved_child() {
-            return Err(Error::NotRunning {
-                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
-            });
+            return Err(fork::unobserved_error());
         }
         fork::install(platform)?;
         // Count ourselves before taking any lock, so a concurrent fork's prepare sees us.
         fork::add_user();
         let config = Arc::new(config);
         let gen = fork::generation_checked().unwrap_or(0);
-        let session = match Session::start(config.clone(), platform, gen, std::process::id()) {
+        let session = match crate::workers::start(config.clone(), platform, gen, std::process::id())
+        {
             Ok(s) => s,
             Err(e) => {
                 fork::remove_user();
@@ -214,15 +217,11 @@ impl Profiler {
             platform,
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
-            restarting: AtomicU64::new(0),
+            disabled: AtomicU8::new(0),
+            restarting: RestartGate::default(),
             ignored: AtomicU64::new(0),
         });
-        {
-            let mut reg = CONTROL.lock();
-            reg.retain(|w| w.strong_count() > 0);
-            let weak: Weak<dyn ForkAware> = Arc::downgrade(&shared) as Weak<dyn ForkAware>;
-            reg.push(weak);
-        }
+        restart::register(Arc::downgrade(&shared) as Weak<dyn ForkAware>);
         Ok(Profiler { shared })
     }
 
@@ -237,7 +236,7 @@ impl Profiler {
             return Ok(());
         };
         let s = sh.session();
-        if s.generation != gen {
+        if s.generation() != gen {
             return sh.record_after_fork(sample);
         }
         if sh.state.load(Ordering::Relaxed) != RUNNING {
@@ -259,18 +258,19 @@ impl Profiler {
     pub fn flush_sync(&self, timeout: Duration) -> Result<()> {
         let s = self.running_session()?;
         let ticket = s.request_flush();
-        if s.flushed.wait_for(ticket, Instant::now() + timeout) {
-            Ok(())
-        } else {
-            Err(Error::Timeout {
-                what: "flush: the exporter has not handled the profile yet",
-            })
+        let result = s.wait_flushed(ticket, Instant::now() + timeout);
+        if let Some(why) = s.startup_failure() {
+            self.shared.disable(why);
         }
+        result
     }
 
     fn running_session(&self) -> Result<&Session> {
-        self.shared.current().ok_or(Error::NotRunning {
-            reason: "stopped, or disabled in this process (child policy Disable, or an unobserved fork)",
+        self.shared.current().ok_or_else(|| Error::NotRunning {
+            reason: match self.shared.disabled_reason() {
+                Some(why) => why.as_str(),
+                None => "stopped",
+            },
         })
     }
 
@@ -283,9 +283,7 @@ impl Profiler {
             // An unobserved child: CONTROL may be held forever by a thread that does not
             // exist here (a prepare handler or a start/stop mid-way in the parent), so touch
             // no lock at all. Nothing of this process's runs to be stopped.
-            return Err(Error::NotRunning {
-                reason: "this process was forked without forkprof's fork hooks (e.g. _Fork or clone); profiling is off in it",
-            });
+            return Err(fork::unobserved_error());
         };
         fork::check_not_mid_fork()?;
         let deadline = Instant::now() + timeout;
@@ -294,23 +292,35 @@ impl Profiler {
         // this (and it is shut down here) or sees STOPPED and ends that session itself. Only a
         // session started in this process has threads to stop; a child that never restarted
         // has nothing of its own (and must not touch the parent's session).
-        let ours = {
+        let (ours, was) = {
             let _order = CONTROL.lock();
-            if sh.state.swap(STOPPED, Ordering::AcqRel) != RUNNING {
-                return Err(Error::NotRunning {
-                    reason: "already stopped or disabled",
-                });
-            }
-            gen == sh.session().generation
+            let was = sh.state.swap(STOPPED, Ordering::AcqRel);
+            (gen == sh.session().generation(), was)
         };
+        if was == STOPPED {
+            return Err(Error::NotRunning {
+                reason: "already stopped",
+            });
+        }
         fork::remove_user();
-        {
-            let mut reg = CONTROL.lock();
-            let me = Arc::as_ptr(&self.shared) as *const ();
-            reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
+        restart::unregister(Arc::as_ptr(&self.shared) as *const ());
+        if was == DISABLED {
+            // Off in this process: nothing to write. A session this process started (its
+            // threads never came up, say) is asked to end, without waiting for it.
+            if ours {
+                sh.session().request_stop();
+            }
+            return Err(Error::NotRunning {
+                reason: sh.disabled_reason().map_or("disabled", Disabled::as_str),
+            });
         }
         if ours {
-            sh.session().shut_down(deadline)?;
+            if let Err(e) = sh.session().shut_down(deadline) {
+                if let Some(why) = sh.session().startup_failure() {
+                    sh.disabled.store(why as u8, Ordering::Release);
+                }
+                return Err(e);
+            }
         }
         Ok(self.stats())
     }
@@ -319,13 +329,18 @@ impl Profiler {
     pub fn stats(&self) -> Stats {
         let sh = &*self.shared;
         let ignored = sh.ignored.load(Ordering::Relaxed);
+        let disabled = sh.disabled_reason();
         match fork::generation_checked() {
-            Some(gen) if sh.session().generation == gen => {
-                sh.session().counters.snapshot(std::process::id(), ignored)
-            }
+            Some(gen) if sh.session().generation() == gen => Stats {
+                disabled,
+                ..sh.session()
+                    .counters()
+                    .snapshot(std::process::id(), ignored)
+            },
             _ => Stats {
                 pid: std::process::id(),
                 samples_ignored: ignored,
+                disabled,
                 ..Stats::default()
             },
         }
@@ -353,9 +368,7 @@ impl Profiler {
 pub fn intern_on(name: &[u8], platform: &'static dyn Platform) -> Result<StrId> {
     fork::check_not_mid_fork()?;
     if fork::is_unobserved_child() {
-        return Err(Error::NotRunning {
-            reason: "this process was forked without forkprof's fork hooks",
-        });
+        return Err(fork::unobserved_error());
     }
     fork::install(platform)?;
     fork::note_intern_use();

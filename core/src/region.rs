@@ -25,7 +25,7 @@ unsafe impl Send for ForkLocalRegion {}
 // SAFETY: as above.
 unsafe impl Sync for ForkLocalRegion {}
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if n > 0 {
@@ -39,6 +39,16 @@ impl ForkLocalRegion {
     /// `len` bytes (rounded up to whole pages), zeroed, excluded from children if the
     /// platform can. `None` if the allocation fails.
     pub fn new(len: usize, platform: &'static dyn Platform) -> Option<ForkLocalRegion> {
+        Self::map(len, platform, true)
+    }
+
+    /// Like [`ForkLocalRegion::new`], but inherited by children as ordinary memory is: for
+    /// memory a child may still write to before it learns that it is a child.
+    pub fn inherited(len: usize, platform: &'static dyn Platform) -> Option<ForkLocalRegion> {
+        Self::map(len, platform, false)
+    }
+
+    fn map(len: usize, platform: &'static dyn Platform, exclude: bool) -> Option<ForkLocalRegion> {
         let page = page_size();
         let size = len.max(1).div_ceil(page) * page;
         // A fresh anonymous mapping, not `alloc_zeroed`: with page alignment the std allocator
@@ -62,7 +72,7 @@ impl ForkLocalRegion {
         let ptr = NonNull::new(p.cast::<MaybeUninit<u8>>())?;
         // SAFETY: a page-aligned allocation we own, that no child touches (see the module doc),
         // and `Drop` re-includes it before freeing.
-        let excluded = unsafe { platform.exclude_from_fork(ptr.as_ptr().cast(), size) };
+        let excluded = exclude && unsafe { platform.exclude_from_fork(ptr.as_ptr().cast(), size) };
         Some(ForkLocalRegion {
             ptr,
             size,

@@ -1,22 +1,25 @@
-//! One process's running profiler: its buffer, counters, export queue and two threads.
+//! One process's running profiler: its buffer, counters, export queue, and what its two
+//! threads (collector and uploader) share with the host. State lives in private fields behind
+//! named operations, used by the host side (`profiler.rs`), the threads (`collector.rs`,
+//! `uploader.rs`) and the one place that starts them (`workers.rs`). This module imports none of
+//! those.
 //!
-//! A session belongs to the process that started it. After a fork the child never touches
-//! the parent's session beyond reading it (its threads do not exist there; its locks may be
-//! held forever): it leaks it and, under `Restart`, starts a session of its own.
+//! A session belongs to the process that started it. After a fork the child never touches its
+//! parent's session beyond reading it (its threads do not exist there; its locks may be held for
+//! ever): it leaks it and, under `Restart`, starts a session of its own.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::buffer::SampleBuffer;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::{EncodedProfile, ExportContext};
-use crate::platform::Platform;
-use crate::stats::Counters;
-use crate::sync::BriefLock;
+use crate::export::EncodedProfile;
+use crate::stats::{Counters, Disabled};
+use crate::sync::{BriefLock, Latch, Parker};
+use crate::thread::RawThread;
 
 /// What a profiler thread is doing right now: read by the torture watchdog to say where a
 /// hang is, written with a relaxed store at each step.
@@ -48,87 +51,51 @@ impl Activity {
     }
 }
 
-/// Signalled once, waited on with a deadline (used by `stop` and `flush_sync`).
-#[derive(Default)]
-pub(crate) struct Latch {
-    value: Mutex<u64>,
-    cond: Condvar,
-}
+/// How long a session's threads may take to reach their loops. A thread that has not by then
+/// is taken to be stuck on a lock inherited across fork (or never scheduled): the profiler turns
+/// itself off rather than let `stop` or `flush_sync` wait for it. A thread normally starts in
+/// well under a millisecond; the margin is for a machine that is heavily loaded.
+pub(crate) const START_GRACE: Duration = Duration::from_secs(2);
 
-impl Latch {
-    pub fn raise_to(&self, v: u64) {
-        let mut g = self.value.lock().unwrap_or_else(|e| e.into_inner());
-        if *g < v {
-            *g = v;
-        }
-        self.cond.notify_all();
-    }
-    pub fn wait_for(&self, v: u64, deadline: Instant) -> bool {
-        let mut g = self.value.lock().unwrap_or_else(|e| e.into_inner());
-        while *g < v {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = match self.cond.wait_timeout(g, deadline - now) {
-                Ok((g, _)) => g,
-                Err(e) => e.into_inner().0,
-            };
-        }
-        true
-    }
-}
+/// How long the uploader sleeps when the queue is empty before it looks again.
+pub(crate) const UPLOADER_IDLE_WAIT: Duration = Duration::from_millis(200);
 
 pub(crate) struct Session {
-    pub generation: u64,
-    pub pid: u32,
-    pub config: Arc<Config>,
-    pub buffer: SampleBuffer,
-    pub counters: Counters,
+    generation: u64,
+    pid: u32,
+    config: Arc<Config>,
+    started_at: Instant,
+    buffer: SampleBuffer,
+    counters: Counters,
     /// Bounded queue of finished profiles (oldest dropped when full).
-    pub queue: BriefLock<VecDeque<EncodedProfile>>,
-    pub stopping: AtomicBool,
-    pub wake_pending: AtomicBool,
-    pub flush_requested: AtomicU64,
+    queue: BriefLock<VecDeque<EncodedProfile>>,
+    stopping: AtomicBool,
+    wake_pending: AtomicBool,
+    flush_requested: AtomicU64,
     /// Highest flush ticket the uploader has finished with.
-    pub flushed: Latch,
-    /// 1 once the uploader thread has exited.
-    pub finished: Latch,
-    pub collector_done: AtomicBool,
-    pub collector_activity: AtomicU8,
-    pub uploader_activity: AtomicU8,
+    flushed: Latch,
+    /// How many of the two threads have reached their loops (`checked_in` mirrors it for
+    /// waiting; this one is read on the record path).
+    threads_in: AtomicU8,
+    checked_in: Latch,
+    /// 1 once the uploader thread has exited its loop.
+    finished: Latch,
+    collector_done: AtomicBool,
+    collector_activity: AtomicU8,
+    uploader_activity: AtomicU8,
     /// Set by `shut_down`: the uploader's hard limit for the exports still to do.
-    pub stop_deadline: OnceLock<Instant>,
-    pub collector: OnceLock<Thread>,
-    pub uploader: OnceLock<Thread>,
-    pub threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_deadline: OnceLock<Instant>,
+    collector_parker: Parker,
+    uploader_parker: Parker,
+    threads: BriefLock<Vec<RawThread>>,
 }
 
 impl Session {
-    /// Builds the exporter on the calling thread (so resolution and directory checks happen
-    /// here, never on a profiler thread) and spawns the collector and the uploader.
-    pub fn start(
-        config: Arc<Config>,
-        platform: &'static dyn Platform,
-        generation: u64,
-        pid: u32,
-    ) -> Result<Arc<Session>> {
-        let buffer = SampleBuffer::new(config.buffer_capacity, platform).ok_or_else(|| {
-            Error::config(
-                "buffer_capacity",
-                format!(
-                    "cannot allocate {} bytes for the sample buffer",
-                    2 * config.buffer_capacity
-                ),
-            )
-        })?;
-        let exporter = config.exporter.create(&ExportContext {
-            config: &config,
-            pid,
-        })?;
-        let session = Arc::new(Session {
+    pub fn new(config: Arc<Config>, buffer: SampleBuffer, generation: u64, pid: u32) -> Session {
+        Session {
             generation,
             pid,
+            started_at: Instant::now(),
             buffer,
             counters: Counters::default(),
             queue: BriefLock::new(VecDeque::with_capacity(config.max_pending_profiles)),
@@ -136,103 +103,45 @@ impl Session {
             wake_pending: AtomicBool::new(false),
             flush_requested: AtomicU64::new(0),
             flushed: Latch::default(),
+            threads_in: AtomicU8::new(0),
+            checked_in: Latch::default(),
             finished: Latch::default(),
             collector_done: AtomicBool::new(false),
-            collector_activity: AtomicU8::new(0),
-            uploader_activity: AtomicU8::new(0),
+            collector_activity: AtomicU8::new(Activity::Starting as u8),
+            uploader_activity: AtomicU8::new(Activity::Starting as u8),
             stop_deadline: OnceLock::new(),
-            collector: OnceLock::new(),
-            uploader: OnceLock::new(),
-            threads: Mutex::new(Vec::new()),
+            collector_parker: Parker::default(),
+            uploader_parker: Parker::default(),
+            threads: BriefLock::new(Vec::new()),
             config,
-        });
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map_err(|e| Error::Os {
-                    call: "pthread_create",
-                    errno: e.raw_os_error().unwrap_or(0),
-                })
-        };
-        let s = session.clone();
-        let uploader = spawn(
-            "forkprof-upload",
-            Box::new(move || crate::uploader::run(s, exporter)),
-        )?;
-        let _ = session.uploader.set(uploader.thread().clone());
-        let s = session.clone();
-        let collector = match spawn(
-            "forkprof-collect",
-            Box::new(move || crate::collector::run(s)),
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                session.stopping.store(true, Ordering::Release);
-                session.collector_done.store(true, Ordering::Release);
-                uploader.thread().unpark();
-                return Err(e);
-            }
-        };
-        let _ = session.collector.set(collector.thread().clone());
-        if let Ok(mut t) = session.threads.lock() {
-            t.push(uploader);
-            t.push(collector);
-        }
-        Ok(session)
-    }
-
-    #[inline]
-    pub fn wake_collector(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            if let Some(t) = self.collector.get() {
-                t.unpark();
-            }
         }
     }
 
-    pub fn wake_uploader(&self) {
-        if let Some(t) = self.uploader.get() {
-            t.unpark();
-        }
+    // ---- what everyone reads ----
+
+    /// The fork generation of the process that started this session.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    /// Asks the collector to close the current profile now; returns the ticket to wait for.
-    pub fn request_flush(&self) -> u64 {
-        let ticket = self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
-        self.wake_pending.store(true, Ordering::Release);
-        if let Some(t) = self.collector.get() {
-            t.unpark();
-        }
-        ticket
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
-    /// Writes the last profile and lets both threads finish; joins them if they do by
-    /// `deadline`, otherwise leaves them to finish on their own.
-    pub fn shut_down(&self, deadline: Instant) -> Result<()> {
-        let _ = self.stop_deadline.set(deadline);
-        self.stopping.store(true, Ordering::Release);
-        self.wake_pending.store(true, Ordering::Release);
-        if let Some(t) = self.collector.get() {
-            t.unpark();
-        }
-        if !self.finished.wait_for(1, deadline) {
-            return Err(Error::Timeout { what: "stop: the exporter did not finish before the deadline; its thread is left to finish alone" });
-        }
-        let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        if self.generation != 0 {
-            // A forked child: its threads have done their work, but their exit can block for
-            // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
-            // resolver cleanup takes resolv_conf's global lock, held if another thread was
-            // inside getaddrinfo). Joining would turn that into a stop() that never returns, so
-            // the threads are left to exit alone.
-            drop(handles);
-            return Ok(());
-        }
-        for h in handles {
-            let _ = h.join();
-        }
-        Ok(())
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    pub fn buffer(&self) -> &SampleBuffer {
+        &self.buffer
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     pub fn activity(&self) -> [(&'static str, Activity); 2] {
@@ -247,10 +156,189 @@ impl Session {
             ),
         ]
     }
-}
 
-pub(crate) fn set_activity(slot: &AtomicU8, a: Activity) {
-    slot.store(a as u8, Ordering::Relaxed);
-}
+    // ---- the host's operations ----
 
-pub(crate) const UPLOADER_IDLE_WAIT: Duration = Duration::from_millis(200);
+    /// Hands the session the threads `workers::start` started for it.
+    pub fn adopt_threads(&self, threads: Vec<RawThread>) {
+        self.threads.lock().extend(threads);
+    }
+
+    /// Wakes the collector unless a wake is already on its way. Returns false if the session's
+    /// threads never started (see [`START_GRACE`]): the caller turns profiling off.
+    #[inline]
+    pub fn wake_collector(&self) -> bool {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.collector_parker.unpark();
+            return self.startup_failure().is_none();
+        }
+        true
+    }
+
+    /// Asks the collector to close the current profile now; returns the ticket to wait for.
+    pub fn request_flush(&self) -> u64 {
+        let ticket = self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake_pending.store(true, Ordering::Release);
+        self.collector_parker.unpark();
+        ticket
+    }
+
+    /// Waits until the uploader has handled flush `ticket` (and everything queued before it).
+    pub fn wait_flushed(&self, ticket: u64, deadline: Instant) -> Result<()> {
+        if let Some(why) = self.startup_failure() {
+            return Err(Error::NotRunning {
+                reason: why.as_str(),
+            });
+        }
+        if self.flushed.wait_for(ticket, deadline) {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                what: "flush: the exporter has not handled the profile yet",
+            })
+        }
+    }
+
+    /// The one way a session ends: the collector drains for the last time, writes the last
+    /// profile and exits; the uploader exports what is queued and exits. Returns at once.
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake_pending.store(true, Ordering::Release);
+        self.collector_parker.unpark();
+        self.uploader_parker.unpark();
+    }
+
+    /// [`Session::request_stop`], then waits until the last profile is exported and joins the
+    /// threads, all by `deadline`. An export still stuck then is left to finish alone.
+    pub fn shut_down(&self, deadline: Instant) -> Result<()> {
+        let _ = self.stop_deadline.set(deadline);
+        self.request_stop();
+        if !self
+            .checked_in
+            .wait_for(2, deadline.min(self.started_at + START_GRACE))
+        {
+            return Err(Error::NotRunning {
+                reason: Disabled::ThreadsDidNotStart.as_str(),
+            });
+        }
+        if !self.finished.wait_for(1, deadline) {
+            return Err(Error::Timeout {
+                what: "stop: the exporter did not finish before the deadline; its thread is left to finish alone",
+            });
+        }
+        let threads = std::mem::take(&mut *self.threads.lock());
+        if self.generation != 0 {
+            // A forked child: the threads have done their work, but their exit can block for
+            // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
+            // resolver clean-up takes resolv_conf's lock, held if another parent thread was
+            // inside getaddrinfo). Joining could turn that into a stop() that never returns, so
+            // they exit alone (dropping a RawThread detaches it; its stack stays mapped).
+            drop(threads);
+            return Ok(());
+        }
+        for t in threads {
+            t.join();
+        }
+        Ok(())
+    }
+
+    /// Why this session cannot work, if its threads have not started within [`START_GRACE`].
+    pub fn startup_failure(&self) -> Option<Disabled> {
+        if self.threads_in.load(Ordering::Acquire) >= 2 || self.started_at.elapsed() < START_GRACE {
+            return None;
+        }
+        Some(Disabled::ThreadsDidNotStart)
+    }
+
+    // ---- what the threads do ----
+
+    /// A thread's first step: it is running and will honour `request_stop`.
+    pub fn check_in(&self) {
+        let n = self.threads_in.fetch_add(1, Ordering::AcqRel) + 1;
+        self.checked_in.raise_to(u64::from(n));
+    }
+
+    pub fn set_collector_activity(&self, a: Activity) {
+        self.collector_activity.store(a as u8, Ordering::Relaxed);
+    }
+
+    pub fn set_uploader_activity(&self, a: Activity) {
+        self.uploader_activity.store(a as u8, Ordering::Relaxed);
+    }
+
+    /// The collector's turn begins: wakes that arrive from now on start another turn.
+    pub fn begin_collector_turn(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
+    pub fn flush_requested(&self) -> u64 {
+        self.flush_requested.load(Ordering::Acquire)
+    }
+
+    /// Sleeps up to `timeout` unless a wake is pending.
+    pub fn collector_sleep(&self, timeout: Duration) {
+        if !self.wake_pending.load(Ordering::Acquire) {
+            self.collector_parker.park_timeout(timeout);
+        }
+    }
+
+    /// Queues a finished profile, dropping (and counting) the oldest when the queue is full.
+    pub fn push_profile(&self, p: EncodedProfile) {
+        {
+            let mut q = self.queue.lock();
+            crate::pause_points::pause_point(crate::pause_points::Point::HoldingQueueToPush);
+            if q.len() >= self.config.max_pending_profiles {
+                if let Some(old) = q.pop_front() {
+                    if old.seq != u64::MAX {
+                        self.counters
+                            .profiles_dropped
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Its flush waiters are answered by this newer profile's ticket.
+                }
+            }
+            q.push_back(p);
+        }
+        self.uploader_parker.unpark();
+    }
+
+    /// The collector wrote its last profile and is about to exit.
+    pub fn collector_finished(&self) {
+        self.collector_done.store(true, Ordering::Release);
+        self.uploader_parker.unpark();
+    }
+
+    /// The next profile to export, if any.
+    pub fn pop_profile(&self) -> Option<EncodedProfile> {
+        let mut q = self.queue.lock();
+        crate::pause_points::pause_point(crate::pause_points::Point::HoldingQueueToPop);
+        q.pop_front()
+    }
+
+    /// True once the collector has exited and nothing is left in the queue: the uploader's
+    /// cue to exit.
+    pub fn nothing_left_to_export(&self) -> bool {
+        self.collector_done.load(Ordering::Acquire) && self.queue.lock().is_empty()
+    }
+
+    pub fn uploader_sleep(&self) {
+        self.uploader_parker.park_timeout(UPLOADER_IDLE_WAIT);
+    }
+
+    /// The hard limit for an export that runs while the session stops.
+    pub fn export_deadline(&self) -> Option<Instant> {
+        if self.is_stopping() {
+            self.stop_deadline.get().copied()
+        } else {
+            None
+        }
+    }
+
+    pub fn profile_handled(&self, flush_ticket: u64) {
+        self.flushed.raise_to(flush_ticket);
+    }
+
+    pub fn uploader_finished(&self) {
+        self.finished.raise_to(1);
+    }
+}

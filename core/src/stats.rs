@@ -45,6 +45,55 @@ pub struct Stats {
     pub bytes_written: u64,
     /// Upload attempts repeated after a retryable failure.
     pub uploads_retried: u64,
+    /// Why profiling is off in this process, when it is.
+    pub disabled: Option<Disabled>,
+}
+
+/// Why a profiler records nothing in this process. Each says what happened and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Disabled {
+    /// A forked child under `ChildPolicy::Disable`.
+    ChildPolicy = 1,
+    /// A child created without forkprof's fork handlers running (`_Fork`, raw `clone`, a fork
+    /// on macOS that bypassed the interception): its inherited locks cannot be trusted.
+    UnobservedFork = 2,
+    /// A forked child could not start its own profiler (memory, exporter or thread creation).
+    RestartFailed = 3,
+    /// A profiler's threads did not start within the grace period.
+    ThreadsDidNotStart = 4,
+}
+
+impl Disabled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disabled::ChildPolicy => "this is a forked child and the child policy is Disable",
+            Disabled::UnobservedFork => "this process was forked without forkprof's fork hooks (e.g. _Fork or clone, or a macOS fork that was not intercepted); profiling is off in it",
+            Disabled::RestartFailed => "this forked child could not start its own profiler (sample buffer, exporter or thread creation failed); profiling is off in it",
+            Disabled::ThreadsDidNotStart => "the profiler's threads did not start within 2 s (in a forked child: a lock inherited held); profiling is off in this process",
+        }
+    }
+
+    /// The C ABI's number for it (`forkprof_stats.disabled_reason`); 0 means not disabled.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub(crate) fn from_code(v: u8) -> Option<Disabled> {
+        match v {
+            1 => Some(Disabled::ChildPolicy),
+            2 => Some(Disabled::UnobservedFork),
+            3 => Some(Disabled::RestartFailed),
+            4 => Some(Disabled::ThreadsDidNotStart),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Disabled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Counters {
@@ -63,6 +112,7 @@ impl Counters {
             profiles_too_large: self.profiles_too_large.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
             uploads_retried: self.uploads_retried.load(Relaxed),
+            disabled: None,
         }
     }
 }

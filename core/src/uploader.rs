@@ -2,41 +2,29 @@
 //! exporter. It holds no lock while exporting, so a hung endpoint stalls only this thread,
 //! and never a fork, a `record()` or the collector.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::export::Exporter;
-use crate::hooks::{pause_point, Point};
-use crate::session::{set_activity, Activity, Session, UPLOADER_IDLE_WAIT};
+use crate::pause_points::{pause_point, Point};
+use crate::session::{Activity, Session};
 
 pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
+    s.check_in();
     loop {
-        let next = {
-            let mut q = s.queue.lock();
-            pause_point(Point::QueuePop);
-            q.pop_front()
-        };
-        let Some(p) = next else {
-            if s.collector_done.load(Acquire) {
-                if s.queue.lock().is_empty() {
-                    break;
-                }
-                continue;
+        let Some(p) = s.pop_profile() else {
+            if s.nothing_left_to_export() {
+                break;
             }
-            set_activity(&s.uploader_activity, Activity::Idle);
-            std::thread::park_timeout(UPLOADER_IDLE_WAIT);
+            s.set_uploader_activity(Activity::Idle);
+            s.uploader_sleep();
             continue;
         };
         if p.seq != u64::MAX {
-            set_activity(&s.uploader_activity, Activity::Exporting);
-            pause_point(Point::Export);
-            let deadline = if s.stopping.load(Acquire) {
-                s.stop_deadline.get().copied()
-            } else {
-                None
-            };
-            let c = &s.counters;
-            match exporter.export(&p, deadline) {
+            s.set_uploader_activity(Activity::Exporting);
+            pause_point(Point::InsideExport);
+            let c = s.counters();
+            match exporter.export(&p, s.export_deadline()) {
                 Ok(d) => {
                     c.profiles_written.fetch_add(1, Relaxed);
                     c.bytes_written.fetch_add(d.bytes, Relaxed);
@@ -52,8 +40,8 @@ pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
                 }
             }
         }
-        s.flushed.raise_to(p.flush_ticket);
+        s.profile_handled(p.flush_ticket);
     }
-    set_activity(&s.uploader_activity, Activity::Finished);
-    s.finished.raise_to(1);
+    s.set_uploader_activity(Activity::Finished);
+    s.uploader_finished();
 }

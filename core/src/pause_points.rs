@@ -1,4 +1,5 @@
-//! Pause points inside the profiler's critical sections, for the fork interleaving tests.
+//! Test pause points: named places inside the profiler's critical sections where a fork
+//! interleaving test can hold a profiler thread.
 //!
 //! With the `test-hooks` feature a test can arm one point; the next thread to reach it
 //! announces its arrival and waits there (inside the critical section) until released, so a
@@ -10,15 +11,15 @@
 #[repr(u8)]
 pub enum Point {
     /// Collector, holding a sample-buffer shard lock while swapping it out.
-    BufferSwap = 1,
+    HoldingShardToSwap = 1,
     /// Collector, holding the process-wide string table lock while resolving an id.
-    InternResolve = 2,
+    HoldingStringTableToResolve = 2,
     /// Collector, holding the export queue lock while enqueueing a profile.
-    QueuePush = 3,
+    HoldingQueueToPush = 3,
     /// Uploader, holding the export queue lock while taking a profile.
-    QueuePop = 4,
+    HoldingQueueToPop = 4,
     /// Uploader, inside the exporter (no lock held): where a stalled upload sits.
-    Export = 5,
+    InsideExport = 5,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -1,0 +1,92 @@
+//! The handlers a backend registers with `pthread_atfork` (rules 1–4 of the fork protocol),
+//! and the child-only handler of the interception strategy. Each says what it may call; none
+//! allocates, waits for a thread, logs, resolves or calls `pthread_atfork`.
+
+use std::sync::atomic::Ordering;
+
+use super::{
+    flag_get, flag_replace, flag_set, getpid, strategy, CONTROL, EXPLICIT, FORKS_SEEN, GENERATION,
+    IN_FLIGHT, LOCKED_HERE, PID, SENTINEL, UNOBSERVED, USERS,
+};
+use crate::platform::ForkStrategy;
+
+/// Takes forkprof's two process-wide locks, in the one order every thread uses.
+pub(super) fn lock_all() {
+    IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+    CONTROL.lock_raw();
+    crate::intern::TABLE.lock_raw();
+}
+
+/// # Safety
+/// The calling thread took the locks with `lock_all` (or is the only thread of the child).
+pub(super) unsafe fn unlock_all() {
+    // SAFETY: per this function's contract.
+    unsafe {
+        crate::intern::TABLE.unlock_raw();
+        CONTROL.unlock_raw();
+    }
+}
+
+/// The child's half, shared by the atfork child handler and `after_fork_child`.
+/// Only atomics and lock re-initialisation: no allocation, no I/O, no thread.
+pub(super) fn reinit_child(locked_here: bool) {
+    if locked_here {
+        // SAFETY: after fork the calling thread is the only one, and its own prepare took
+        // both locks (rule 1 orders every observed fork through them).
+        unsafe { unlock_all() };
+    } else if CONTROL.is_locked() || crate::intern::TABLE.is_locked() {
+        // No profiler ran at prepare time, yet a vanished thread held a lock (a `start()` or
+        // `intern()` racing the fork). Its data may be half-updated: stay off in this child.
+        UNOBSERVED.store(true, Ordering::Relaxed);
+    }
+    IN_FLIGHT.store(0, Ordering::Relaxed);
+    PID.store(getpid(), Ordering::Relaxed);
+    crate::collector::reset_sequence_in_child();
+    let sentinel = SENTINEL.load(Ordering::Relaxed);
+    if !sentinel.is_null() {
+        // SAFETY: a `&'static AtomicU64` from the backend; the kernel zeroed it in this child.
+        unsafe { (*sentinel).store(1, Ordering::Relaxed) };
+    }
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// atfork prepare. May call: atomics, `BriefLock::lock_raw` on forkprof's two locks.
+/// May not: wait for a thread, allocate, log, resolve, or call `pthread_atfork`.
+pub fn atfork_prepare() {
+    if USERS.load(Ordering::Acquire) == 0 || UNOBSERVED.load(Ordering::Relaxed) {
+        return;
+    }
+    // Without TLS the parent half could not know to unlock: skip, and the child will find
+    // the locks as they were (see `reinit_child`).
+    if flag_set(&LOCKED_HERE) {
+        lock_all();
+    }
+}
+
+/// atfork parent (also reached when `fork()` fails). May call: atomics and unlocking.
+pub fn atfork_parent() {
+    if flag_replace(&LOCKED_HERE, false) {
+        FORKS_SEEN.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: this thread's prepare took the locks.
+        unsafe { unlock_all() };
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// atfork child. May call: atomics and lock re-initialisation. May not: allocate, spawn,
+/// join, drop inherited state, or call anything that takes a libc lock.
+pub fn atfork_child() {
+    if flag_get(&EXPLICIT) && strategy() == ForkStrategy::Interception {
+        return; // after_fork_child does the work
+    }
+    reinit_child(flag_replace(&LOCKED_HERE, false));
+}
+
+/// The child-only handler of [`ForkStrategy::Interception`] (macOS): a fork reached here
+/// without `before_fork` on this thread was not intercepted, so the child cannot trust any
+/// lock it inherited. Only atomics.
+pub fn atfork_child_unintercepted() {
+    if !flag_get(&EXPLICIT) && USERS.load(Ordering::Acquire) != 0 {
+        UNOBSERVED.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,247 @@
+//! forkprof's own threads: started with `pthread_create` on stacks forkprof maps itself, never
+//! with `std::thread`.
+//!
+//! Why not `std::thread::spawn`: std's thread start-up and exit take process-wide std locks
+//! (the registry behind its stack-overflow handler, the thread-handle set-up, TLS destructor
+//! registration). `fork()` copies a lock as it was, so a child forked while any parent thread
+//! was starting or exiting a std thread inherits that lock held by a thread it does not have,
+//! and every `std::thread::spawn` in the child then waits for ever. A thread started here meets
+//! only libc's own thread bookkeeping, which glibc and musl lock around `fork()` and reset in
+//! the child (glibc: the stack list and loader locks; musl: the thread-list lock), and macOS
+//! libpthread likewise.
+//!
+//! Its stack is memory forkprof maps itself, and most of it is not inherited by children
+//! (they never run the thread), so a fork copies neither its pages nor its page-table entries.
+//! Not all of it: libc keeps the thread's descriptor and static TLS at the top of a stack it is
+//! given, and glibc's child of `fork()` writes to the descriptors on its thread lists. So the
+//! thread itself, first thing, excludes only what lies below its own first frame (the part the
+//! stack grows into) and leaves the top, which holds libc's data, inherited. The lowest page is
+//! a guard: an overflow faults instead of writing into whatever lies below.
+//!
+//! What a body run here must not do, because it can run in a forked child whose parent threads
+//! held locks: call `std::thread::current()`, `park`, or anything else that lazily creates std's
+//! per-thread handle (use [`crate::sync::Parker`] to wait), print, read the environment, or
+//! resolve names. A panic is caught at the thread's edge (the default hook prints it first).
+
+use std::ffi::{c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+use crate::region::{page_size, ForkLocalRegion};
+
+/// Stack for forkprof's own threads: room for zstd, the HTTP client and the pprof encoder with
+/// a wide margin. Only the pages a thread touches become resident.
+pub const DEFAULT_STACK: usize = 1 << 20;
+
+// POSIX.1-2008, present in glibc, musl and macOS libSystem; the `libc` crate declares it only
+// for some of them.
+extern "C" {
+    fn pthread_attr_setstack(
+        attr: *mut libc::pthread_attr_t,
+        stackaddr: *mut c_void,
+        stacksize: libc::size_t,
+    ) -> libc::c_int;
+}
+
+/// A thread started with [`RawThread::spawn`]. Dropping the handle without [`RawThread::join`]
+/// leaves the thread running and its stack mapped for the life of the process.
+pub struct RawThread {
+    handle: libc::pthread_t,
+    stack: Option<ForkLocalRegion>,
+}
+
+struct Start {
+    name: &'static CStr,
+    platform: &'static dyn Platform,
+    body: Box<dyn FnOnce() + Send>,
+    /// The lowest usable stack address (just above the guard page).
+    stack_low: usize,
+}
+
+extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the `Box<Start>` leaked by `spawn`, handed to this thread alone.
+    let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
+    exclude_stack_below_here(start.stack_low, start.platform);
+    start.platform.name_current_thread(start.name);
+    // Unwinding out of an `extern "C"` function aborts the process: stop any panic here.
+    let _ = catch_unwind(AssertUnwindSafe(start.body));
+    std::ptr::null_mut()
+}
+
+/// Marks this thread's stack from `stack_low` up to one page below the current frame as not
+/// inherited by children: what a deeper call touches later is never copied by a fork, while
+/// this frame and what libc keeps above it (descriptor, static TLS) stay inherited.
+#[inline(never)]
+fn exclude_stack_below_here(stack_low: usize, platform: &'static dyn Platform) {
+    let here = 0u8;
+    let page = page_size();
+    let top = (std::ptr::addr_of!(here) as usize & !(page - 1)).saturating_sub(page);
+    if top > stack_low {
+        // SAFETY: page-aligned pages of this thread's own stack, below every live frame, which
+        // no child ever touches (children do not run this thread). The range is unmapped only
+        // after the thread ended; unmapping clears the advice.
+        unsafe { platform.exclude_from_fork(stack_low as *mut u8, top - stack_low) };
+    }
+}
+
+impl RawThread {
+    /// Starts `body` on a new thread named `name` (at most 15 bytes show on Linux), with a
+    /// stack of `stack_size` bytes plus a guard page. Safe to call in a forked child: see the
+    /// module documentation for the locks it can meet.
+    pub fn spawn(
+        name: &'static CStr,
+        stack_size: usize,
+        platform: &'static dyn Platform,
+        body: Box<dyn FnOnce() + Send>,
+    ) -> Result<RawThread> {
+        let page = page_size();
+        let size = stack_size.max(64 << 10).div_ceil(page) * page + page;
+        // mmap and mprotect only: no lock of libc's or std's.
+        let stack = ForkLocalRegion::inherited(size, platform).ok_or(Error::Os {
+            call: "mmap (thread stack)",
+            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        })?;
+        let base = stack.as_ptr().cast::<c_void>();
+        // SAFETY: the first page of the mapping just made, which nothing else uses.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(Error::last_os("mprotect (stack guard)"));
+        }
+        let start = Box::into_raw(Box::new(Start {
+            name,
+            platform,
+            body,
+            stack_low: base as usize + page,
+        }));
+        // SAFETY: a zeroed pthread_attr_t is valid storage for pthread_attr_init.
+        let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
+        // SAFETY: pthread_t is plain data (an integer or a pointer); pthread_create overwrites it.
+        let mut handle: libc::pthread_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `attr` is initialised before use and destroyed after; the stack range is ours
+        // for as long as the thread can run (`join` unmaps it only after the thread ended, and
+        // without `join` it is never unmapped); `start` is handed to the thread, or reclaimed
+        // below if the thread was not created.
+        let rc = unsafe {
+            let mut rc = libc::pthread_attr_init(&mut attr);
+            if rc == 0 {
+                rc = pthread_attr_setstack(
+                    &mut attr,
+                    base.cast::<u8>().add(page).cast(),
+                    size - page,
+                );
+                if rc == 0 {
+                    rc = libc::pthread_create(&mut handle, &attr, thread_main, start.cast());
+                }
+                libc::pthread_attr_destroy(&mut attr);
+            }
+            rc
+        };
+        if rc != 0 {
+            // SAFETY: no thread was created, so `start` is still ours.
+            drop(unsafe { Box::from_raw(start) });
+            return Err(Error::Os {
+                call: "pthread_create",
+                errno: rc,
+            });
+        }
+        Ok(RawThread {
+            handle,
+            stack: Some(stack),
+        })
+    }
+
+    /// Waits for the thread to end, then unmaps its stack.
+    pub fn join(mut self) {
+        // SAFETY: `handle` is a joinable thread of this process, joined once (this consumes
+        // the handle).
+        let rc = unsafe { libc::pthread_join(self.handle, std::ptr::null_mut()) };
+        if rc != 0 {
+            // Not ours to wait for after all (cannot happen for a handle from `spawn`): keep
+            // the stack mapped rather than pull it from under a running thread.
+            std::mem::forget(self.stack.take());
+        }
+        // The thread has ended: its stack is free to go (dropped here).
+    }
+}
+
+impl Drop for RawThread {
+    fn drop(&mut self) {
+        if let Some(stack) = self.stack.take() {
+            // Not joined: the thread may still run on this stack, so it stays mapped for ever.
+            // SAFETY: detaching a joinable thread we own lets libc release its descriptor when
+            // it ends; the stack is ours and is never unmapped.
+            unsafe { libc::pthread_detach(self.handle) };
+            std::mem::forget(stack);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::ForkStrategy;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    struct Plain;
+    impl Platform for Plain {
+        fn name(&self) -> &'static str {
+            "test"
+        }
+        fn fork_strategy(&self) -> ForkStrategy {
+            ForkStrategy::Atfork
+        }
+        fn install_fork_hooks(&self) -> Result<()> {
+            Ok(())
+        }
+        fn fork_sentinel(&self) -> Option<&'static std::sync::atomic::AtomicU64> {
+            None
+        }
+        fn thread_cpu_time_ns(&self) -> Option<u64> {
+            None
+        }
+        fn monotonic_ns(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn runs_the_body_and_joins() {
+        let n = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let n = n.clone();
+                RawThread::spawn(
+                    c"forkprof-test",
+                    DEFAULT_STACK,
+                    &Plain,
+                    Box::new(move || {
+                        // Deep enough to need more than one stack page.
+                        let buf = [i as u8; 64 << 10];
+                        n.fetch_add(
+                            buf.iter().map(|&b| b as u32).sum::<u32>() / (64 << 10),
+                            Ordering::SeqCst,
+                        );
+                    }),
+                )
+                .unwrap()
+            })
+            .collect();
+        for t in threads {
+            t.join();
+        }
+        assert_eq!(n.load(Ordering::SeqCst), 1 + 2 + 3);
+    }
+
+    #[test]
+    fn a_panicking_body_does_not_take_the_process_down() {
+        let t = RawThread::spawn(
+            c"forkprof-test",
+            DEFAULT_STACK,
+            &Plain,
+            Box::new(|| panic!("deliberate panic in a raw thread")),
+        )
+        .unwrap();
+        t.join();
+    }
+}
