@@ -33,8 +33,8 @@ pub struct ReadmeDoctests;
 
 pub use forkprof_core::{
     compress, config, export, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
-    EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy, Frame,
-    FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
+    Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy,
+    Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
 };
 
 cfg_if! {
@@ -88,6 +88,22 @@ pub fn thread_cpu_time_ns() -> Option<u64> {
 /// A monotonic clock in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     platform().monotonic_ns()
+}
+
+/// Threads that are safe to start in a forked child: `pthread_create` on a stack forkprof maps,
+/// none of std's thread start-up locks (which a child can inherit held when another parent
+/// thread was starting or exiting a thread at the fork). For a host's own sampling timer, or a
+/// thread that forks again, in a process that may itself be a forked child.
+pub mod thread {
+    pub use forkprof_core::thread::{RawThread, DEFAULT_STACK};
+
+    /// Starts `body` on a new thread named `name` with a [`DEFAULT_STACK`] stack.
+    pub fn spawn(
+        name: &'static std::ffi::CStr,
+        body: impl FnOnce() + Send + 'static,
+    ) -> crate::Result<RawThread> {
+        RawThread::spawn(name, DEFAULT_STACK, crate::platform(), Box::new(body))
+    }
 }
 
 /// Fork interception, for hosts that own their fork entry points (PHP's `pcntl_fork`, Ruby's

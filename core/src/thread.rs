@@ -10,9 +10,10 @@
 //! the child (glibc: the stack list and loader locks; musl: the thread-list lock), and macOS
 //! libpthread likewise.
 //!
-//! Its stack is memory forkprof maps itself, and most of it is not inherited by children
-//! (they never run the thread), so a fork copies neither its pages nor its page-table entries.
-//! Not all of it: libc keeps the thread's descriptor and static TLS at the top of a stack it is
+//! Its stack is memory forkprof maps itself. For a thread that never forks
+//! ([`RawThread::spawn_never_forking`], forkprof's own), most of it is not inherited by
+//! children (they never run the thread), so a fork copies neither its pages nor its page-table
+//! entries. Not all of it: libc keeps the thread's descriptor and static TLS at the top of a stack it is
 //! given, and glibc's child of `fork()` writes to the descriptors on its thread lists. So the
 //! thread itself, first thing, excludes only what lies below its own first frame (the part the
 //! stack grows into) and leaves the top, which holds libc's data, inherited. The lowest page is
@@ -55,14 +56,21 @@ struct Start {
     name: &'static CStr,
     platform: &'static dyn Platform,
     body: Box<dyn FnOnce() + Send>,
-    /// The lowest usable stack address (just above the guard page).
-    stack_low: usize,
+    /// The lowest usable stack address (just above the guard page), when the thread is to
+    /// exclude its stack from children.
+    exclude_from: Option<usize>,
 }
 
 extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn`, handed to this thread alone.
     let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
-    exclude_stack_below_here(start.stack_low, start.platform);
+    if let Some(low) = start.exclude_from {
+        exclude_stack_below_here(low, start.platform);
+    }
+    // One allocation before the body: allocators that build a thread's state lazily under a
+    // process-wide lock (mimalloc) build it now, not first in a child this thread forks, where
+    // that lock may be held by a thread the child does not have.
+    drop(std::hint::black_box(Box::new(0u64)));
     start.platform.name_current_thread(start.name);
     // Unwinding out of an `extern "C"` function aborts the process: stop any panic here.
     let _ = catch_unwind(AssertUnwindSafe(start.body));
@@ -88,12 +96,34 @@ fn exclude_stack_below_here(stack_low: usize, platform: &'static dyn Platform) {
 impl RawThread {
     /// Starts `body` on a new thread named `name` (at most 15 bytes show on Linux), with a
     /// stack of `stack_size` bytes plus a guard page. Safe to call in a forked child: see the
-    /// module documentation for the locks it can meet.
+    /// module documentation for the locks it can meet. The thread may fork.
     pub fn spawn(
         name: &'static CStr,
         stack_size: usize,
         platform: &'static dyn Platform,
         body: Box<dyn FnOnce() + Send>,
+    ) -> Result<RawThread> {
+        Self::start(name, stack_size, platform, body, false)
+    }
+
+    /// Like [`RawThread::spawn`], for a thread that never calls `fork()`: its stack is not
+    /// inherited by children, so forks elsewhere in the process do not pay for it. A fork from
+    /// this thread would leave the child running on a stack it does not have.
+    pub fn spawn_never_forking(
+        name: &'static CStr,
+        stack_size: usize,
+        platform: &'static dyn Platform,
+        body: Box<dyn FnOnce() + Send>,
+    ) -> Result<RawThread> {
+        Self::start(name, stack_size, platform, body, true)
+    }
+
+    fn start(
+        name: &'static CStr,
+        stack_size: usize,
+        platform: &'static dyn Platform,
+        body: Box<dyn FnOnce() + Send>,
+        exclude_stack: bool,
     ) -> Result<RawThread> {
         let page = page_size();
         let size = stack_size.max(64 << 10).div_ceil(page) * page + page;
@@ -111,7 +141,7 @@ impl RawThread {
             name,
             platform,
             body,
-            stack_low: base as usize + page,
+            exclude_from: exclude_stack.then_some(base as usize + page),
         }));
         // SAFETY: a zeroed pthread_attr_t is valid storage for pthread_attr_init.
         let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };

@@ -11,7 +11,7 @@
 //!   calls the resolver; `export/resolve.rs`), through forkprof's own address-book lock, tried
 //!   a bounded number of times;
 //! - the session: allocations only (glibc and musl reset malloc's locks in the child of fork;
-//!   jemalloc and mimalloc handle fork themselves);
+//!   jemalloc handles fork with its own handlers);
 //! - the threads: `pthread_create` (`thread.rs`: libc's thread-list locks, reset in the child),
 //!   never `std::thread`, whose start-up lock a child can inherit held.
 //!
@@ -53,7 +53,7 @@ pub(crate) fn start(
     let session = Arc::new(Session::new(config, buffer, generation, pid));
     let collector = {
         let s = session.clone();
-        RawThread::spawn(
+        RawThread::spawn_never_forking(
             c"forkprof-collect",
             DEFAULT_STACK,
             platform,
@@ -62,7 +62,7 @@ pub(crate) fn start(
     };
     let uploader = {
         let s = session.clone();
-        RawThread::spawn(
+        RawThread::spawn_never_forking(
             c"forkprof-upload",
             DEFAULT_STACK,
             platform,
