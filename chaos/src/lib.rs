@@ -245,7 +245,7 @@ fn forking_thread(
         }
         let done = r.forks;
         drop(r);
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             if let Some(progress) = opts.progress {
                 progress(done, opts.forks);
             }
@@ -276,7 +276,7 @@ fn child_main(p: &Profiler, index: u64, opts: &Options, slots: &SharedSlots) -> 
     if stats.samples_recorded != u64::from(opts.child_samples) {
         return ChildFailure::SamplesMissing.code();
     }
-    if opts.grandchild_every != 0 && index % opts.grandchild_every == 0 {
+    if opts.grandchild_every != 0 && index.is_multiple_of(opts.grandchild_every) {
         if let Err(f) = grandchild_from_new_thread(p, opts) {
             return f.code();
         }
