@@ -572,7 +572,7 @@ fn print_summary(rows: &[Row], dir: &Path, endpoint: Option<&str>) -> i32 {
             rows.len(),
             shown.display()
         );
-        println!("read them with `forkprof top FILE...` or `go tool pprof -top FILE`");
+        println!("read them with `forkprof top FILE...`, `forkprof flame FILE...` or `go tool pprof -top FILE`");
     }
     if failed > 0 {
         println!("{failed} of {} processes FAILED", rows.len());

@@ -6,6 +6,8 @@ mod flame;
 mod top;
 mod torture;
 
+use std::io::Write;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// A fork-safe profiler core: the pre-fork demo, the fork torture run, and pprof readers.
@@ -72,9 +74,19 @@ fn main() {
         Command::Top(a) => top::main(a),
         Command::Flame(a) => flame::main(a),
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "forkprof", &mut std::io::stdout());
-            0
+            // Into memory first: clap_complete panics when its writer fails, and stdout may
+            // be a pipe closed early (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "forkprof", &mut script);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&script).and_then(|()| out.flush()) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("forkprof completions: cannot write to standard output: {e}");
+                    1
+                }
+            }
         }
     };
     std::process::exit(code);

@@ -133,10 +133,17 @@ pub fn main(o: Args) -> i32 {
     for (i, path) in o.files.iter().enumerate() {
         match report(path, &o) {
             Ok(text) => {
-                if i > 0 {
-                    println!();
+                use std::io::Write;
+                let sep = if i > 0 { "\n" } else { "" };
+                let mut out = std::io::stdout().lock();
+                // A reader that closed the pipe (`| head`) has all it wanted: stop quietly
+                // rather than panic as print! does.
+                if write!(out, "{sep}{text}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return code;
                 }
-                print!("{text}");
             }
             Err(e) => {
                 eprintln!("forkprof top: {e}");

@@ -119,6 +119,10 @@ pub fn diff_colour(delta: f64, max_abs: f64) -> (u8, u8, u8) {
     }
 }
 
+fn luma(r: u8, g: u8, b: u8) -> f64 {
+    0.299 * r as f64 + 0.587 * g as f64 + 0.114 * b as f64
+}
+
 /// Text for XML: markup escaped, and the characters XML 1.0 forbids (most C0 controls, which
 /// a hostile profile's names may hold) replaced.
 pub fn escape(s: &str, out: &mut String) {
@@ -188,6 +192,7 @@ text {{ font-family: Verdana, sans-serif; font-size: {FONT_SIZE}px; fill: rgb(0,
 #frames > g:hover > rect {{ stroke: rgb(0,0,0); stroke-width: 0.5; }}
 .hide {{ display: none; }}
 .parent {{ opacity: 0.5; }}
+text.light {{ fill: rgb(255,255,255); }}
 </style>
 <script type="text/ecmascript"><![CDATA[
 {SCRIPT}
@@ -272,12 +277,18 @@ var fg_config = {{ pad: {PAD}, frameHeight: {FRAME_HEIGHT}, width: {width}, char
         let y = bottom - (f.depth + 1) as f64 * FRAME_HEIGHT;
         let _ = write!(
             s,
-            r#"</title><rect x="{:.2}" y="{y}" width="{:.2}" height="{}" fill="rgb({red},{green},{blue})" rx="2" ry="2"/><text x="{:.2}" y="{}">"#,
+            r#"</title><rect x="{:.2}" y="{y}" width="{:.2}" height="{}" fill="rgb({red},{green},{blue})" rx="2" ry="2"/><text x="{:.2}" y="{}"{}>"#,
             f.x,
             f.w,
             FRAME_HEIGHT - 1.0,
             f.x + 3.0,
             y + FRAME_HEIGHT - 4.5,
+            // Black on the darkest diff colours would not read.
+            if luma(red, green, blue) < 110.0 {
+                r#" class="light""#
+            } else {
+                ""
+            },
         );
         escape(&label(name, f.w), &mut s);
         s += "</text></g>\n";
