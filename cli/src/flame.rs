@@ -31,8 +31,9 @@ pub struct Args {
     /// The sample type to draw (default: the first whose unit is not `count`, e.g. wall-time).
     #[arg(long, value_name = "NAME")]
     sample_type: Option<String>,
-    /// Only samples of this process (repeat for several): from the samples' pid labels, the
-    /// profiles' `pid:N` comments, or file names `<service>-<pid>-<seq>.pprof`.
+    /// Only samples of this process (repeat for several; both sides of a --diff): from the
+    /// samples' pid labels, the profiles' `pid:N` comments, or file names
+    /// `<service>-<pid>-<seq>.pprof`.
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
     /// Only samples of this service (repeat for several): from `service:NAME` comments or the
@@ -307,10 +308,25 @@ impl<'r> Fold<'r> {
     }
 }
 
+/// The files, for a message: their paths, so the user can find them.
 fn describe(files: &[PathBuf]) -> String {
     match files {
         [one] => one.display().to_string(),
         [first, rest @ ..] => format!("{} and {} more", first.display(), rest.len()),
+        [] => "no file".into(),
+    }
+}
+
+/// The files, for the graph's subtitle: their names, which fit on one line.
+fn short(files: &[PathBuf]) -> String {
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    match files {
+        [one] => name(one),
+        [first, rest @ ..] => format!("{} and {} more", name(first), rest.len()),
         [] => "no file".into(),
     }
 }
@@ -361,8 +377,8 @@ pub fn draw(req: &Request) -> Result<Drawn, String> {
                 Some(k),
                 format!(
                     "{ty}: widths are AFTER ({}, {total}); red grew, blue shrank against BEFORE ({}, {}{}){filters}",
-                    describe(&after),
-                    describe(&before_files),
+                    short(&after),
+                    short(&before_files),
                     svg::amount(tree.total(Side::Base), &unit),
                     if req.normalize { ", normalised to AFTER's total" } else { "" },
                 ),

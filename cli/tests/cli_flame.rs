@@ -634,5 +634,17 @@ fn version_help_and_completions() {
             script.contains("sample-type"),
             "{shell} completes flame's options"
         );
+        // The shell itself accepts the script, where that shell is installed.
+        let (sh, flag) = match shell {
+            "fish" => ("fish", "--no-execute"),
+            other => (other, "-n"),
+        };
+        let dir = TempDir::new("flame-completions");
+        let file = dir.path().join(format!("forkprof.{shell}"));
+        std::fs::write(&file, &script).unwrap();
+        match Command::new(sh).arg(flag).arg(&file).output() {
+            Ok(o) => assert!(o.status.success(), "{sh}: {}", text(&o.stderr)),
+            Err(e) => eprintln!("{sh} not run: {e}"),
+        }
     }
 }
