@@ -23,103 +23,54 @@ use forkprof::{ChildPolicy, Compression, Config, ExporterConfig, Label, Profiler
 use board::{Board, Slot};
 use shadow::{frame, safepoint, Func, Sampler, Ticker};
 
-const USAGE: &str = "usage: forkprof demo [options]
-
-A pre-fork server: the master starts the profiler, forks worker processes with a plain
-fork() (as Swoole or gunicorn do), each worker serves generated requests through real work
-and samples its own stack at 100 Hz; every process writes its own profiles.
-
-options:
-  --workers N        worker processes (default 4)
-  --duration SECS    how long the workers serve requests (default 10)
-  --out DIR          where profiles are written (default ./forkprof-demo-profiles)
-  --period SECS      profile rotation period (default 60; a last profile is written at stop)
-  --watchdog SECS    kill a worker still running this long after --duration (default 20)
-  --endpoint URL     upload instead of writing files: http://host:8126 or unix:///path (a
-                     Datadog agent), pyroscope+http://host:4040 (Pyroscope)";
-
 const SERVICE: &str = "forkprof-demo";
 /// 100 Hz sampling.
 const TICK_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a process waits for its profiler to write the last profile.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// By default a worker still running this long after the end of the run is killed and
-/// reported (`--watchdog`).
-const WATCHDOG_GRACE: Duration = Duration::from_secs(20);
 /// Exit codes of a worker that failed (`0` is success).
 const EXIT_WORKER_FAILED: i32 = 1;
 const EXIT_WORKER_PANICKED: i32 = 70;
 
-#[derive(Debug)]
-struct Options {
+/// The options (their help text is in main.rs, on the subcommand).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Worker processes (1 to 256).
+    #[arg(long, value_name = "N", default_value = "4", value_parser = workers)]
     workers: usize,
+    /// How long the workers serve requests, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     duration: Duration,
+    /// Where profiles (and flame.svg) are written.
+    #[arg(long, value_name = "DIR", default_value = "./forkprof-demo-profiles")]
     out: PathBuf,
+    /// Profile rotation period, in seconds (a last profile is written at stop).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = seconds)]
     period: Duration,
+    /// Kill a worker still running this many seconds after --duration.
+    #[arg(long, value_name = "SECS", default_value = "20", value_parser = seconds)]
     watchdog: Duration,
+    /// Upload instead of writing files: http://host:8126 or unix:///path (a Datadog agent),
+    /// pyroscope+http://host:4040 (Pyroscope).
+    #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
 }
 
-fn seconds(flag: &str, v: &str) -> Result<Duration, String> {
+fn workers(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("`{v}` is not between 1 and 256")),
+    }
+}
+
+fn seconds(v: &str) -> Result<Duration, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag}: `{v}` is not a positive number of seconds")),
+        _ => Err(format!("`{v}` is not a positive number of seconds")),
     }
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options {
-        workers: 4,
-        duration: Duration::from_secs(10),
-        out: PathBuf::from("./forkprof-demo-profiles"),
-        period: Duration::from_secs(60),
-        watchdog: WATCHDOG_GRACE,
-        endpoint: None,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_string())),
-            None => (a.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "--workers" => {
-                let v = value()?;
-                o.workers = match v.parse::<usize>() {
-                    Ok(n) if (1..=256).contains(&n) => n,
-                    _ => return Err(format!("--workers: `{v}` is not between 1 and 256")),
-                };
-            }
-            "--duration" => o.duration = seconds(flag, &value()?)?,
-            "--period" => o.period = seconds(flag, &value()?)?,
-            "--watchdog" => o.watchdog = seconds(flag, &value()?)?,
-            "--out" => o.out = PathBuf::from(value()?),
-            "--endpoint" => o.endpoint = Some(value()?),
-            _ => return Err(format!("unknown option `{a}`")),
-        }
-    }
-    Ok(Some(o))
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let o = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("forkprof demo: {e}\n\n{USAGE}");
-            return 2;
-        }
-    };
+pub fn main(o: Args) -> i32 {
     match run(&o) {
         Ok(code) => code,
         Err(e) => {
@@ -154,7 +105,7 @@ fn thread_id() -> i64 {
     (unsafe { libc::pthread_self() }) as usize as i64
 }
 
-fn run(o: &Options) -> Result<i32, String> {
+fn run(o: &Args) -> Result<i32, String> {
     let started = SystemTime::now();
     shadow::intern_all().map_err(|e| format!("cannot intern the demo's names: {e}"))?;
     let wall = || SampleType::new("wall-time", "nanoseconds");
@@ -261,7 +212,57 @@ fn run(o: &Options) -> Result<i32, String> {
             Some(_) => {}
         }
     }
-    Ok(print_summary(&rows, &o.out, o.endpoint.as_deref()))
+    let mut code = print_summary(&rows, &o.out, o.endpoint.as_deref());
+    if o.endpoint.is_none() && flame_graph(&rows, &o.out).is_err() {
+        code = 1;
+    }
+    Ok(code)
+}
+
+/// Writes `flame.svg` beside the profiles: every worker's wall time merged into one graph
+/// (the master only supervises: its idle loop would take a fifth of the picture).
+fn flame_graph(rows: &[Row], dir: &Path) -> Result<(), ()> {
+    let files: Vec<PathBuf> = rows
+        .iter()
+        .filter(|r| r.role != "master")
+        .flat_map(|r| r.files.iter().cloned())
+        .collect();
+    if files.is_empty() {
+        println!("FAILED: no worker profile to draw a flame graph of");
+        return Err(());
+    }
+    let workers = rows.iter().filter(|r| r.role != "master").count();
+    let title = format!("forkprof demo: {workers} forked workers, wall time");
+    let drawn = crate::flame::draw(&crate::flame::Request {
+        files: &files,
+        before: None,
+        sample_type: Some("wall-time"),
+        pids: &[],
+        services: &[],
+        title: Some(&title),
+        normalize: false,
+        width: 1200,
+    });
+    let path = dir.join("flame.svg");
+    let written =
+        drawn.and_then(|d| crate::flame::write_atomically(&path, d.svg.as_bytes()).map(|()| d));
+    match written {
+        Ok(d) => {
+            let shown = std::fs::canonicalize(&path).unwrap_or(path);
+            println!(
+                "flame graph of the workers ({} frames, {:.1} KiB): {}",
+                d.frames,
+                d.svg.len() as f64 / 1024.0,
+                shown.display()
+            );
+            println!("open it in a browser: hover for values, click to zoom, Ctrl+F to search");
+            Ok(())
+        }
+        Err(e) => {
+            println!("FAILED: flame graph: {e}");
+            Err(())
+        }
+    }
 }
 
 fn spawn_workers(
@@ -571,7 +572,7 @@ fn print_summary(rows: &[Row], dir: &Path, endpoint: Option<&str>) -> i32 {
             rows.len(),
             shown.display()
         );
-        println!("read them with `forkprof top FILE...` or `go tool pprof -top FILE`");
+        println!("read them with `forkprof top FILE...`, `forkprof flame FILE...` or `go tool pprof -top FILE`");
     }
     if failed > 0 {
         println!("{failed} of {} processes FAILED", rows.len());
@@ -585,18 +586,25 @@ fn print_summary(rows: &[Row], dir: &Path, endpoint: Option<&str>) -> i32 {
 mod tests {
     use super::*;
 
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
+    fn parse(a: &[&str]) -> Result<Args, clap::Error> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: Args,
+        }
+        T::try_parse_from(std::iter::once("demo").chain(a.iter().copied())).map(|t| t.a)
     }
 
     #[test]
     fn options_have_defaults_and_are_checked() {
-        let o = parse(&[]).unwrap().unwrap();
+        let o = parse(&[]).unwrap();
         assert_eq!(o.workers, 4);
         assert_eq!(o.duration, Duration::from_secs(10));
         assert_eq!(o.period, Duration::from_secs(60));
+        assert_eq!(o.watchdog, Duration::from_secs(20));
         assert_eq!(o.out, PathBuf::from("./forkprof-demo-profiles"));
-        let o = parse(&args(&[
+        let o = parse(&[
             "--workers",
             "2",
             "--duration=0.5",
@@ -604,8 +612,7 @@ mod tests {
             "d",
             "--endpoint",
             "http://localhost:8126",
-        ]))
-        .unwrap()
+        ])
         .unwrap();
         assert_eq!(o.workers, 2);
         assert_eq!(o.duration, Duration::from_millis(500));
@@ -619,7 +626,7 @@ mod tests {
             &["--out"],
             &["--frobnicate"],
         ] {
-            assert!(parse(&args(bad)).is_err(), "{bad:?} accepted");
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -6,61 +6,22 @@ use std::path::Path;
 use forkprof::pprof::top::{sample_type_index, top, Top};
 use forkprof::pprof::{self, Profile};
 
-const USAGE: &str = "usage: forkprof top [-n N] [--sample-type NAME] FILE...
-
-Prints the top functions of each pprof file (raw, gzip or zstd), for every sample type
-(or only NAME), with flat, flat%, sum%, cum and cum% as `go tool pprof -top` does.
-
-options:
-  -n N                 functions to show per sample type (default 20, 0 = all)
-  --sample-type NAME   only this sample type (e.g. wall-time, cpu-time)";
-
-/// Decompressed profiles larger than this are refused, so a hostile file cannot exhaust memory.
-const MAX_PROFILE_BYTES: u64 = 1 << 30;
-
-struct Options {
+/// The options (their help text is in main.rs, on the subcommand).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Functions to show per sample type (0 = all).
+    #[arg(short = 'n', value_name = "N", default_value_t = 20)]
     n: usize,
+    /// Only this sample type (e.g. wall-time, cpu-time).
+    #[arg(long, value_name = "NAME")]
     sample_type: Option<String>,
+    /// pprof files, raw, gzip or zstd.
+    #[arg(value_name = "FILE", required = true)]
     files: Vec<String>,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>, String> {
-    let mut o = Options {
-        n: 20,
-        sample_type: None,
-        files: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) if f.starts_with('-') => (f, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-h" | "--help" => return Ok(None),
-            "-n" => {
-                let v = value("-n")?;
-                o.n = v
-                    .parse()
-                    .map_err(|_| format!("-n: `{v}` is not a number of functions"))?;
-            }
-            "--sample-type" => o.sample_type = Some(value("--sample-type")?),
-            "--" => o.files.extend(it.by_ref().cloned()),
-            f if f.starts_with('-') && f.len() > 1 => return Err(format!("unknown option `{a}`")),
-            _ => o.files.push(a.clone()),
-        }
-    }
-    if o.files.is_empty() {
-        return Err("no FILE given".into());
-    }
-    Ok(Some(o))
-}
+/// Decompressed profiles larger than this are refused, so a hostile file cannot exhaust memory.
+pub const MAX_PROFILE_BYTES: u64 = 1 << 30;
 
 /// Reads and decodes one pprof file. The error is one line that names the file.
 pub fn load(path: &Path) -> Result<Profile, String> {
@@ -139,7 +100,7 @@ pub fn render(t: &Top, unit: &str, n: usize) -> String {
     out
 }
 
-fn report(path: &str, o: &Options) -> Result<String, String> {
+fn report(path: &str, o: &Args) -> Result<String, String> {
     let p = load(Path::new(path))?;
     let types: Vec<usize> = match &o.sample_type {
         Some(name) => vec![sample_type_index(&p, name).ok_or_else(|| {
@@ -167,26 +128,22 @@ fn report(path: &str, o: &Options) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn main(args: &[String]) -> i32 {
-    let o = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("forkprof top: {e}\n\n{USAGE}");
-            return 2;
-        }
-    };
+pub fn main(o: Args) -> i32 {
     let mut code = 0;
     for (i, path) in o.files.iter().enumerate() {
         match report(path, &o) {
             Ok(text) => {
-                if i > 0 {
-                    println!();
+                use std::io::Write;
+                let sep = if i > 0 { "\n" } else { "" };
+                let mut out = std::io::stdout().lock();
+                // A reader that closed the pipe (`| head`) has all it wanted: stop quietly
+                // rather than panic as print! does.
+                if write!(out, "{sep}{text}")
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return code;
                 }
-                print!("{text}");
             }
             Err(e) => {
                 eprintln!("forkprof top: {e}");
@@ -213,17 +170,25 @@ mod tests {
 
     #[test]
     fn options_are_parsed() {
-        let args: Vec<String> = ["-n", "3", "--sample-type=cpu-time", "a.pprof", "b"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let o = parse(&args).unwrap().unwrap();
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: Args,
+        }
+        let o = T::try_parse_from(["top", "-n", "3", "--sample-type=cpu-time", "a.pprof", "b"])
+            .unwrap()
+            .a;
         assert_eq!(o.n, 3);
         assert_eq!(o.sample_type.as_deref(), Some("cpu-time"));
         assert_eq!(o.files, ["a.pprof", "b"]);
-        assert!(parse(&["-n".to_string()]).is_err());
-        assert!(parse(&["-n".to_string(), "x".into(), "f".into()]).is_err());
-        assert!(parse(&["--bogus".to_string(), "f".into()]).is_err());
-        assert!(parse(&[]).is_err());
+        for bad in [
+            &["top", "-n"][..],
+            &["top", "-n", "x", "f"],
+            &["top", "--bogus", "f"],
+            &["top"],
+        ] {
+            assert!(T::try_parse_from(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

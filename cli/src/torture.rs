@@ -24,21 +24,58 @@ use exporter::{StalledHttpFactory, Tally};
 use server::StalledServer;
 use watchdog::{Board, Watchdog};
 
-const USAGE: &str = "usage: forkprof torture [options]
+/// The options (their help text is in main.rs, on the subcommand).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Forks per phase.
+    #[arg(long, value_name = "K", default_value_t = 2000)]
+    forks: usize,
+    /// Threads forking at once.
+    #[arg(long, value_name = "T", default_value_t = 4)]
+    threads: usize,
+    /// Host threads recording continuously.
+    #[arg(long, value_name = "H", default_value_t = 2)]
+    hosts: usize,
+    /// Profile rotation period, e.g. 50ms or 1s (a bare number is milliseconds).
+    #[arg(long, value_name = "D", default_value = "50ms", value_parser = period)]
+    period: Duration,
+    /// Child policy.
+    #[arg(long, value_name = "P", default_value = "restart")]
+    policy: Policy,
+    /// Samples each child records.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    child_samples: u64,
+    /// Seconds without a completed fork before DEADLOCK.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = watchdog_seconds)]
+    watchdog: Duration,
+    /// Self-test of the watchdog: the first child of the profiled phase never exits, so the
+    /// run must end in DEADLOCK and exit code 3.
+    #[arg(long, hide = true)]
+    self_test_hang: bool,
+    /// Refused with the reason: the run uploads to its own loopback endpoint.
+    #[arg(long, hide = true, value_name = "URL")]
+    endpoint: Option<String>,
+}
 
-Forks from several threads at once while host threads record samples and the profiler's
-upload (forkprof's Datadog exporter) is stalled mid-body on a loopback endpoint that accepts
-and never reads or answers; then compares with the same forks and no profiler. Exit 0: all good; 1: a check failed; 2: bad usage;
-3: DEADLOCK (a fork or a child made no progress within --watchdog).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Policy {
+    Restart,
+    Disable,
+}
 
-options:
-  --forks K          forks per phase (default 2000)
-  --threads T        threads forking at once (default 4)
-  --hosts H          host threads recording continuously (default 2)
-  --period D         profile rotation period, e.g. 50ms or 1s (default 50ms)
-  --policy P         child policy: restart (default) or disable
-  --child-samples N  samples each child records (default 10)
-  --watchdog S       seconds without a completed fork before DEADLOCK (default 10)";
+fn period(v: &str) -> Result<Duration, String> {
+    parse_duration(v)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| "expects a duration such as 50ms or 1s".to_string())
+}
+
+fn watchdog_seconds(v: &str) -> Result<Duration, String> {
+    match v.parse::<u64>() {
+        Ok(0) => Err("--watchdog must be at least 1 second".into()),
+        Ok(n) => Ok(Duration::from_secs(n)),
+        Err(_) => Err("expects seconds".into()),
+    }
+}
 
 struct Options {
     forks: usize,
@@ -67,69 +104,26 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Option<Options>, String> {
-        let mut o = Options {
-            forks: 2000,
-            threads: 4,
-            hosts: 2,
-            period: Duration::from_millis(50),
-            policy: ChildPolicy::Restart,
-            child_samples: 10,
-            watchdog: Duration::from_secs(10),
-            hang_one_child: false,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            if a == "-h" || a == "--help" {
-                return Ok(None);
-            }
-            let mut value = || {
-                it.next()
-                    .map(String::as_str)
-                    .ok_or_else(|| format!("{a} needs a value"))
-            };
-            let bad = |what: &str| format!("{a}: {what}");
-            match a.as_str() {
-                "--forks" => o.forks = value()?.parse().map_err(|_| bad("expects a count"))?,
-                "--threads" => o.threads = value()?.parse().map_err(|_| bad("expects a count"))?,
-                "--hosts" => o.hosts = value()?.parse().map_err(|_| bad("expects a count"))?,
-                "--child-samples" => {
-                    o.child_samples = value()?.parse().map_err(|_| bad("expects a count"))?
-                }
-                "--period" => {
-                    o.period = parse_duration(value()?)
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| bad("expects a duration such as 50ms or 1s"))?
-                }
-                "--watchdog" => {
-                    o.watchdog = value()?
-                        .parse()
-                        .map(Duration::from_secs)
-                        .map_err(|_| bad("expects seconds"))?
-                }
-                "--policy" => {
-                    o.policy = match value()? {
-                        "restart" => ChildPolicy::Restart,
-                        "disable" => ChildPolicy::Disable,
-                        _ => return Err(bad("expects restart or disable")),
-                    }
-                }
-                // Undocumented: proves a hung child turns into DEADLOCK and exit code 3.
-                "--self-test-hang" => o.hang_one_child = true,
-                "--endpoint" => {
-                    let _ = value()?;
-                    return Err("--endpoint is not a torture option: the run uploads through the Datadog exporter to its own loopback endpoint, which it must be able to stall".into());
-                }
-                other => return Err(format!("unknown option `{other}`")),
-            }
+    fn from_args(a: Args) -> Result<Options, String> {
+        if a.endpoint.is_some() {
+            return Err("--endpoint is not a torture option: the run uploads through the Datadog exporter to its own loopback endpoint, which it must be able to stall".into());
         }
-        if o.threads == 0 || o.forks < o.threads {
+        if a.threads == 0 || a.forks < a.threads {
             return Err("--forks must be at least --threads, and --threads at least 1".into());
         }
-        if o.watchdog.is_zero() {
-            return Err("--watchdog must be at least 1 second".into());
-        }
-        Ok(Some(o))
+        Ok(Options {
+            forks: a.forks,
+            threads: a.threads,
+            hosts: a.hosts,
+            period: a.period,
+            policy: match a.policy {
+                Policy::Restart => ChildPolicy::Restart,
+                Policy::Disable => ChildPolicy::Disable,
+            },
+            child_samples: a.child_samples,
+            watchdog: a.watchdog,
+            hang_one_child: a.self_test_hang,
+        })
     }
 }
 
@@ -375,17 +369,10 @@ fn raise_fd_limit() {
     }
 }
 
-pub fn main(args: &[String]) -> i32 {
-    let o = match Options::parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            println!("{USAGE}");
-            return 0;
-        }
-        Err(e) => {
-            eprintln!("forkprof torture: {e}\n\n{USAGE}");
-            return 2;
-        }
+pub fn main(args: Args) -> i32 {
+    let o = match Options::from_args(args) {
+        Ok(o) => o,
+        Err(e) => crate::usage_error("torture", e),
     };
     raise_fd_limit();
     let policy = match o.policy {

@@ -174,6 +174,83 @@ fn every_process_writes_its_own_profile() {
             "pid {pid} missing from summary"
         );
     }
+
+    // flame.svg beside the profiles: every worker merged, the master left out, each function
+    // as wide as its share of the workers' wall time.
+    let svg_path = std::fs::canonicalize(dir.path().join("flame.svg")).expect("flame.svg written");
+    assert!(
+        stdout.contains(&format!("{}", svg_path.display())),
+        "the path of flame.svg is not printed:\n{stdout}"
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let workers_only: Vec<&Profile> = by_pid
+        .iter()
+        .filter(|(pid, _)| workers.contains_key(pid))
+        .flat_map(|(_, files)| files.iter().map(|(_, p)| p))
+        .collect();
+    check_flame(&svg, &workers_only);
+    // --pid picks one worker out of the directory.
+    let (&w0, _) = workers.iter().next().unwrap();
+    let one = dir.path().join("one.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_forkprof"))
+        .args(["flame", out_dir, "--pid", &w0.to_string(), "-o"])
+        .arg(&one)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = std::fs::read_to_string(&one).unwrap();
+    check_flame(
+        &one,
+        &by_pid[&w0].iter().map(|(_, p)| p).collect::<Vec<_>>(),
+    );
+}
+
+/// `svg` draws exactly `profiles`' wall time: only worker functions, the ones every worker
+/// runs present, and each as wide as its share of the samples whose stacks hold it.
+fn check_flame(svg: &str, profiles: &[&Profile]) {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}"));
+    let mut widths: BTreeMap<String, f64> = BTreeMap::new();
+    for g in doc
+        .descendants()
+        .find(|n| n.attribute("id") == Some("frames"))
+        .expect("#frames")
+        .children()
+        .filter(|n| n.has_tag_name("g"))
+    {
+        let title = g.children().find(|c| c.has_tag_name("title")).unwrap();
+        let name = title.text().unwrap().lines().next().unwrap().to_string();
+        let rect = g.children().find(|c| c.has_tag_name("rect")).unwrap();
+        let w: f64 = rect.attribute("width").unwrap().parse().unwrap();
+        *widths.entry(name).or_default() += w;
+    }
+    for name in widths.keys() {
+        assert!(
+            name == "all" || WORKER_FUNCS.contains(&name.as_str()),
+            "`{name}` in a flame graph of workers"
+        );
+    }
+    let total: i64 = profiles
+        .iter()
+        .flat_map(|p| p.samples.iter().map(|s| s.values[0]))
+        .sum();
+    for f in ["worker_main", "handle_request", "compress_body"] {
+        let with_f: i64 = profiles
+            .iter()
+            .flat_map(|p| p.samples.iter().map(move |s| (p, s)))
+            .filter(|(p, s)| p.stack_names(s).iter().any(|n| n == f))
+            .map(|(_, s)| s.values[0])
+            .sum();
+        let drawn = widths.get(f).copied().unwrap_or(0.0) / 1180.0;
+        let expect = with_f as f64 / total as f64;
+        assert!(
+            expect > 0.0 && (drawn - expect).abs() < 0.002,
+            "{f}: drawn {drawn:.4} of the width, {expect:.4} of the wall time"
+        );
+    }
 }
 
 #[test]
