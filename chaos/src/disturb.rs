@@ -98,7 +98,7 @@ fn spawn_loop(
     (which, handle)
 }
 
-pub(crate) fn start(d: Disturbances, p: &Profiler, stop: &Arc<AtomicBool>) -> Running {
+pub(crate) fn start(d: Disturbances, p: Option<&Profiler>, stop: &Arc<AtomicBool>) -> Running {
     let mut threads = Vec::new();
     if d.thread_churn {
         threads.push(spawn_loop(THREADS_JOINED, stop, |_| {
@@ -139,7 +139,7 @@ pub(crate) fn start(d: Disturbances, p: &Profiler, stop: &Arc<AtomicBool>) -> Ru
             std::hint::black_box(v);
         }));
     }
-    for _ in 0..d.recorders {
+    for p in std::iter::repeat_n(p, d.recorders).flatten() {
         let p = p.clone();
         threads.push(spawn_loop(SAMPLES, stop, move |n| {
             let name = if n % 2 == 0 { "serve" } else { "render" };

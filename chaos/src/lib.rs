@@ -156,8 +156,9 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
-/// Runs the chaos around `profiler`, which the caller started with the `Restart` policy.
-pub fn run(profiler: &Profiler, opts: &Options) -> Report {
+/// Runs the chaos around `profiler`, which the caller started with the `Restart` policy; with
+/// `None`, the same chaos with no profiler at all (children exit at once), for comparison.
+pub fn run(profiler: Option<&Profiler>, opts: &Options) -> Report {
     let t0 = Instant::now();
     let slots = SharedSlots::new(opts.forks as usize);
     let stderr_guard = opts.silence_stderr.then(shared::StderrSilenced::new);
@@ -168,13 +169,13 @@ pub fn run(profiler: &Profiler, opts: &Options) -> Report {
     let forkers: Vec<_> = (0..opts.forking_threads.max(1))
         .map(|_| {
             let (p, opts, next, report, slots) = (
-                profiler.clone(),
+                profiler.cloned(),
                 opts.clone(),
                 next.clone(),
                 report.clone(),
                 slots.clone(),
             );
-            std::thread::spawn(move || forking_thread(&p, &opts, &next, &report, &slots))
+            std::thread::spawn(move || forking_thread(p.as_ref(), &opts, &next, &report, &slots))
         })
         .collect();
     for f in forkers {
@@ -191,7 +192,7 @@ pub fn run(profiler: &Profiler, opts: &Options) -> Report {
 }
 
 fn forking_thread(
-    p: &Profiler,
+    p: Option<&Profiler>,
     opts: &Options,
     next: &AtomicU64,
     report: &Mutex<Report>,
@@ -206,14 +207,16 @@ fn forking_thread(
         if i >= opts.forks {
             return;
         }
-        let _ = p.record(&Sample::new(&frames, &[1]));
+        if let Some(p) = p {
+            let _ = p.record(&Sample::new(&frames, &[1]));
+        }
         let t = Instant::now();
         // SAFETY: the child runs only `child_main` (fork-safe calls, see the crate docs) and
         // then `_exit`s.
         let pid = unsafe { libc::fork() };
         let fork_ns = t.elapsed().as_nanos() as u64;
         if pid == 0 {
-            let code = child_main(p, i, opts, slots);
+            let code = p.map_or(0, |p| child_main(p, i, opts, slots));
             // SAFETY: ends the child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
         }

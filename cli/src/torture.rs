@@ -10,6 +10,7 @@
 //!   with no profile dropped or failed (the export queue is sized to hold the whole run);
 //! - at least one upload really was stalled mid-body when the endpoint was released.
 
+mod chaos;
 mod exporter;
 mod server;
 mod watchdog;
@@ -55,6 +56,14 @@ pub struct Args {
     /// Refused with the reason: the run uploads to its own loopback endpoint.
     #[arg(long, hide = true, value_name = "URL")]
     endpoint: Option<String>,
+    /// Fork chaos instead: while the forks happen, other threads start and join threads,
+    /// write to stderr, read and set the environment, resolve localhost, allocate, and exit
+    /// threads with TLS destructors; every child restarts, records, sometimes forks a
+    /// grandchild from a new thread, and stops. Then the same chaos with no profiler.
+    /// Uses --forks, --threads and --child-samples; a child hung for --watchdog seconds is a
+    /// DEADLOCK (its gdb backtrace is printed).
+    #[arg(long)]
+    chaos: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -370,6 +379,14 @@ fn raise_fd_limit() {
 }
 
 pub fn main(args: Args) -> i32 {
+    if args.chaos {
+        return chaos::main(chaos::ChaosArgs {
+            forks: args.forks as u64,
+            threads: args.threads,
+            child_samples: args.child_samples.clamp(1, u32::MAX as u64) as u32,
+            child_limit: args.watchdog,
+        });
+    }
     let o = match Options::from_args(args) {
         Ok(o) => o,
         Err(e) => crate::usage_error("torture", e),

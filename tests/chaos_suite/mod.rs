@@ -33,7 +33,7 @@ pub fn run_suite(tag: &str) {
         forks,
         ..Options::default()
     };
-    let r = forkprof_chaos::run(&p, &opts);
+    let r = forkprof_chaos::run(Some(&p), &opts);
     p.stop(Duration::from_secs(10)).unwrap();
     eprintln!("{}", summary(&r));
     assert!(
