@@ -141,6 +141,7 @@ fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
 }
 
 pub(crate) fn run(s: Arc<Session>) {
+    crate::pause_points::pause_point(crate::pause_points::Point::WorkerBeforeItsLoop);
     s.check_in();
     let cfg = s.config().clone();
     let compression = cfg.exporter.compression();

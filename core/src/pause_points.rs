@@ -20,6 +20,9 @@ pub enum Point {
     HoldingQueueToPop = 4,
     /// Uploader, inside the exporter (no lock held): where a stalled upload sits.
     InsideExport = 5,
+    /// Collector, started but not yet in its loop (as if stuck on a lock inherited across
+    /// fork): the session's start-up grace then runs out.
+    WorkerBeforeItsLoop = 6,
 }
 
 #[cfg(feature = "test-hooks")]

@@ -60,7 +60,14 @@ impl Shared {
             self.restart_after_fork();
         }
         let s = self.session();
-        (s.generation() == gen && self.state.load(Ordering::Acquire) == RUNNING).then_some(s)
+        if s.generation() != gen || self.state.load(Ordering::Acquire) != RUNNING {
+            return None;
+        }
+        if let Some(why) = s.startup_failure() {
+            self.disable(why);
+            return None;
+        }
+        Some(s)
     }
 
     /// Turns profiling off in this process for `why`. The session (if it is this process's)
@@ -329,8 +336,14 @@ impl Profiler {
     pub fn stats(&self) -> Stats {
         let sh = &*self.shared;
         let ignored = sh.ignored.load(Ordering::Relaxed);
+        let gen = fork::generation_checked();
+        if gen == Some(sh.session().generation()) {
+            if let Some(why) = sh.session().startup_failure() {
+                sh.disable(why);
+            }
+        }
         let disabled = sh.disabled_reason();
-        match fork::generation_checked() {
+        match gen {
             Some(gen) if sh.session().generation() == gen => Stats {
                 disabled,
                 ..sh.session()

@@ -170,9 +170,10 @@ impl Session {
     pub fn wake_collector(&self) -> bool {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             self.collector_parker.unpark();
-            return self.startup_failure().is_none();
         }
-        true
+        // Every wake, not only the first: a collector that never started never clears the
+        // pending wake. One atomic load once the threads have checked in.
+        self.startup_failure().is_none()
     }
 
     /// Asks the collector to close the current profile now; returns the ticket to wait for.
