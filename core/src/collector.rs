@@ -239,6 +239,7 @@ fn enqueue(s: &Session, p: EncodedProfile) {
             if let Some(old) = q.pop_front() {
                 if old.seq != u64::MAX {
                     s.counters.profiles_dropped.fetch_add(1, Ordering::Relaxed);
+                    crate::messages::profile_dropped(s.config.max_pending_profiles);
                 }
                 // Its flush waiters are answered by this newer profile's ticket.
             }

@@ -195,7 +195,9 @@ pub(crate) fn generation_checked() -> Option<u64> {
 
 #[cold]
 fn unobserved() -> Option<u64> {
-    UNOBSERVED.store(true, Ordering::Relaxed);
+    if !UNOBSERVED.swap(true, Ordering::Relaxed) && USERS.load(Ordering::Relaxed) != 0 {
+        crate::messages::child_disabled("forked without forkprof's fork hooks (_Fork, clone, or a fork nobody intercepted): profiling is off in this process");
+    }
     None
 }
 

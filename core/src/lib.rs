@@ -8,10 +8,12 @@
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod export;
 pub mod fork;
 pub mod hooks;
 pub mod intern;
+pub mod messages;
 pub mod platform;
 pub mod pprof;
 pub mod profile;

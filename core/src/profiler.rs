@@ -130,6 +130,7 @@ impl ForkAware for Shared {
         }
         if self.config.child_policy == ChildPolicy::Disable {
             self.state.store(DISABLED, Ordering::Release);
+            crate::messages::child_disabled("the child policy is Disable");
             return;
         }
         let tag = gen + 1;
@@ -159,7 +160,10 @@ impl ForkAware for Shared {
                         .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
                 }
             }
-            Err(_) => self.state.store(DISABLED, Ordering::Release),
+            Err(e) => {
+                crate::messages::restart_failed(&e);
+                self.state.store(DISABLED, Ordering::Release)
+            }
         }
         self.restarting.store(0, Ordering::Release);
     }
@@ -244,6 +248,7 @@ impl Profiler {
             sh.ignored.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        crate::messages::deliver_on_record();
         sh.push(s, sample)
     }
 
@@ -251,6 +256,7 @@ impl Profiler {
     pub fn flush(&self) -> Result<()> {
         let s = self.running_session()?;
         s.request_flush();
+        crate::messages::deliver_on_call();
         Ok(())
     }
 
@@ -259,7 +265,9 @@ impl Profiler {
     pub fn flush_sync(&self, timeout: Duration) -> Result<()> {
         let s = self.running_session()?;
         let ticket = s.request_flush();
-        if s.flushed.wait_for(ticket, Instant::now() + timeout) {
+        let flushed = s.flushed.wait_for(ticket, Instant::now() + timeout);
+        crate::messages::deliver_on_call();
+        if flushed {
             Ok(())
         } else {
             Err(Error::Timeout {
@@ -310,7 +318,9 @@ impl Profiler {
             reg.retain(|w| w.strong_count() > 0 && w.as_ptr() as *const () != me);
         }
         if ours {
-            sh.session().shut_down(deadline)?;
+            let done = sh.session().shut_down(deadline);
+            crate::messages::deliver_on_call();
+            done?;
         }
         Ok(self.stats())
     }
@@ -346,6 +356,22 @@ impl Profiler {
     /// True while this profiler records in this process.
     pub fn is_running(&self) -> bool {
         self.shared.current().is_some()
+    }
+}
+
+/// For the exit flush (`exit.rs`): checks that never restart a forked child's profiler.
+impl Profiler {
+    /// True when this profiler runs a session this very process started (the parent, or a
+    /// child that restarted), and has not been stopped.
+    pub(crate) fn runs_here(&self) -> bool {
+        let sh = &*self.shared;
+        fork::generation_checked() == Some(sh.session().generation)
+            && sh.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Whether both handles are the same profiler.
+    pub(crate) fn same_as(&self, other: &Profiler) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 

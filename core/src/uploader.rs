@@ -43,6 +43,7 @@ pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
                     c.uploads_retried.fetch_add(d.retries as u64, Relaxed);
                 }
                 Err(f) => {
+                    crate::messages::export_failed(&p, &f);
                     if f.too_large {
                         c.profiles_too_large.fetch_add(1, Relaxed);
                     } else {

@@ -33,6 +33,7 @@ pub mod http;
 mod multipart;
 pub mod pyroscope;
 mod resolve;
+mod retry_after;
 mod unix;
 
 pub use datadog::Datadog;
@@ -177,6 +178,29 @@ impl ExporterConfig {
     /// defaults). Reads the environment now, on this thread, and never again.
     pub fn from_env() -> Result<ExporterConfig> {
         env::from_process_env()
+    }
+
+    /// The upload timeouts and retry policy of an HTTP exporter (`None` for files and custom
+    /// exporters).
+    pub fn http_options(&self) -> Option<HttpOptions> {
+        match self {
+            ExporterConfig::Datadog(f) => Some(f.settings().http()),
+            ExporterConfig::Pyroscope(f) => Some(f.settings().http()),
+            _ => None,
+        }
+    }
+
+    /// The same exporter with other upload timeouts and retry policy; an error for exporters
+    /// that do not upload (files, custom).
+    pub fn with_http_options(self, http: HttpOptions) -> Result<ExporterConfig> {
+        match self {
+            ExporterConfig::Datadog(f) => Ok(f.settings().clone().http_options(http).into()),
+            ExporterConfig::Pyroscope(f) => Ok(f.settings().clone().http_options(http).into()),
+            _ => Err(crate::error::Error::config(
+                "http_options",
+                "apply to the HTTP exporters (Datadog, Pyroscope): set an endpoint first",
+            )),
+        }
     }
 
     pub fn compression(&self) -> Compression {
