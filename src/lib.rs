@@ -32,7 +32,7 @@ use cfg_if::cfg_if;
 pub struct ReadmeDoctests;
 
 pub use forkprof_core::{
-    compress, config, export, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
+    compress, config, exit, export, messages, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
     EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy, Frame,
     FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
 };
@@ -88,6 +88,12 @@ pub fn thread_cpu_time_ns() -> Option<u64> {
 /// A monotonic clock in nanoseconds.
 pub fn monotonic_ns() -> u64 {
     platform().monotonic_ns()
+}
+
+/// Hands forkprof's pending messages to the host's logger on the calling thread; see
+/// [`messages`] for when they are otherwise delivered and why never from a forkprof thread.
+pub fn drain_messages() -> usize {
+    messages::drain()
 }
 
 /// Fork interception, for hosts that own their fork entry points (PHP's `pcntl_fork`, Ruby's
