@@ -32,9 +32,9 @@ use cfg_if::cfg_if;
 pub struct ReadmeDoctests;
 
 pub use forkprof_core::{
-    compress, config, exit, export, messages, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
-    EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy, Frame,
-    FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
+    compress, config, exit, export, messages, pprof, Activity, ChildPolicy, Compression, Config,
+    ConfigBuilder, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy,
+    Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
 };
 
 cfg_if! {

@@ -284,7 +284,11 @@ fn retry_after_beyond_the_budget_drops_the_profile_and_holds_the_next_one_back()
     let p = start(&server.url(), fast_http(3), 8); // a 10 s budget
     let s = one_profile(&p);
     assert_eq!((s.profiles_failed, s.uploads_retried), (1, 0), "{s:?}");
-    assert_eq!(server.attempts(), 1, "not retried: the wait does not fit the budget");
+    assert_eq!(
+        server.attempts(),
+        1,
+        "not retried: the wait does not fit the budget"
+    );
     // The next profile is not sent either: the server asked for two minutes of quiet.
     let s = one_profile(&p);
     assert_eq!(s.profiles_failed, 2, "{s:?}");
@@ -295,7 +299,10 @@ fn retry_after_beyond_the_budget_drops_the_profile_and_holds_the_next_one_back()
             && log.contains("the server asked to retry after 120 s, beyond the retry budget"),
         "{log}"
     );
-    assert!(log.contains("not sent: the server asked (Retry-After)"), "{log}");
+    assert!(
+        log.contains("not sent: the server asked (Retry-After)"),
+        "{log}"
+    );
     let _ = p.stop(Duration::from_millis(200));
 }
 

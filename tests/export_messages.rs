@@ -70,7 +70,10 @@ fn an_export_failure_says_where_what_and_how_often() {
     record(&p, "f", 3);
     p.flush_sync(Duration::from_secs(20)).unwrap();
     let got = log.lock().unwrap().clone();
-    let failed: Vec<&Got> = got.iter().filter(|g| g.kind == Kind::ExportFailed).collect();
+    let failed: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.kind == Kind::ExportFailed)
+        .collect();
     assert_eq!(failed.len(), 1, "{got:#?}");
     let f = failed[0];
     assert_eq!(f.level, Level::Warn);
@@ -79,11 +82,19 @@ fn an_export_failure_says_where_what_and_how_often() {
         server.url(),
         std::process::id()
     );
-    assert!(f.text.starts_with(&want_prefix), "{}\n{want_prefix}", f.text);
+    assert!(
+        f.text.starts_with(&want_prefix),
+        "{}\n{want_prefix}",
+        f.text
+    );
     // The two retries were announced at debug level, each with its next pause.
     let retries: Vec<&Got> = got.iter().filter(|g| g.kind == Kind::ExportRetry).collect();
     assert_eq!(retries.len(), 2, "{got:#?}");
-    assert!(retries[0].text.contains("(attempt 1 of 3); retrying in "), "{}", retries[0].text);
+    assert!(
+        retries[0].text.contains("(attempt 1 of 3); retrying in "),
+        "{}",
+        retries[0].text
+    );
     assert_eq!(retries[0].level, Level::Debug);
     println!("{}\n{}", retries[0].text, f.text);
     p.stop(Duration::from_secs(5)).unwrap();
@@ -133,7 +144,10 @@ fn record_delivers_what_is_pending_unless_the_host_drains_itself() {
     messages::set_delivery(Delivery::DrainOnly);
     record(&p, "f", 1);
     p.flush().unwrap();
-    assert!(eventually(Duration::from_secs(10), || p.stats().profiles_failed == 1));
+    assert!(eventually(Duration::from_secs(10), || p
+        .stats()
+        .profiles_failed
+        == 1));
     record(&p, "g", 5);
     assert!(texts(&log).is_empty(), "{:?}", texts(&log));
     assert_eq!(p.drain_messages(), 1);
@@ -142,7 +156,10 @@ fn record_delivers_what_is_pending_unless_the_host_drains_itself() {
     // OnCalls (the default): the next record delivers it.
     messages::set_delivery(Delivery::OnCalls);
     p.flush().unwrap();
-    assert!(eventually(Duration::from_secs(10), || p.stats().profiles_failed == 2));
+    assert!(eventually(Duration::from_secs(10), || p
+        .stats()
+        .profiles_failed
+        == 2));
     assert_eq!(texts(&log).len(), 1);
     record(&p, "h", 1);
     assert_eq!(texts(&log).len(), 2, "{:?}", texts(&log));
@@ -170,10 +187,15 @@ fn a_full_export_queue_says_a_profile_was_dropped() {
     assert!(done, "{:?}", p.stats());
     forkprof::drain_messages();
     let got = log.lock().unwrap().clone();
-    let dropped: Vec<&Got> = got.iter().filter(|g| g.kind == Kind::ProfileDropped).collect();
+    let dropped: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.kind == Kind::ProfileDropped)
+        .collect();
     assert!(!dropped.is_empty(), "{got:#?}");
     assert!(
-        dropped[0].text.starts_with("forkprof: profile dropped: the export queue was full (1 profiles waiting"),
+        dropped[0].text.starts_with(
+            "forkprof: profile dropped: the export queue was full (1 profiles waiting"
+        ),
         "{}",
         dropped[0].text
     );
@@ -198,7 +220,11 @@ fn one_message_per_kind_per_minute_by_default() {
         .into_iter()
         .filter(|t| t.contains("export failed"))
         .collect();
-    assert_eq!(failed.len(), 1, "a dead agent logs once a minute: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        1,
+        "a dead agent logs once a minute: {failed:?}"
+    );
     assert!(messages::stats().suppressed >= 4, "{:?}", messages::stats());
     let _ = p.stop(Duration::from_secs(5));
 }
@@ -241,7 +267,8 @@ fn a_child_under_disable_says_so_and_a_failed_restart_says_why() {
         let g = got.lock().unwrap()[0].clone();
         assert_eq!((g.kind, g.level), (Kind::RestartFailed, Level::Error));
         assert!(
-            g.text.contains("the forked child's profiler could not start")
+            g.text
+                .contains("the forked child's profiler could not start")
                 && g.text.contains("output_dir"),
             "{}",
             g.text
@@ -298,11 +325,16 @@ fn a_fork_landing_while_a_host_thread_is_inside_the_logger() {
             let _ = p.flush_sync(Duration::from_secs(20));
         }
     });
-    entered_rx.recv_timeout(Duration::from_secs(30)).expect("A entered the logger");
+    entered_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("A entered the logger");
     // A second failure is queued while A is still inside: pending at fork time.
     record(&p, "b", 1);
     p.flush().unwrap(); // A delivers for this process: this call does not wait for it
-    assert!(eventually(Duration::from_secs(10), || p.stats().profiles_failed == 2));
+    assert!(eventually(Duration::from_secs(10), || p
+        .stats()
+        .profiles_failed
+        == 2));
 
     let child = fork_and_run(|| {
         // The host's own after-fork step: a fresh logger (the old one's lock is held for ever
@@ -322,16 +354,25 @@ fn a_fork_landing_while_a_host_thread_is_inside_the_logger() {
         let got = fresh.lock().unwrap().clone();
         assert_eq!(got.len(), 1, "{got:?}");
         let me = format!("of pid {}", std::process::id());
-        assert!(got[0].contains("export failed") && got[0].contains(&me), "{got:?}");
+        assert!(
+            got[0].contains("export failed") && got[0].contains(&me),
+            "{got:?}"
+        );
         0
     });
-    expect_exit_0(child, "child forked while a host thread was inside the logger");
+    expect_exit_0(
+        child,
+        "child forked while a host thread was inside the logger",
+    );
 
     release_tx.send(()).unwrap();
     a.join().unwrap();
     // A went on and delivered the second failure too, in order, in the parent.
     let got = lines.lock().unwrap().clone();
     assert_eq!(got.len(), 2, "{got:?}");
-    assert!(got[0].contains("profile 0 of pid") && got[1].contains("profile 1 of pid"), "{got:?}");
+    assert!(
+        got[0].contains("profile 0 of pid") && got[1].contains("profile 1 of pid"),
+        "{got:?}"
+    );
     p.stop(Duration::from_secs(5)).unwrap();
 }

@@ -315,8 +315,11 @@ fn serve(s: &Shared, mut conn: impl Conn, _tcp: bool) {
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
+        // Last first: the headers an exporter adds itself (auth, keys) come after ureq's own,
+        // and the error snippet forkprof keeps is short.
         let echoed: String = headers
             .iter()
+            .rev()
             .map(|(k, v)| format!("{k}: {v}; "))
             .collect();
         s.requests.lock().unwrap().push(Recorded {
@@ -328,7 +331,9 @@ fn serve(s: &Shared, mut conn: impl Conn, _tcp: bool) {
         });
         let (code, extra, text) = match &reply {
             Reply::Status(code) => (*code, String::new(), format!("status {code}")),
-            Reply::StatusWith(code, line) => (*code, format!("{line}\r\n"), format!("status {code}")),
+            Reply::StatusWith(code, line) => {
+                (*code, format!("{line}\r\n"), format!("status {code}"))
+            }
             Reply::Echo(code) => (*code, String::new(), format!("you sent {echoed}")),
             _ => (0, String::new(), String::new()),
         };
