@@ -61,7 +61,10 @@ fn at_exit_a_child_that_never_restarted_writes_nothing_and_one_that_did_writes_i
     expect_exit_0(busy, "a child that restarted the profiler");
 
     let profiles = read_profiles(dir.path());
-    assert!(profiles_of(&profiles, "fam", idle as u32).is_empty(), "{profiles:?}");
+    assert!(
+        profiles_of(&profiles, "fam", idle as u32).is_empty(),
+        "{profiles:?}"
+    );
     let child = profiles_of(&profiles, "fam", busy as u32);
     assert_eq!(total_value(&child), 3, "{profiles:?}");
     assert!(
@@ -71,5 +74,8 @@ fn at_exit_a_child_that_never_restarted_writes_nothing_and_one_that_did_writes_i
     let stats = p.stop(Duration::from_secs(5)).unwrap();
     assert_eq!(stats.samples_recorded, 7);
     let profiles = read_profiles(dir.path());
-    assert_eq!(total_value(&profiles_of(&profiles, "fam", std::process::id())), 7);
+    assert_eq!(
+        total_value(&profiles_of(&profiles, "fam", std::process::id())),
+        7
+    );
 }

@@ -204,6 +204,18 @@ impl fmt::Display for Dur {
     }
 }
 
+/// `1 attempt`, `3 attempts`.
+struct Attempts(u32);
+
+impl fmt::Display for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => f.write_str("1 attempt"),
+            n => write!(f, "{n} attempts"),
+        }
+    }
+}
+
 /// Sleeps until `until` (a pause between attempts: the uploader thread holds no lock).
 fn pause_until(until: Instant) {
     loop {
@@ -340,7 +352,7 @@ impl HttpClient {
             }
             if retries >= self.opts.max_retries {
                 return Err(self.fail(
-                    format!("POST {target}: {why} (gave up after {n} attempts)"),
+                    format!("POST {target}: {why} (gave up after {})", Attempts(n)),
                     retries,
                     false,
                 ));
@@ -349,11 +361,13 @@ impl HttpClient {
                 let left = Dur(end.saturating_duration_since(now));
                 let reason = match asked {
                     Some(a) => format!(
-                        "POST {target}: {why}; the server asked to retry after {}, beyond {limit} ({left} left): dropped after {n} attempts",
-                        Dur(a)
+                        "POST {target}: {why}; the server asked to retry after {}, beyond {limit} ({left} left): dropped after {}",
+                        Dur(a),
+                        Attempts(n)
                     ),
                     None => format!(
-                        "POST {target}: {why} (gave up after {n} attempts: the next pause would pass {limit})"
+                        "POST {target}: {why} (gave up after {}: the next pause would pass {limit})",
+                        Attempts(n)
                     ),
                 };
                 return Err(self.fail(reason, retries, false));

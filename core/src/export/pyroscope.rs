@@ -26,6 +26,9 @@ use ureq::http::HeaderValue;
 pub const PYROSCOPE_MAX_REQUEST_BYTES: usize = 10 << 20;
 const USER_AGENT: &str = concat!("forkprof/", env!("CARGO_PKG_VERSION"));
 
+/// Request headers by name.
+type Headers = Vec<(String, HeaderValue)>;
+
 /// Where Pyroscope profiles go. Build with [`Pyroscope::new`], turn into an
 /// [`ExporterConfig`] with `.into()`.
 #[derive(Clone, PartialEq, Eq)]
@@ -122,7 +125,7 @@ impl Pyroscope {
 
     /// The headers every request carries (auth, tenant, extra), checked, and the secrets to
     /// scrub from reasons.
-    fn request_headers(&self) -> Result<(Vec<(String, HeaderValue)>, Vec<String>)> {
+    fn request_headers(&self) -> Result<(Headers, Vec<String>)> {
         let mut headers = Vec::new();
         let mut secrets = Vec::new();
         if self.basic_auth.is_some() && self.bearer_token.is_some() {
@@ -283,7 +286,7 @@ struct PyroscopeExporter {
     base_path: String,
     /// The series name, already percent-encoded.
     name: String,
-    headers: Vec<(String, HeaderValue)>,
+    headers: Headers,
 }
 
 impl Exporter for PyroscopeExporter {
