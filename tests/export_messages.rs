@@ -376,3 +376,38 @@ fn a_fork_landing_while_a_host_thread_is_inside_the_logger() {
     );
     p.stop(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_profile_too_large_for_the_destination_is_reported_not_sent() {
+    let _s = serial();
+    let _w = Watchdog::new("too large message", Duration::from_secs(60));
+    let log = capture();
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let cfg = Config::builder("msgs")
+        .sample_type("samples", "count")
+        .exporter(Datadog::agent(&server.url()).max_request_bytes(64).into())
+        .build()
+        .unwrap();
+    let p = Profiler::start(cfg).unwrap();
+    record(&p, "big", 3);
+    let stats = p.stop(Duration::from_secs(5)).unwrap();
+    assert_eq!(stats.profiles_too_large, 1, "{stats:?}");
+    assert_eq!(server.attempts(), 0);
+    let got = log.lock().unwrap().clone();
+    let big: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.kind == Kind::ProfileTooLarge)
+        .collect();
+    assert_eq!(big.len(), 1, "{got:#?}");
+    assert!(
+        big[0]
+            .text
+            .starts_with("forkprof: profile too large: profile of ")
+            && big[0]
+                .text
+                .contains("exceeds the Datadog limit of 64 bytes; not sent"),
+        "{}",
+        big[0].text
+    );
+    println!("{}", big[0].text);
+}

@@ -8,8 +8,15 @@
 //! default connector chain. One thing ureq still does on the uploader thread is emit `log`
 //! records at debug and trace level; a host whose logger takes a lock (stderr, a file) and
 //! enables those levels for the `ureq` targets gets that lock taken on a profiler thread, so
-//! such hosts should filter `ureq*` out. ureq never logs header values it does not know to
-//! be harmless, and the API key header is also marked sensitive.
+//! such hosts should filter `ureq*` out. At TRACE, `ureq_proto` also hex-dumps the raw request
+//! bytes, auth headers included: no setting of ureq turns that off, so the README tells hosts
+//! to keep `ureq*` below TRACE (forkprof's own messages never carry a secret: every reason this
+//! client gives is scrubbed of the exporter's secrets, see `HttpClient::with_secrets`).
+//!
+//! Retries: connection errors, timeouts, 408, 429 and 5xx; never other 4xx. A 429 or 503 with
+//! `Retry-After` (seconds or an HTTP date, `retry_after.rs`) pauses at least that long, within
+//! the retry budget and the stop deadline; when it does not fit, the profile is given up with
+//! that reason and the next profile waits until the time the server gave.
 
 use std::fmt;
 use std::io::Read;
