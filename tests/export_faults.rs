@@ -303,6 +303,7 @@ fn retry_after_beyond_the_budget_drops_the_profile_and_holds_the_next_one_back()
         log.contains("not sent: the server asked (Retry-After)"),
         "{log}"
     );
+    println!("{log}");
     let _ = p.stop(Duration::from_millis(200));
 }
 
@@ -346,4 +347,30 @@ fn capture_messages() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
         Level::Debug,
     )));
     got
+}
+
+#[test]
+fn a_stop_during_a_retry_after_pause_ends_it_and_keeps_the_deadline() {
+    let _w = Watchdog::new("stop during retry-after", Duration::from_secs(60));
+    let got = capture_messages();
+    let server = TestServer::tcp(|_| Reply::StatusWith(429, "Retry-After: 20".into()));
+    let mut http = fast_http(3);
+    http.retry_budget = Duration::from_secs(60); // the 20 s wait fits: the uploader pauses
+    let p = start(&server.url(), http, 8);
+    record(&p, "first", 1);
+    p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() >= 1));
+    record(&p, "last", 1);
+    // The pause ends with the stop, so the threads finish and stop returns Ok, not Timeout.
+    let stats = p
+        .stop(Duration::from_secs(2))
+        .expect("stop within its deadline");
+    assert_eq!(stats.profiles_failed, 2, "{stats:?}");
+    assert_eq!(
+        server.attempts(),
+        1,
+        "nothing sent before the time the server gave"
+    );
+    let log = got.lock().unwrap().join("\n");
+    assert!(log.contains("the profiler is stopping"), "{log}");
 }

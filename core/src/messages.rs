@@ -442,7 +442,7 @@ pub(crate) fn export_failed(p: &crate::export::EncodedProfile, f: &crate::export
             Kind::ExportFailed,
             Level::Warn,
             format_args!(
-                "{}; profile {} of pid {} ({} samples) dropped, the next profile is sent as usual",
+                "{}; profile {} of pid {} ({} samples) dropped",
                 f.reason, p.seq, p.pid, p.samples
             ),
         );

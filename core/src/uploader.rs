@@ -10,6 +10,10 @@ use crate::hooks::{pause_point, Point};
 use crate::session::{set_activity, Activity, Session, UPLOADER_IDLE_WAIT};
 
 pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
+    let watched = s.clone(); // lets a pause between upload attempts end at the stop deadline
+    crate::export::watch_stop(Box::new(move || {
+        (watched.stopping.load(Acquire)).then(|| watched.stop_deadline.get().copied())?
+    }));
     loop {
         let next = {
             let mut q = s.queue.lock();

@@ -223,14 +223,21 @@ impl fmt::Display for Attempts {
     }
 }
 
-/// Sleeps until `until` (a pause between attempts: the uploader thread holds no lock).
-fn pause_until(until: Instant) {
+/// Pauses until `until` (between attempts: the uploader thread holds no lock), or returns
+/// the stop deadline as soon as the profiler is stopping and `until` falls after it (the
+/// uploader thread is woken for a stop, so that is noticed at once).
+fn pause_until(until: Instant) -> Result<(), Instant> {
     loop {
+        if let Some(d) = super::stop_deadline() {
+            if until > d {
+                return Err(d);
+            }
+        }
         let now = Instant::now();
         if now >= until {
-            return;
+            return Ok(());
         }
-        std::thread::sleep(until - now);
+        std::thread::park_timeout(until - now);
     }
 }
 
@@ -321,7 +328,15 @@ impl HttpClient {
                         false,
                     ));
                 }
-                pause_until(not_before);
+                if pause_until(not_before).is_err() {
+                    return Err(self.fail(
+                        format!(
+                            "POST {target}: not sent: the profiler is stopping and the server asked (Retry-After) to wait past the stop deadline"
+                        ),
+                        0,
+                        false,
+                    ));
+                }
             }
             self.not_before = None;
         }
@@ -368,7 +383,7 @@ impl HttpClient {
                 let left = Dur(end.saturating_duration_since(now));
                 let reason = match asked {
                     Some(a) => format!(
-                        "POST {target}: {why}; the server asked to retry after {}, beyond {limit} ({left} left): dropped after {}",
+                        "POST {target}: {why}; the server asked to retry after {}, beyond {limit} ({left} left), so no upload before then ({})",
                         Dur(a),
                         Attempts(n)
                     ),
@@ -395,7 +410,17 @@ impl HttpClient {
                     format_args!("{text}"),
                 );
             }
-            pause_until(now + pause);
+            if pause_until(now + pause).is_err() {
+                return Err(self.fail(
+                    format!(
+                        "POST {target}: {why}; the profiler is stopping and the next attempt (in {}) would start after the stop deadline ({})",
+                        Dur(pause),
+                        Attempts(n)
+                    ),
+                    retries,
+                    false,
+                ));
+            }
             retries += 1;
         }
     }

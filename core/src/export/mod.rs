@@ -47,6 +47,32 @@ use std::time::{Instant, SystemTime};
 use crate::config::Config;
 use crate::error::Result;
 
+/// How the uploader thread tells its exporter that the profiler is stopping: `Some(deadline)`
+/// from then on. A pause between attempts (a backoff, a server's `Retry-After`) that would end
+/// after that deadline is cut short when the uploader is woken for the stop.
+pub(crate) type StopWatch = Box<dyn Fn() -> Option<Instant>>;
+
+thread_local! {
+    static STOP_WATCH: std::cell::RefCell<Option<StopWatch>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Called once by the uploader thread before it exports anything.
+pub(crate) fn watch_stop(watch: StopWatch) {
+    let _ = STOP_WATCH.try_with(|w| *w.borrow_mut() = Some(watch));
+}
+
+/// The stop deadline, if the profiler whose uploader runs on this thread is stopping.
+pub(crate) fn stop_deadline() -> Option<Instant> {
+    STOP_WATCH
+        .try_with(|w| {
+            w.try_borrow()
+                .ok()
+                .and_then(|w| w.as_ref().and_then(|f| f()))
+        })
+        .ok()
+        .flatten()
+}
+
 /// How a profile is compressed before export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
