@@ -411,3 +411,57 @@ fn a_profile_too_large_for_the_destination_is_reported_not_sent() {
     );
     println!("{}", big[0].text);
 }
+
+/// A child forked without anyone's fork hooks (a raw `clone`) turns profiling off and says so
+/// on its next forkprof call that delivers. Nothing in that child allocates: the sink writes
+/// into a static buffer (another parent thread may have held malloc's lock at the clone).
+#[test]
+fn a_child_forked_without_the_hooks_says_profiling_is_off() {
+    use std::sync::atomic::AtomicUsize;
+    static TEXT: Mutex<[u8; messages::MAX_MESSAGE_BYTES]> =
+        Mutex::new([0; messages::MAX_MESSAGE_BYTES]);
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+    let _s = serial();
+    let _w = Watchdog::new("unobserved child message", Duration::from_secs(60));
+    messages::set_rate_limit(Duration::ZERO);
+    messages::set_sink(Some((
+        Box::new(|m: &Message<'_>| {
+            if m.kind == Kind::ChildDisabled {
+                // A fresh lock in the child (the parent never held it: it only delivers here).
+                let mut t = TEXT.lock().unwrap();
+                t[..m.text.len()].copy_from_slice(m.text.as_bytes());
+                LEN.store(m.text.len(), Ordering::Release);
+            }
+        }),
+        Level::Info,
+    )));
+    let dir = TempDir::new("msg-unobserved");
+    let p = Profiler::start(file_config("unobs", dir.path(), ChildPolicy::Restart)).unwrap();
+    // SAFETY: a clone without CLONE_VM is a fork that runs no atfork handler; the child only
+    // records, drains into the static buffer, compares bytes and `_exit`s.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) as libc::pid_t
+    };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let f = [forkprof::Frame::new("unobserved", "u.rs", 1)];
+        let _ = p.record(&forkprof::Sample::new(&f, &[1]));
+        let code = if forkprof::drain_messages() != 1 {
+            3
+        } else {
+            let t = TEXT.lock().unwrap();
+            let text = &t[..LEN.load(Ordering::Acquire)];
+            let want: &[u8] = b"forkprof: child profiling disabled: pid ";
+            let why: &[u8] = b": forked without forkprof's fork hooks (_Fork, clone, or a fork nobody intercepted): profiling is off in this process";
+            if text.starts_with(want) && text.ends_with(why) {
+                0
+            } else {
+                4
+            }
+        };
+        // SAFETY: ends the clone child without running anything of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    expect_exit_0(pid, "a child of a raw clone");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
