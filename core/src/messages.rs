@@ -531,6 +531,14 @@ pub fn drain() -> usize {
             break;
         }
     }
+    // Released however this ends (a host logger that panics included).
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            DELIVERING.store(0, Ordering::Release);
+        }
+    }
+    let _release = Release;
     let mut delivered = 0;
     loop {
         PENDING.store(0, Ordering::Release);
@@ -544,7 +552,6 @@ pub fn drain() -> usize {
             break;
         }
     }
-    DELIVERING.store(0, Ordering::Release);
     DELIVERED_TOTAL.fetch_add(delivered as u64, Ordering::Relaxed);
     delivered
 }
@@ -619,14 +626,21 @@ fn deliver(t: &Taken) {
         text,
     };
     let sink = SINK.load(Ordering::Acquire);
-    if sink.is_null() {
-        log::log!(target: "forkprof", msg.level.to_log(), "{}", msg.text);
-    } else {
-        // SAFETY: sinks are leaked, never freed: the pointer stays valid.
-        let sink = unsafe { &*sink };
-        if msg.level <= sink.max_level {
-            (sink.f)(&msg);
+    // A host logger that panics must not turn `record` into a call that panics: the panic
+    // stops here (its payload is leaked: dropping it runs host code again).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if sink.is_null() {
+            log::log!(target: "forkprof", msg.level.to_log(), "{}", msg.text);
+        } else {
+            // SAFETY: sinks are leaked, never freed: the pointer stays valid.
+            let sink = unsafe { &*sink };
+            if msg.level <= sink.max_level {
+                (sink.f)(&msg);
+            }
         }
+    }));
+    if let Err(payload) = outcome {
+        std::mem::forget(payload);
     }
 }
 
@@ -787,6 +801,30 @@ mod tests {
         post(Kind::ExportFailed, Level::Warn, format_args!("b"));
         assert_eq!(drain(), 2);
         assert_eq!(*nested.lock().unwrap(), vec![0, 0]);
+        set_rate_limit(DEFAULT_RATE_LIMIT);
+    }
+
+    #[test]
+    fn a_sink_that_panics_does_not_stop_delivery() {
+        let _l = test_lock();
+        set_rate_limit(Duration::ZERO);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        set_sink(Some((
+            Box::new(move |m: &Message<'_>| {
+                s.lock().unwrap().push(m.text.to_string());
+                assert!(!m.text.ends_with("boom"), "the host's logger panics");
+            }),
+            Level::Debug,
+        )));
+        drain();
+        seen.lock().unwrap().clear();
+        post(Kind::ExportFailed, Level::Warn, format_args!("boom"));
+        post(Kind::ExportFailed, Level::Warn, format_args!("after"));
+        assert_eq!(drain(), 2);
+        post(Kind::ExportFailed, Level::Warn, format_args!("again"));
+        assert_eq!(drain(), 1, "the deliverer's mark was released");
+        assert_eq!(seen.lock().unwrap().len(), 3);
         set_rate_limit(DEFAULT_RATE_LIMIT);
     }
 
