@@ -128,6 +128,25 @@ else
   echo "=== skipping the musl run: needs musl-gcc (musl-tools) and rustup target x86_64-unknown-linux-musl"
 fi
 
+log_callback() {
+  # The log callback across a fork: each process logs its own failed upload, on its own
+  # thread, and the child none of the parent's.
+  "$CC" "${CFLAGS[@]}" ffi/examples/log_callback.c -L"$LIBDIR" -lforkprof -Wl,-rpath,"$LIBDIR" -o "$WORK/log_callback"
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  timeout 60 "$WORK/log_callback" "$port" | tee "$WORK/log_callback.out"
+  local master child
+  master=$(sed -n 's/^master \([0-9]*\) ok$/\1/p' "$WORK/log_callback.out")
+  child=$(sed -n 's/^child \([0-9]*\) ok$/\1/p' "$WORK/log_callback.out")
+  [ -n "$master" ] && [ -n "$child" ] || fail "log_callback: a process did not finish"
+  grep -q "^log $master WARN 1: forkprof: export failed: POST http://127.0.0.1:$port/profiling/v1/input: .*profile 0 of pid $master" "$WORK/log_callback.out" ||
+    fail "log_callback: the master's export failure was not logged"
+  grep -q "^log $child WARN 1: forkprof: export failed: .*of pid $child " "$WORK/log_callback.out" ||
+    fail "log_callback: the child's export failure was not logged"
+  [ "$(grep -c "^log " "$WORK/log_callback.out")" = 2 ] || fail "log_callback: expected exactly 2 messages"
+}
+step "C log callback across fork" log_callback
+
 step "CPython ctypes across fork" env FORKPROF_LIB="$LIBDIR/libforkprof.so" \
   timeout 400 python3 tests/python/test_ctypes.py
 

@@ -32,9 +32,10 @@ use cfg_if::cfg_if;
 pub struct ReadmeDoctests;
 
 pub use forkprof_core::{
-    compress, config, export, pprof, Activity, ChildPolicy, Compression, Config, ConfigBuilder,
-    Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory, ForkStrategy,
-    Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack, Stats, StrId,
+    compress, config, exit, export, messages, pprof, Activity, ChildPolicy, Compression, Config,
+    ConfigBuilder, Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory,
+    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack,
+    Stats, StrId,
 };
 
 cfg_if! {
@@ -104,6 +105,12 @@ pub mod thread {
     ) -> crate::Result<RawThread> {
         RawThread::spawn(name, DEFAULT_STACK, crate::platform(), Box::new(body))
     }
+}
+
+/// Hands forkprof's pending messages to the host's logger on the calling thread; see
+/// [`messages`] for when they are otherwise delivered and why never from a forkprof thread.
+pub fn drain_messages() -> usize {
+    messages::drain()
 }
 
 /// Fork interception, for hosts that own their fork entry points (PHP's `pcntl_fork`, Ruby's

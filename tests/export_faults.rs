@@ -211,3 +211,166 @@ fn a_unix_agent_whose_backlog_is_full_times_out_on_connect() {
     let _ = p.stop(Duration::from_millis(500));
     assert!(t0.elapsed() < Duration::from_secs(3));
 }
+
+/// An HTTP date (IMF-fixdate) `secs_from_now` seconds ahead. The weekday is not checked by
+/// forkprof, so the date is built from the RFC 3339 form.
+fn http_date_in(secs_from_now: u64) -> String {
+    let at = std::time::SystemTime::now() + Duration::from_secs(secs_from_now);
+    let t = forkprof::export::datadog::rfc3339(at); // 2026-12-02T01:02:03.123Z
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m: usize = t[5..7].parse().unwrap();
+    format!(
+        "Mon, {} {} {} {} GMT",
+        &t[8..10],
+        months[m - 1],
+        &t[..4],
+        &t[11..19]
+    )
+}
+
+/// The pause between two recorded requests.
+fn gap(server: &TestServer, a: usize, b: usize) -> Duration {
+    let r = server.requests();
+    r[b].at.duration_since(r[a].at)
+}
+
+#[test]
+fn retry_after_seconds_on_429_is_waited_out() {
+    let _w = Watchdog::new("retry-after 429", Duration::from_secs(60));
+    let server = TestServer::tcp(|n| {
+        if n == 0 {
+            Reply::StatusWith(429, "Retry-After: 1".into())
+        } else {
+            Reply::Status(200)
+        }
+    });
+    // Backoff alone would pause 10-40 ms.
+    let p = start(&server.url(), fast_http(3), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_written, s.uploads_retried), (1, 1), "{s:?}");
+    let waited = gap(&server, 0, 1);
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn retry_after_as_an_http_date_on_503_is_waited_out() {
+    let _w = Watchdog::new("retry-after 503 date", Duration::from_secs(60));
+    // Two seconds ahead at whole-second resolution: at least one second from any instant
+    // of the current second.
+    let date = http_date_in(2);
+    let server = TestServer::tcp(move |n| {
+        if n == 0 {
+            Reply::StatusWith(503, format!("Retry-After: {date}"))
+        } else {
+            Reply::Status(200)
+        }
+    });
+    let p = start(&server.url(), fast_http(3), 8);
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_written, s.uploads_retried), (1, 1), "{s:?}");
+    let waited = gap(&server, 0, 1);
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    p.stop(Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn retry_after_beyond_the_budget_drops_the_profile_and_holds_the_next_one_back() {
+    let _w = Watchdog::new("retry-after beyond budget", Duration::from_secs(60));
+    let got = capture_messages();
+    let server = TestServer::tcp(|_| Reply::StatusWith(429, "Retry-After: 120".into()));
+    let p = start(&server.url(), fast_http(3), 8); // a 10 s budget
+    let s = one_profile(&p);
+    assert_eq!((s.profiles_failed, s.uploads_retried), (1, 0), "{s:?}");
+    assert_eq!(
+        server.attempts(),
+        1,
+        "not retried: the wait does not fit the budget"
+    );
+    // The next profile is not sent either: the server asked for two minutes of quiet.
+    let s = one_profile(&p);
+    assert_eq!(s.profiles_failed, 2, "{s:?}");
+    assert_eq!(server.attempts(), 1);
+    let log = got.lock().unwrap().join("\n");
+    assert!(
+        log.contains("HTTP 429")
+            && log.contains("the server asked to retry after 120 s, beyond the retry budget"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not sent: the server asked (Retry-After)"),
+        "{log}"
+    );
+    println!("{log}");
+    let _ = p.stop(Duration::from_millis(200));
+}
+
+#[test]
+fn retry_after_beyond_the_stop_deadline_ends_the_last_export_within_it() {
+    let _w = Watchdog::new("retry-after stop", Duration::from_secs(60));
+    let got = capture_messages();
+    let server = TestServer::tcp(|_| Reply::StatusWith(503, "Retry-After: 30".into()));
+    let mut http = fast_http(3);
+    http.retry_budget = Duration::from_secs(60);
+    let p = start(&server.url(), http, 8);
+    record(&p, "last", 3);
+    let stats = p.stop(Duration::from_secs(2)).expect("stop ends in time");
+    assert_eq!(stats.profiles_failed, 1, "{stats:?}");
+    assert_eq!(server.attempts(), 1);
+    let log = got.lock().unwrap().join("\n");
+    assert!(log.contains("beyond the stop deadline"), "{log}");
+}
+
+#[test]
+fn client_errors_other_than_408_and_429_are_not_retried() {
+    let _w = Watchdog::new("4xx", Duration::from_secs(60));
+    for (code, attempts) in [(400, 1), (401, 1), (403, 1), (404, 1), (408, 3), (429, 3)] {
+        let server = TestServer::tcp(move |_| Reply::Status(code));
+        let p = start(&server.url(), fast_http(2), 8);
+        let s = one_profile(&p);
+        assert_eq!(s.profiles_failed, 1, "{code}: {s:?}");
+        assert_eq!(server.attempts(), attempts, "HTTP {code}");
+        p.stop(Duration::from_secs(5)).unwrap();
+    }
+}
+
+/// Every message forkprof delivers, as text.
+fn capture_messages() -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use forkprof::messages::{self, Level, Message};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    messages::set_rate_limit(Duration::ZERO);
+    messages::set_sink(Some((
+        Box::new(move |m: &Message<'_>| g.lock().unwrap().push(m.text.to_string())),
+        Level::Debug,
+    )));
+    got
+}
+
+#[test]
+fn a_stop_during_a_retry_after_pause_ends_it_and_keeps_the_deadline() {
+    let _w = Watchdog::new("stop during retry-after", Duration::from_secs(60));
+    let got = capture_messages();
+    let server = TestServer::tcp(|_| Reply::StatusWith(429, "Retry-After: 20".into()));
+    let mut http = fast_http(3);
+    http.retry_budget = Duration::from_secs(60); // the 20 s wait fits: the uploader pauses
+    let p = start(&server.url(), http, 8);
+    record(&p, "first", 1);
+    p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() >= 1));
+    record(&p, "last", 1);
+    // The pause ends with the stop, so the threads finish and stop returns Ok, not Timeout.
+    let stats = p
+        .stop(Duration::from_secs(2))
+        .expect("stop within its deadline");
+    assert_eq!(stats.profiles_failed, 2, "{stats:?}");
+    assert_eq!(
+        server.attempts(),
+        1,
+        "nothing sent before the time the server gave"
+    );
+    let log = got.lock().unwrap().join("\n");
+    assert!(log.contains("the profiler is stopping"), "{log}");
+}

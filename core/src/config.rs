@@ -168,6 +168,10 @@ impl ConfigBuilder {
         self.exporter = exporter;
         self
     }
+    /// The exporter set so far (for hosts and bindings that adjust it before `build`).
+    pub fn exporter_config(&self) -> &ExporterConfig {
+        &self.exporter
+    }
     /// Shorthand for the file exporter: `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`.
     pub fn output_dir(mut self, dir: impl Into<PathBuf>, compression: Compression) -> Self {
         self.exporter = ExporterConfig::File {

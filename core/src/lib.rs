@@ -8,9 +8,11 @@
 pub mod compress;
 pub mod config;
 pub mod error;
+pub mod exit;
 pub mod export;
 pub mod fork;
 pub mod intern;
+pub mod messages;
 pub mod pause_points;
 pub mod platform;
 pub mod pprof;

@@ -158,6 +158,7 @@ impl ForkAware for Shared {
         }
         if self.config.child_policy == ChildPolicy::Disable {
             self.disable(Disabled::ChildPolicy);
+            crate::messages::child_disabled("the child policy is Disable");
             return;
         }
         let Some(_ticket) = self.restarting.enter(gen) else {
@@ -250,6 +251,7 @@ impl Profiler {
             sh.ignored.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        crate::messages::deliver_on_record();
         sh.push(s, sample)
     }
 
@@ -257,6 +259,7 @@ impl Profiler {
     pub fn flush(&self) -> Result<()> {
         let s = self.running_session()?;
         s.request_flush();
+        crate::messages::deliver_on_call();
         Ok(())
     }
 
@@ -266,6 +269,7 @@ impl Profiler {
         let s = self.running_session()?;
         let ticket = s.request_flush();
         let result = s.wait_flushed(ticket, Instant::now() + timeout);
+        crate::messages::deliver_on_call();
         if let Some(why) = s.startup_failure() {
             self.shared.disable(why);
         }
@@ -322,7 +326,9 @@ impl Profiler {
             });
         }
         if ours {
-            if let Err(e) = sh.session().shut_down(deadline) {
+            let done = sh.session().shut_down(deadline);
+            crate::messages::deliver_on_call();
+            if let Err(e) = done {
                 if let Some(why) = sh.session().startup_failure() {
                     sh.disabled.store(why as u8, Ordering::Release);
                 }
@@ -374,6 +380,22 @@ impl Profiler {
     /// True while this profiler records in this process.
     pub fn is_running(&self) -> bool {
         self.shared.current().is_some()
+    }
+}
+
+/// For the exit flush (`exit.rs`): checks that never restart a forked child's profiler.
+impl Profiler {
+    /// True when this profiler runs a session this very process started (the parent, or a
+    /// child that restarted), and has not been stopped.
+    pub(crate) fn runs_here(&self) -> bool {
+        let sh = &*self.shared;
+        fork::generation_checked() == Some(sh.session().generation())
+            && sh.state.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Whether both handles are the same profiler.
+    pub(crate) fn same_as(&self, other: &Profiler) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 }
 

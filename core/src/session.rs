@@ -294,6 +294,7 @@ impl Session {
                         self.counters
                             .profiles_dropped
                             .fetch_add(1, Ordering::Relaxed);
+                        crate::messages::profile_dropped(self.config.max_pending_profiles);
                     }
                     // Its flush waiters are answered by this newer profile's ticket.
                 }
@@ -341,5 +342,20 @@ impl Session {
 
     pub fn uploader_finished(&self) {
         self.finished.raise_to(1);
+    }
+}
+
+impl crate::export::UploadPause for Session {
+    fn stop_deadline(&self) -> Option<Instant> {
+        self.export_deadline()
+    }
+
+    fn pause(&self, d: Duration) {
+        if self.is_stopping() {
+            // The stop's wake-up is spent: a plain sleep (nanosleep, no lock).
+            std::thread::sleep(d);
+        } else {
+            self.uploader_parker.park_timeout(d);
+        }
     }
 }

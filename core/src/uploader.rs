@@ -11,6 +11,8 @@ use crate::session::{Activity, Session};
 
 pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
     s.check_in();
+    // Lets a pause between upload attempts end when the profiler stops.
+    let _pause = crate::export::PauseScope::new(&*s);
     loop {
         let Some(p) = s.pop_profile() else {
             if s.nothing_left_to_export() {
@@ -31,6 +33,7 @@ pub(crate) fn run(s: Arc<Session>, mut exporter: Box<dyn Exporter>) {
                     c.uploads_retried.fetch_add(d.retries as u64, Relaxed);
                 }
                 Err(f) => {
+                    crate::messages::export_failed(&p, &f);
                     if f.too_large {
                         c.profiles_too_large.fetch_add(1, Relaxed);
                     } else {

@@ -28,6 +28,8 @@ int main(void) {
 
     /* fork() needs nothing special on Linux: the child profiles into its own files. */
 
+    /* Where the host winds down (end of main, a worker's exit path): the last profile is
+     * written here. For exits that skip this line, see forkprof_stop_at_exit. */
     forkprof_stats stats;
     if (forkprof_stop(prof, 2000, &stats) == FORKPROF_OK) {
         printf("recorded %llu samples, wrote %llu profiles\n",

@@ -40,6 +40,68 @@
 #define FORKPROF_CHILD_DISABLE 1
 
 /**
+ * Something failed and was given up on (a child's restart).
+ */
+#define FORKPROF_LOG_ERROR 1
+
+/**
+ * Something was lost (an export failed, a profile was dropped).
+ */
+#define FORKPROF_LOG_WARN 2
+
+/**
+ * Worth knowing (a child that does not profile, by its policy).
+ */
+#define FORKPROF_LOG_INFO 3
+
+/**
+ * Detail (an upload attempt that will be retried).
+ */
+#define FORKPROF_LOG_DEBUG 4
+
+/**
+ * An upload attempt failed and will be retried (DEBUG).
+ */
+#define FORKPROF_LOG_KIND_EXPORT_RETRY 0
+
+/**
+ * The exporter gave up on a profile: endpoint, HTTP status, the server's answer, attempts.
+ */
+#define FORKPROF_LOG_KIND_EXPORT_FAILED 1
+
+/**
+ * A profile was dropped because the export queue was full.
+ */
+#define FORKPROF_LOG_KIND_PROFILE_DROPPED 2
+
+/**
+ * A profile was refused before sending: larger than the destination accepts.
+ */
+#define FORKPROF_LOG_KIND_PROFILE_TOO_LARGE 3
+
+/**
+ * A forked child does not profile (its policy, or a fork nobody observed).
+ */
+#define FORKPROF_LOG_KIND_CHILD_DISABLED 4
+
+/**
+ * A forked child could not start its own profiler.
+ */
+#define FORKPROF_LOG_KIND_RESTART_FAILED 5
+
+/**
+ * Pending messages are delivered on the host's next record, flush, stop or drain (default).
+ */
+#define FORKPROF_LOG_DELIVER_ON_CALLS 0
+
+/**
+ * `forkprof_record` never calls the callback: only flush, stop and `forkprof_drain_log` do
+ * (for hosts that record from a signal handler, or want their logger called from their own
+ * loop only, e.g. PHP at request end).
+ */
+#define FORKPROF_LOG_DELIVER_ON_DRAIN 1
+
+/**
  * A label whose value is `str` / `str_len`.
  */
 #define FORKPROF_LABEL_STR 0
@@ -115,6 +177,16 @@ typedef struct forkprof_config forkprof_config;
  * child policy).
  */
 typedef struct forkprof_profiler forkprof_profiler;
+
+/**
+ * The callback: `user_data` as given, a FORKPROF_LOG_* level, a FORKPROF_LOG_KIND_* kind,
+ * and the message (`len` bytes of UTF-8, also NUL-terminated), valid during the call only.
+ */
+typedef void (*forkprof_log_fn)(void *user_data,
+                                uint32_t level,
+                                uint32_t kind,
+                                const char *message,
+                                size_t len);
 
 /**
  * One frame given as text, leaf first in the array. Names are pointer + length (no NUL
@@ -333,6 +405,82 @@ enum forkprof_status forkprof_config_exporter_url(struct forkprof_config *cfg,
 enum forkprof_status forkprof_config_exporter_from_env(struct forkprof_config *cfg);
 
 /**
+ * Upload timeouts: connecting (default 2000 ms) and one whole attempt (default 10000 ms).
+ * 0 keeps the current value (the default, or the environment's when the exporter came from
+ * `forkprof_config_exporter_from_env`). Applies to the HTTP exporter configured when the
+ * profiler starts; an error then if profiles go to files.
+ *
+ * # Safety
+ * `cfg` is a live handle.
+ */
+enum forkprof_status forkprof_config_upload_timeouts(struct forkprof_config *cfg,
+                                                     uint64_t connect_timeout_ms,
+                                                     uint64_t request_timeout_ms);
+
+/**
+ * Retry policy of one profile's upload: at most `max_retries` more attempts (default 3; a
+ * negative value keeps the current one) on connection errors, timeouts, 408, 429 and 5xx,
+ * all attempts and pauses within `retry_budget_ms` (default 30000), pauses starting at
+ * `initial_backoff_ms` (250) and doubling up to `max_backoff_ms` (4000), with jitter; a
+ * server's `Retry-After` on 429/503 sets the pause instead when longer. 0 keeps the current
+ * value of a duration. Applies like `forkprof_config_upload_timeouts`.
+ *
+ * # Safety
+ * `cfg` is a live handle.
+ */
+enum forkprof_status forkprof_config_upload_retries(struct forkprof_config *cfg,
+                                                    int32_t max_retries,
+                                                    uint64_t retry_budget_ms,
+                                                    uint64_t initial_backoff_ms,
+                                                    uint64_t max_backoff_ms);
+
+/**
+ * Basic auth for a Pyroscope server (Grafana Cloud: the stack's user id and an access
+ * token); replaces credentials given in the URL. The password is never shown in a message.
+ *
+ * # Safety
+ * `cfg` is a live handle; `user` and `password` point to that many readable bytes.
+ */
+enum forkprof_status forkprof_config_pyroscope_basic_auth(struct forkprof_config *cfg,
+                                                          const char *user,
+                                                          size_t user_len,
+                                                          const char *password,
+                                                          size_t password_len);
+
+/**
+ * `Authorization: Bearer <token>` for a Pyroscope server (not with basic auth).
+ *
+ * # Safety
+ * `cfg` is a live handle; `token` points to `token_len` readable bytes.
+ */
+enum forkprof_status forkprof_config_pyroscope_bearer_token(struct forkprof_config *cfg,
+                                                            const char *token,
+                                                            size_t token_len);
+
+/**
+ * The tenant of a multi-tenant Pyroscope, sent as `X-Scope-OrgID`.
+ *
+ * # Safety
+ * `cfg` is a live handle; `tenant` points to `tenant_len` readable bytes.
+ */
+enum forkprof_status forkprof_config_pyroscope_tenant(struct forkprof_config *cfg,
+                                                      const char *tenant,
+                                                      size_t tenant_len);
+
+/**
+ * An extra header on every request to the Pyroscope server; its value is treated as a
+ * secret (never shown).
+ *
+ * # Safety
+ * `cfg` is a live handle; `name` and `value` point to that many readable bytes.
+ */
+enum forkprof_status forkprof_config_pyroscope_header(struct forkprof_config *cfg,
+                                                      const char *name,
+                                                      size_t name_len,
+                                                      const char *value,
+                                                      size_t value_len);
+
+/**
  * What a forked child does: FORKPROF_CHILD_RESTART or FORKPROF_CHILD_DISABLE.
  *
  * # Safety
@@ -403,6 +551,41 @@ uint64_t forkprof_monotonic_ns(void);
  * The library version, e.g. "0.1.0". Static storage; never NULL.
  */
 const char *forkprof_version(void);
+
+/**
+ * Sends forkprof's messages at `min_level` or more serious (FORKPROF_LOG_ERROR ..
+ * FORKPROF_LOG_DEBUG) to `callback`. NULL turns messages off again (the library then logs
+ * through Rust's `log` facade, which is silent in a C program). Set it once at start-up,
+ * before `forkprof_start`; the callback may be called from any host thread that calls into
+ * forkprof, one call at a time per process. It may call forkprof itself (a nested
+ * `forkprof_drain_log` delivers nothing).
+ *
+ * # Safety
+ * `callback` is NULL or a function safe to call with `user_data` from any thread, until the
+ * process exits (a replaced callback may still be running on another thread).
+ */
+enum forkprof_status forkprof_set_log_callback(uint32_t min_level,
+                                               forkprof_log_fn callback,
+                                               void *user_data);
+
+/**
+ * When pending messages reach the callback: FORKPROF_LOG_DELIVER_ON_CALLS (the default) or
+ * FORKPROF_LOG_DELIVER_ON_DRAIN.
+ */
+enum forkprof_status forkprof_set_log_delivery(uint32_t mode);
+
+/**
+ * At most one message of each kind per `interval_ms` (60000 by default; 0: no limit). The
+ * next message of a kind says how many were suppressed.
+ */
+enum forkprof_status forkprof_set_log_rate_limit_ms(uint64_t interval_ms);
+
+/**
+ * Delivers this process's pending messages to the callback now, on the calling thread, and
+ * returns how many. Cheap when nothing is pending; call it from the runtime's own loop (a
+ * request's end, an idle tick). Returns 0 when called from inside the callback.
+ */
+size_t forkprof_drain_log(void);
 
 /**
  * Starts profiling with `cfg` (validated here; the message names a bad field) and stores the
@@ -490,6 +673,19 @@ enum forkprof_status forkprof_flush_sync(const struct forkprof_profiler *p, uint
 enum forkprof_status forkprof_stop(const struct forkprof_profiler *p,
                                    uint64_t timeout_ms,
                                    struct forkprof_stats *out_stats);
+
+/**
+ * Opt-in flush at exit: when the process ends through `exit()` (or `main` returning) without
+ * having called `forkprof_stop`, the profiler is stopped then, writing its last profile and
+ * waiting at most `timeout_ms`. Cannot cover `_exit()`, a death by signal or `exec`: hosts
+ * that end that way must call `forkprof_stop` first. Does nothing in a forked child whose
+ * profiler has not restarted there, and delivers no message at exit (the host's logger may be
+ * gone). `forkprof_free` cancels it.
+ *
+ * # Safety
+ * `p` is a live profiler handle.
+ */
+enum forkprof_status forkprof_stop_at_exit(const struct forkprof_profiler *p, uint64_t timeout_ms);
 
 /**
  * Fills `*out` with this process's counters.

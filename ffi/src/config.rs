@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use forkprof::export::Pyroscope;
 use forkprof::{ChildPolicy, Compression, Config, ConfigBuilder, ExporterConfig, SampleType};
 
 use crate::args::{bytes, text};
@@ -28,12 +29,113 @@ pub const FORKPROF_CHILD_DISABLE: u32 = 1;
 /// `forkprof_config_free`. Not thread-safe: build it on one thread.
 pub struct forkprof_config {
     builder: ConfigBuilder,
+    /// Upload settings, applied at build to whichever HTTP exporter is configured then, so
+    /// the order of the setter calls does not matter.
+    http: HttpOverrides,
+    pyroscope: PyroscopeOverrides,
+}
+
+#[derive(Clone, Default)]
+struct HttpOverrides {
+    connect_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    max_retries: Option<u32>,
+    retry_budget: Option<Duration>,
+    initial_backoff: Option<Duration>,
+    max_backoff: Option<Duration>,
+}
+
+impl HttpOverrides {
+    fn any(&self) -> bool {
+        self.connect_timeout.is_some()
+            || self.request_timeout.is_some()
+            || self.max_retries.is_some()
+            || self.retry_budget.is_some()
+            || self.initial_backoff.is_some()
+            || self.max_backoff.is_some()
+    }
+}
+
+#[derive(Clone, Default)]
+struct PyroscopeOverrides {
+    basic_auth: Option<(String, String)>,
+    bearer_token: Option<String>,
+    tenant_id: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl PyroscopeOverrides {
+    fn any(&self) -> bool {
+        self.basic_auth.is_some()
+            || self.bearer_token.is_some()
+            || self.tenant_id.is_some()
+            || !self.headers.is_empty()
+    }
 }
 
 impl forkprof_config {
     pub(crate) fn build(&self) -> Result<Config, FfiError> {
-        Ok(self.builder.clone().build()?)
+        let mut exporter = self.builder.exporter_config().clone();
+        if self.pyroscope.any() {
+            let ExporterConfig::Pyroscope(f) = &exporter else {
+                return Err(FfiError::from(forkprof::Error::InvalidConfig {
+                    field: "pyroscope auth",
+                    reason: "applies to a Pyroscope exporter: call forkprof_config_exporter_url with pyroscope+http://... (or the environment) first".into(),
+                }));
+            };
+            let o = &self.pyroscope;
+            let mut p: Pyroscope = f.settings().clone();
+            if let Some((user, password)) = &o.basic_auth {
+                p = p.basic_auth(user.clone(), password.clone());
+            }
+            if let Some(t) = &o.bearer_token {
+                p = p.bearer_token(t.clone());
+            }
+            if let Some(t) = &o.tenant_id {
+                p = p.tenant_id(t.clone());
+            }
+            for (k, v) in &o.headers {
+                p = p.header(k.clone(), v.clone());
+            }
+            exporter = p.into();
+        }
+        if self.http.any() {
+            let Some(mut h) = exporter.http_options() else {
+                return Err(FfiError::from(forkprof::Error::InvalidConfig {
+                    field: "upload settings",
+                    reason: "apply to an HTTP exporter: call forkprof_config_exporter_url (or forkprof_config_exporter_from_env) first".into(),
+                }));
+            };
+            let o = &self.http;
+            h.connect_timeout = o.connect_timeout.unwrap_or(h.connect_timeout);
+            h.request_timeout = o.request_timeout.unwrap_or(h.request_timeout);
+            h.max_retries = o.max_retries.unwrap_or(h.max_retries);
+            h.retry_budget = o.retry_budget.unwrap_or(h.retry_budget);
+            h.initial_backoff = o.initial_backoff.unwrap_or(h.initial_backoff);
+            h.max_backoff = o.max_backoff.unwrap_or(h.max_backoff);
+            exporter = exporter.with_http_options(h)?;
+        }
+        Ok(self.builder.clone().exporter(exporter).build()?)
     }
+}
+
+/// Changes the handle's upload or Pyroscope settings. Works on a copy, like [`update`].
+///
+/// # Safety
+/// As [`update`].
+unsafe fn update_extra(
+    cfg: *mut forkprof_config,
+    f: impl FnOnce(&mut HttpOverrides, &mut PyroscopeOverrides) -> Result<(), FfiError>,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: per this function's contract.
+        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let (mut http, mut pyro) = (cfg.http.clone(), cfg.pyroscope.clone());
+        f(&mut http, &mut pyro)?;
+        cfg.http = http;
+        cfg.pyroscope = pyro;
+        Ok(())
+    })
 }
 
 /// Applies a builder method. Works on a clone, so a panic part-way leaves the handle as it
@@ -75,6 +177,8 @@ pub unsafe extern "C" fn forkprof_config_new(
         let service = unsafe { text(service, service_len, "service") }?;
         let handle = Box::new(forkprof_config {
             builder: Config::builder(service),
+            http: HttpOverrides::default(),
+            pyroscope: PyroscopeOverrides::default(),
         });
         // SAFETY: as above.
         unsafe { out.write(Box::into_raw(handle)) };
@@ -270,6 +374,150 @@ pub unsafe extern "C" fn forkprof_config_exporter_from_env(
 ) -> forkprof_status {
     // SAFETY: per the contract.
     unsafe { update(cfg, |b| Ok(b.exporter(ExporterConfig::from_env()?))) }
+}
+
+/// Upload timeouts: connecting (default 2000 ms) and one whole attempt (default 10000 ms).
+/// 0 keeps the current value (the default, or the environment's when the exporter came from
+/// `forkprof_config_exporter_from_env`). Applies to the HTTP exporter configured when the
+/// profiler starts; an error then if profiles go to files.
+///
+/// # Safety
+/// `cfg` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_upload_timeouts(
+    cfg: *mut forkprof_config,
+    connect_timeout_ms: u64,
+    request_timeout_ms: u64,
+) -> forkprof_status {
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |h, _| {
+            h.connect_timeout = ms(connect_timeout_ms).or(h.connect_timeout);
+            h.request_timeout = ms(request_timeout_ms).or(h.request_timeout);
+            Ok(())
+        })
+    }
+}
+
+/// Retry policy of one profile's upload: at most `max_retries` more attempts (default 3; a
+/// negative value keeps the current one) on connection errors, timeouts, 408, 429 and 5xx,
+/// all attempts and pauses within `retry_budget_ms` (default 30000), pauses starting at
+/// `initial_backoff_ms` (250) and doubling up to `max_backoff_ms` (4000), with jitter; a
+/// server's `Retry-After` on 429/503 sets the pause instead when longer. 0 keeps the current
+/// value of a duration. Applies like `forkprof_config_upload_timeouts`.
+///
+/// # Safety
+/// `cfg` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_upload_retries(
+    cfg: *mut forkprof_config,
+    max_retries: i32,
+    retry_budget_ms: u64,
+    initial_backoff_ms: u64,
+    max_backoff_ms: u64,
+) -> forkprof_status {
+    let ms = |v: u64| (v > 0).then(|| Duration::from_millis(v));
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |h, _| {
+            if max_retries >= 0 {
+                h.max_retries = Some(max_retries as u32);
+            }
+            h.retry_budget = ms(retry_budget_ms).or(h.retry_budget);
+            h.initial_backoff = ms(initial_backoff_ms).or(h.initial_backoff);
+            h.max_backoff = ms(max_backoff_ms).or(h.max_backoff);
+            Ok(())
+        })
+    }
+}
+
+/// Basic auth for a Pyroscope server (Grafana Cloud: the stack's user id and an access
+/// token); replaces credentials given in the URL. The password is never shown in a message.
+///
+/// # Safety
+/// `cfg` is a live handle; `user` and `password` point to that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_pyroscope_basic_auth(
+    cfg: *mut forkprof_config,
+    user: *const c_char,
+    user_len: usize,
+    password: *const c_char,
+    password_len: usize,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |_, p| {
+            p.basic_auth = Some((
+                text(user, user_len, "user")?,
+                text(password, password_len, "password")?,
+            ));
+            Ok(())
+        })
+    }
+}
+
+/// `Authorization: Bearer <token>` for a Pyroscope server (not with basic auth).
+///
+/// # Safety
+/// `cfg` is a live handle; `token` points to `token_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_pyroscope_bearer_token(
+    cfg: *mut forkprof_config,
+    token: *const c_char,
+    token_len: usize,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |_, p| {
+            p.bearer_token = Some(text(token, token_len, "token")?);
+            Ok(())
+        })
+    }
+}
+
+/// The tenant of a multi-tenant Pyroscope, sent as `X-Scope-OrgID`.
+///
+/// # Safety
+/// `cfg` is a live handle; `tenant` points to `tenant_len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_pyroscope_tenant(
+    cfg: *mut forkprof_config,
+    tenant: *const c_char,
+    tenant_len: usize,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |_, p| {
+            p.tenant_id = Some(text(tenant, tenant_len, "tenant")?);
+            Ok(())
+        })
+    }
+}
+
+/// An extra header on every request to the Pyroscope server; its value is treated as a
+/// secret (never shown).
+///
+/// # Safety
+/// `cfg` is a live handle; `name` and `value` point to that many readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_pyroscope_header(
+    cfg: *mut forkprof_config,
+    name: *const c_char,
+    name_len: usize,
+    value: *const c_char,
+    value_len: usize,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update_extra(cfg, |_, p| {
+            p.headers.push((
+                text(name, name_len, "name")?,
+                text(value, value_len, "value")?,
+            ));
+            Ok(())
+        })
+    }
 }
 
 /// What a forked child does: FORKPROF_CHILD_RESTART or FORKPROF_CHILD_DISABLE.

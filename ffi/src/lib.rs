@@ -3,7 +3,9 @@
 //!
 //! The API mirrors the Rust one: a config builder handle, `forkprof_start`, `forkprof_record`
 //! (frames as pointer + length strings, or interned ids), `forkprof_flush`, `forkprof_stop`,
-//! the fork interception hooks and the thread CPU clock.
+//! the fork interception hooks, the thread CPU clock, forkprof's messages
+//! (`forkprof_set_log_callback`, `forkprof_drain_log`) and the exit flush
+//! (`forkprof_stop_at_exit`).
 //!
 //! Rules every entry point keeps:
 //! - it returns a [`forkprof_status`] (or a documented sentinel) and, on failure, leaves a
@@ -19,11 +21,13 @@
 mod args;
 mod config;
 mod fork;
+mod log;
 mod profiler;
 mod status;
 
 pub use config::*;
 pub use fork::*;
+pub use log::*;
 pub use profiler::*;
 pub use status::*;
 

@@ -453,6 +453,27 @@ pub unsafe extern "C" fn forkprof_stop(
     })
 }
 
+/// Opt-in flush at exit: when the process ends through `exit()` (or `main` returning) without
+/// having called `forkprof_stop`, the profiler is stopped then, writing its last profile and
+/// waiting at most `timeout_ms`. Cannot cover `_exit()`, a death by signal or `exec`: hosts
+/// that end that way must call `forkprof_stop` first. Does nothing in a forked child whose
+/// profiler has not restarted there, and delivers no message at exit (the host's logger may be
+/// gone). `forkprof_free` cancels it.
+///
+/// # Safety
+/// `p` is a live profiler handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_stop_at_exit(
+    p: *const forkprof_profiler,
+    timeout_ms: u64,
+) -> forkprof_status {
+    guard(|| {
+        // SAFETY: per the contract.
+        let prof = unsafe { profiler(p) }?;
+        Ok(prof.stop_at_exit(Duration::from_millis(timeout_ms))?)
+    })
+}
+
 /// Fills `*out` with this process's counters.
 ///
 /// # Safety
@@ -499,7 +520,9 @@ pub unsafe extern "C" fn forkprof_free(p: *mut forkprof_profiler) {
     if !p.is_null() {
         let _ = guard(|| {
             // SAFETY: per the contract, `p` came from `Box::into_raw` and is freed once.
-            drop(unsafe { Box::from_raw(p) });
+            let handle = unsafe { Box::from_raw(p) };
+            forkprof::exit::cancel_stop_at_exit(&handle.inner);
+            drop(handle);
             Ok(())
         });
     }

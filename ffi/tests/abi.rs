@@ -658,3 +658,196 @@ fn exporter_urls_reach_an_agent_and_bad_ones_name_the_endpoint() {
     assert_eq!(status, FORKPROF_ERR_CONFIG);
     assert!(message.contains("endpoint"), "{message}");
 }
+
+/// Messages a C callback received: (level, kind, text), with `user_data` checked.
+static C_LOG: std::sync::Mutex<Vec<(u32, u32, String)>> = std::sync::Mutex::new(Vec::new());
+const USER_DATA: usize = 0x5eed;
+
+unsafe extern "C" fn c_logger(
+    user: *mut std::ffi::c_void,
+    level: u32,
+    kind: u32,
+    message: *const c_char,
+    len: usize,
+) {
+    assert_eq!(user as usize, USER_DATA);
+    // SAFETY: forkprof passes `len` bytes, NUL-terminated, valid during the call.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text.len(), len);
+    C_LOG.lock().unwrap().push((level, kind, text));
+}
+
+/// A config exporting to `url` with the given extra setters applied.
+fn http_config(url: &str, extra: impl FnOnce(*mut forkprof_config)) -> *mut forkprof_config {
+    let mut cfg = null_mut();
+    // SAFETY: live handles and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_new(ptr(b"abi-log"), 7, &mut cfg),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_sample_type(cfg, ptr(b"wall-time"), 9, ptr(b"nanoseconds"), 11),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_exporter_url(cfg, ptr(url.as_bytes()), url.len()),
+            FORKPROF_OK
+        );
+    }
+    extra(cfg);
+    cfg
+}
+
+#[test]
+fn the_log_callback_gets_export_failures_with_the_upload_settings_applied() {
+    use crate::export_support::{Reply, TestServer};
+    let _w = Watchdog::new("c log callback", Duration::from_secs(60));
+    assert_eq!(forkprof_set_log_rate_limit_ms(0), FORKPROF_OK);
+    // SAFETY: `c_logger` may be called from any thread for the life of the process.
+    unsafe {
+        assert_eq!(
+            forkprof_set_log_callback(9, Some(c_logger), null_mut()),
+            FORKPROF_ERR_INVALID
+        );
+        assert_eq!(
+            forkprof_set_log_callback(FORKPROF_LOG_DEBUG, Some(c_logger), USER_DATA as *mut _),
+            FORKPROF_OK
+        );
+    }
+    assert_eq!(
+        forkprof_set_log_delivery(FORKPROF_LOG_DELIVER_ON_DRAIN),
+        FORKPROF_OK
+    );
+    assert_eq!(forkprof_set_log_delivery(7), FORKPROF_ERR_INVALID);
+
+    let server = TestServer::tcp(|_| Reply::Status(503));
+    // Retries and timeouts set before the URL: applied at start whatever the order.
+    let cfg = http_config(&server.url(), |cfg| {
+        // SAFETY: live handle.
+        unsafe {
+            assert_eq!(
+                forkprof_config_upload_retries(cfg, 1, 5_000, 5, 10),
+                FORKPROF_OK
+            );
+            assert_eq!(forkprof_config_upload_timeouts(cfg, 300, 500), FORKPROF_OK);
+        }
+    });
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+        assert_eq!(forkprof_stop_at_exit(p, 1000), FORKPROF_OK);
+    }
+    let frames = [frame(b"f", b"f.c", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    // SAFETY: live handle.
+    assert_eq!(unsafe { forkprof_flush_sync(p, 20_000) }, FORKPROF_OK);
+    assert_eq!(server.attempts(), 2, "one retry, as configured");
+    // flush_sync delivers too; whatever arrived since is drained here.
+    forkprof_drain_log();
+    let got = C_LOG.lock().unwrap().clone();
+    let failed: Vec<_> = got
+        .iter()
+        .filter(|(_, k, _)| *k == FORKPROF_LOG_KIND_EXPORT_FAILED)
+        .collect();
+    assert_eq!(failed.len(), 1, "{got:?}");
+    assert_eq!(failed[0].0, FORKPROF_LOG_WARN);
+    assert!(
+        failed[0].2.contains("HTTP 503") && failed[0].2.contains("gave up after 2 attempts"),
+        "{got:?}"
+    );
+    assert!(
+        got.iter()
+            .any(|(l, k, _)| *l == FORKPROF_LOG_DEBUG && *k == FORKPROF_LOG_KIND_EXPORT_RETRY),
+        "{got:?}"
+    );
+    assert_eq!(forkprof_drain_log(), 0);
+    stop(p);
+    // SAFETY: back to no callback.
+    unsafe {
+        assert_eq!(
+            forkprof_set_log_callback(FORKPROF_LOG_WARN, None, null_mut()),
+            FORKPROF_OK
+        )
+    };
+}
+
+#[test]
+fn pyroscope_auth_and_tenant_through_the_abi() {
+    use crate::export_support::{Reply, TestServer};
+    let _w = Watchdog::new("c pyroscope auth", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let url = format!("pyroscope+{}", server.url());
+    let cfg = http_config(&url, |cfg| {
+        // SAFETY: live handle and slices.
+        unsafe {
+            assert_eq!(
+                forkprof_config_pyroscope_basic_auth(cfg, ptr(b"123"), 3, ptr(b"pw"), 2),
+                FORKPROF_OK
+            );
+            assert_eq!(
+                forkprof_config_pyroscope_tenant(cfg, ptr(b"team-a"), 6),
+                FORKPROF_OK
+            );
+            assert_eq!(
+                forkprof_config_pyroscope_header(cfg, ptr(b"X-Extra"), 7, ptr(b"v1"), 2),
+                FORKPROF_OK
+            );
+        }
+    });
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+    }
+    let frames = [frame(b"f", b"f.c", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    let stats = stop(p);
+    assert_eq!(stats.profiles_written, 1, "{stats:?}");
+    let r = &server.requests()[0];
+    assert_eq!(r.header("Authorization"), Some("Basic MTIzOnB3")); // base64("123:pw")
+    assert_eq!(r.header("X-Scope-OrgID"), Some("team-a"));
+    assert_eq!(r.header("X-Extra"), Some("v1"));
+
+    // Basic auth and a bearer token together: refused at start, naming the setting, and the
+    // password is not in the message.
+    // SAFETY: live handle and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_pyroscope_bearer_token(cfg, ptr(b"tok-xyz"), 7),
+            FORKPROF_OK
+        );
+        let mut q = null_mut();
+        assert_eq!(forkprof_start(cfg, &mut q), FORKPROF_ERR_CONFIG);
+        let m = last_error();
+        assert!(
+            m.contains("auth") && !m.contains("pw") && !m.contains("tok-xyz"),
+            "{m}"
+        );
+        forkprof_config_free(cfg);
+    }
+
+    // Pyroscope settings or upload settings on a file exporter: an error naming them.
+    let dir = TempDir::new("abi-pyro-file");
+    let cfg = config(dir.path(), false);
+    // SAFETY: live handle and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_pyroscope_tenant(cfg, ptr(b"t"), 1),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(last_error().contains("pyroscope"), "{}", last_error());
+        forkprof_config_free(cfg);
+        let cfg = config(dir.path(), false);
+        assert_eq!(forkprof_config_upload_timeouts(cfg, 100, 0), FORKPROF_OK);
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(last_error().contains("upload settings"), "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+}

@@ -24,6 +24,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When the request's head arrived.
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -60,9 +62,14 @@ pub fn percent_decode(s: &str) -> String {
 }
 
 /// What the server does with request number `n` (from 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Status(u16),
+    /// The status with one extra header line (`Retry-After: 3`), body `status N`.
+    StatusWith(u16, String),
+    /// The status, with every request header echoed back in the body (a server or proxy
+    /// that repeats the request in its error page: secrets must still not leak).
+    Echo(u16),
     /// Reads the request, never answers (until the server is dropped).
     Hang,
     /// Reads the headers and part of the body, then resets the connection.
@@ -271,9 +278,10 @@ fn serve(s: &Shared, mut conn: impl Conn, _tcp: bool) {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         buf.drain(..head_end);
+        let at = Instant::now();
         let n = s.count.fetch_add(1, Ordering::SeqCst);
         let reply = (s.policy)(n);
-        match reply {
+        match &reply {
             Reply::ResetMidBody => {
                 // Read up to half the body, then reset.
                 while buf.len() < len / 2 {
@@ -307,17 +315,32 @@ fn serve(s: &Shared, mut conn: impl Conn, _tcp: bool) {
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
+        // Last first: the headers an exporter adds itself (auth, keys) come after ureq's own,
+        // and the error snippet forkprof keeps is short.
+        let echoed: String = headers
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{k}: {v}; "))
+            .collect();
         s.requests.lock().unwrap().push(Recorded {
             method,
             target,
             headers,
             body,
+            at,
         });
+        let (code, extra, text) = match &reply {
+            Reply::Status(code) => (*code, String::new(), format!("status {code}")),
+            Reply::StatusWith(code, line) => {
+                (*code, format!("{line}\r\n"), format!("status {code}"))
+            }
+            Reply::Echo(code) => (*code, String::new(), format!("you sent {echoed}")),
+            _ => (0, String::new(), String::new()),
+        };
         match reply {
-            Reply::Status(code) => {
-                let text = format!("status {code}");
+            Reply::Status(_) | Reply::StatusWith(..) | Reply::Echo(_) => {
                 let resp = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{extra}\r\n{text}",
                     text.len()
                 );
                 if conn.write_all(resp.as_bytes()).is_err() {

@@ -86,6 +86,14 @@ CHILD_RESTART = 0
 LABEL_STR, LABEL_NUM = 0, 1
 
 
+# void (*)(void *user_data, uint32_t level, uint32_t kind, const char *message, size_t len)
+LOG_FN = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t
+)
+LOG_WARN, LOG_INFO = 2, 3
+LOG_KIND_EXPORT_FAILED = 1
+
+
 def load_library():
     path = os.environ.get("FORKPROF_LIB")
     if not path:
@@ -124,6 +132,13 @@ def load_library():
         "forkprof_last_error": (s, []),
         "forkprof_status_name": (s, [ctypes.c_int32]),
         "forkprof_version": (s, []),
+        "forkprof_config_exporter_url": (st, [p, s, sz]),
+        "forkprof_config_upload_timeouts": (st, [p, u64, u64]),
+        "forkprof_config_upload_retries": (st, [p, ctypes.c_int32, u64, u64, u64]),
+        "forkprof_set_log_callback": (st, [u32, LOG_FN, p]),
+        "forkprof_set_log_rate_limit_ms": (st, [u64]),
+        "forkprof_set_log_delivery": (st, [u32]),
+        "forkprof_drain_log": (sz, []),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -508,11 +523,100 @@ def scenario_register_at_fork(out_dir):
     check_family(out_dir, os.getpid(), mp_children, "mp_child_work")
 
 
+def scenario_log_callback(out_dir):
+    """forkprof's messages into Python's own `logging`, through a ctypes callback, across a
+    fork that lands while another thread is inside the logging handler (holding its lock).
+    The callback only ever runs on the Python thread that called into forkprof; CPython's
+    logging re-initialises its locks in the child, and the child then logs its own failure."""
+    import logging
+    import threading
+
+    records = []  # (pid, thread name, message)
+    entered = threading.Event()
+    release = threading.Event()
+    block_once = [True]
+
+    class Handler(logging.Handler):
+        def emit(self, record):  # runs with the handler's lock held
+            records.append((os.getpid(), threading.current_thread().name, record.getMessage()))
+            if block_once[0]:
+                block_once[0] = False
+                entered.set()
+                release.wait(CHILD_TIMEOUT_S)
+
+    log = logging.getLogger("forkprof")
+    log.addHandler(Handler())
+    log.setLevel(logging.INFO)
+    levels = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG}
+
+    @LOG_FN
+    def on_message(_user, level, kind, message, length):
+        log.log(levels.get(level, logging.DEBUG), "%s", message[:length].decode())
+
+    check("set_log_callback", LIB.forkprof_set_log_callback(LOG_INFO, on_message, None))
+    check("rate_limit", LIB.forkprof_set_log_rate_limit_ms(0))
+    sock = __import__("socket").socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: every upload is refused
+
+    cfg = ctypes.c_void_p()
+    check("config_new", LIB.forkprof_config_new(*buf(SERVICE), ctypes.byref(cfg)))
+    check("sample_type", LIB.forkprof_config_sample_type(cfg, *buf("samples"), *buf("count")))
+    check("url", LIB.forkprof_config_exporter_url(cfg, *buf(f"http://127.0.0.1:{port}")))
+    check("timeouts", LIB.forkprof_config_upload_timeouts(cfg, 500, 1000))
+    check("retries", LIB.forkprof_config_upload_retries(cfg, 0, 5000, 0, 0))
+    handle = ctypes.c_void_p()
+    check("start", LIB.forkprof_start(cfg, ctypes.byref(handle)))
+    LIB.forkprof_config_free(cfg)
+    prof = Profiler.__new__(Profiler)
+    prof.handle, prof.n_values = handle, 1
+
+    def fail_one():
+        check("record", prof.record([1]))
+        prof.flush_sync()
+
+    # Thread A's flush_sync delivers the first failure and blocks inside the handler.
+    a = threading.Thread(target=fail_one, name="host-thread-A")
+    a.start()
+    assert entered.wait(CHILD_TIMEOUT_S), "A never entered the logging handler"
+
+    pid = os.fork()
+    if pid == 0:
+
+        def child():
+            del records[:]
+            assert LIB.forkprof_drain_log() == 0, "the child delivered a parent's message"
+            fail_one()
+            mine = [r for r in records if "export failed" in r[2]]
+            assert len(mine) == 1, records
+            assert mine[0][0] == os.getpid() and mine[0][1] == "MainThread", mine
+            assert f"of pid {os.getpid()} " in mine[0][2], mine
+            print("child:", mine[0][2])
+
+        in_child(child)
+    wait_child(pid, "child forked while a thread was inside the logging handler")
+    release.set()
+    a.join(CHILD_TIMEOUT_S)
+    assert not a.is_alive()
+    fail_one()
+    failures = [r for r in records if "export failed" in r[2]]
+    assert len(failures) == 2, records
+    assert failures[0][1] == "host-thread-A" and failures[1][1] == "MainThread", failures
+    for r in records:
+        assert r[0] == os.getpid() and not r[1].startswith("forkprof"), r
+    print("parent:", failures[0][2])
+    prof.stop()
+    prof.free()
+    check("unset_log_callback", LIB.forkprof_set_log_callback(LOG_WARN, LOG_FN(), None))
+
+
 SCENARIOS = {
     "record": scenario_record,
     "os_fork": scenario_os_fork,
     "multiprocessing": scenario_multiprocessing,
     "register_at_fork": scenario_register_at_fork,
+    "log_callback": scenario_log_callback,
 }
 
 

@@ -143,6 +143,9 @@ impl Datadog {
         self.http = http;
         self
     }
+    pub fn http(&self) -> HttpOptions {
+        self.http
+    }
     /// Replaces the host-name lookup `start()` performs (tests inject a slow or failing one
     /// to show that forks never wait for it). It still runs only on the starting thread.
     #[doc(hidden)]
@@ -251,17 +254,21 @@ impl ExporterFactory for DatadogFactory {
             tags.push(k, v);
         }
         let mut headers = vec![
-            ("DD-EVP-ORIGIN", ORIGIN.parse().expect("static header")),
             (
-                "DD-EVP-ORIGIN-VERSION",
+                "DD-EVP-ORIGIN".to_string(),
+                ORIGIN.parse().expect("static header"),
+            ),
+            (
+                "DD-EVP-ORIGIN-VERSION".to_string(),
                 env!("CARGO_PKG_VERSION").parse().expect("static header"),
             ),
         ];
         if let Some(k) = &s.api_key {
-            headers.push(("DD-API-KEY", http::secret_header(&k.0)?));
+            headers.push(("DD-API-KEY".to_string(), http::secret_header(&k.0)?));
         }
         Ok(Box::new(DatadogExporter {
-            client: HttpClient::new(endpoint, addrs, s.http, &self.ureq, seed),
+            client: HttpClient::new(endpoint, addrs, s.http, &self.ureq, seed)
+                .with_secrets(s.api_key.iter().map(|k| k.0.clone())),
             path: if s.api_key.is_some() {
                 INTAKE_PATH
             } else {
@@ -299,7 +306,7 @@ struct DatadogExporter {
     /// Every tag but the pid, which comes from each profile.
     tags: String,
     family: String,
-    headers: Vec<(&'static str, ureq::http::HeaderValue)>,
+    headers: Vec<(String, ureq::http::HeaderValue)>,
     max_request_bytes: usize,
     seed: u64,
     /// Kept only to scrub it from failure messages (a proxy could echo it in a body).

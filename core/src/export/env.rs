@@ -19,6 +19,9 @@
 //! | tags | `FORKPROF_TAGS` | `DD_TAGS` | none |
 //! | intake | `FORKPROF_SITE` | `DD_SITE`, `DD_API_KEY` | `datadoghq.com` |
 //! | timeouts | `FORKPROF_CONNECT_TIMEOUT_MS`, `FORKPROF_UPLOAD_TIMEOUT_MS` | | 2 s, 10 s |
+//! | retries | `FORKPROF_MAX_RETRIES`, `FORKPROF_RETRY_BUDGET_MS`, `FORKPROF_INITIAL_BACKOFF_MS`, `FORKPROF_MAX_BACKOFF_MS` | | 3, 30 s, 250 ms, 4 s |
+//! | Pyroscope auth | | `PYROSCOPE_BASIC_AUTH_USER` + `PYROSCOPE_BASIC_AUTH_PASSWORD`, or `PYROSCOPE_AUTH_TOKEN` (bearer); credentials in `PYROSCOPE_SERVER_ADDRESS`'s URL | none |
+//! | Pyroscope tenant | | `PYROSCOPE_TENANT_ID` (sent as `X-Scope-OrgID`) | none |
 //!
 //! The environment is read once, by the call that builds the configuration, on the caller's
 //! thread. Nothing reads it later: not `start()`, not a forked child's restart, never a
@@ -84,6 +87,23 @@ impl<'a> Vars<'a> {
         }
         if let Some(d) = self.millis("FORKPROF_UPLOAD_TIMEOUT_MS")? {
             o.request_timeout = d;
+        }
+        if let Some(v) = self.value(&["FORKPROF_MAX_RETRIES"]) {
+            o.max_retries = v.parse().map_err(|_| {
+                Error::config(
+                    "FORKPROF_MAX_RETRIES",
+                    format!("`{v}` is not a number of retries"),
+                )
+            })?;
+        }
+        if let Some(d) = self.millis("FORKPROF_RETRY_BUDGET_MS")? {
+            o.retry_budget = d;
+        }
+        if let Some(d) = self.millis("FORKPROF_INITIAL_BACKOFF_MS")? {
+            o.initial_backoff = d;
+        }
+        if let Some(d) = self.millis("FORKPROF_MAX_BACKOFF_MS")? {
+            o.max_backoff = d;
         }
         Ok(o)
     }
@@ -159,6 +179,25 @@ impl<'a> Vars<'a> {
         let mut p = Pyroscope::new(&url, &app);
         for (k, v) in self.tags()? {
             p = p.tag(k, v);
+        }
+        match (
+            self.value(&["PYROSCOPE_BASIC_AUTH_USER"]),
+            self.value(&["PYROSCOPE_BASIC_AUTH_PASSWORD"]),
+        ) {
+            (Some(user), Some(password)) => p = p.basic_auth(user, password),
+            (None, None) => {}
+            _ => {
+                return Err(Error::config(
+                    "PYROSCOPE_BASIC_AUTH_USER",
+                    "and PYROSCOPE_BASIC_AUTH_PASSWORD must be set together",
+                ))
+            }
+        }
+        if let Some(token) = self.value(&["PYROSCOPE_AUTH_TOKEN"]) {
+            p = p.bearer_token(token);
+        }
+        if let Some(tenant) = self.value(&["PYROSCOPE_TENANT_ID"]) {
+            p = p.tenant_id(tenant);
         }
         Ok(p.http_options(self.http()?))
     }
@@ -354,6 +393,49 @@ mod tests {
         assert_eq!(p, Pyroscope::new(DEFAULT_PYROSCOPE_URL, ""));
         let p = pyro(with(&[("FORKPROF_ENDPOINT", "pyroscope+http://p:1")], false).unwrap());
         assert_eq!(p, Pyroscope::new("http://p:1", ""));
+        // Grafana Cloud style: basic auth and a tenant from Pyroscope's own variables.
+        let p = pyro(
+            with(
+                &[
+                    ("PYROSCOPE_SERVER_ADDRESS", "https://profiles.example"),
+                    ("PYROSCOPE_APPLICATION_NAME", "checkout"),
+                    ("PYROSCOPE_BASIC_AUTH_USER", "123456"),
+                    ("PYROSCOPE_BASIC_AUTH_PASSWORD", "glc_token"),
+                    ("PYROSCOPE_TENANT_ID", "team-a"),
+                ],
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            p,
+            Pyroscope::new("https://profiles.example", "checkout")
+                .basic_auth("123456", "glc_token")
+                .tenant_id("team-a")
+        );
+        let p = pyro(
+            with(
+                &[
+                    ("PYROSCOPE_SERVER_ADDRESS", "http://py:4040"),
+                    ("PYROSCOPE_AUTH_TOKEN", "tok"),
+                ],
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!(p, Pyroscope::new("http://py:4040", "").bearer_token("tok"));
+        let err = with(
+            &[
+                ("PYROSCOPE_SERVER_ADDRESS", "http://py:4040"),
+                ("PYROSCOPE_BASIC_AUTH_USER", "u"),
+            ],
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("PYROSCOPE_BASIC_AUTH_PASSWORD"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -368,13 +450,31 @@ mod tests {
                 vec![("FORKPROF_EXPORTER", "carrier-pigeon")],
                 "FORKPROF_EXPORTER",
             ),
+            (
+                vec![("FORKPROF_MAX_RETRIES", "many")],
+                "FORKPROF_MAX_RETRIES",
+            ),
         ] {
             let err = with(&vars, false).unwrap_err();
             assert!(err.to_string().contains(name), "{err}");
         }
-        let t = dd(with(&[("FORKPROF_CONNECT_TIMEOUT_MS", "150")], false).unwrap());
+        let t = dd(with(
+            &[
+                ("FORKPROF_CONNECT_TIMEOUT_MS", "150"),
+                ("FORKPROF_MAX_RETRIES", "0"),
+                ("FORKPROF_RETRY_BUDGET_MS", "5000"),
+                ("FORKPROF_INITIAL_BACKOFF_MS", "20"),
+                ("FORKPROF_MAX_BACKOFF_MS", "80"),
+            ],
+            false,
+        )
+        .unwrap());
         let o = HttpOptions {
             connect_timeout: Duration::from_millis(150),
+            max_retries: 0,
+            retry_budget: Duration::from_secs(5),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(80),
             ..HttpOptions::default()
         };
         assert_eq!(t, Datadog::agent(DEFAULT_AGENT_URL).http_options(o));

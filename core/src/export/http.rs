@@ -8,8 +8,15 @@
 //! default connector chain. One thing ureq still does on the uploader thread is emit `log`
 //! records at debug and trace level; a host whose logger takes a lock (stderr, a file) and
 //! enables those levels for the `ureq` targets gets that lock taken on a profiler thread, so
-//! such hosts should filter `ureq*` out. ureq never logs header values it does not know to
-//! be harmless, and the API key header is also marked sensitive.
+//! such hosts should filter `ureq*` out. At TRACE, `ureq_proto` also hex-dumps the raw request
+//! bytes, auth headers included: no setting of ureq turns that off, so the README tells hosts
+//! to keep `ureq*` below TRACE (forkprof's own messages never carry a secret: every reason this
+//! client gives is scrubbed of the exporter's secrets, see `HttpClient::with_secrets`).
+//!
+//! Retries: connection errors, timeouts, 408, 429 and 5xx; never other 4xx. A 429 or 503 with
+//! `Retry-After` (seconds or an HTTP date, `retry_after.rs`) pauses at least that long, within
+//! the retry budget and the stop deadline; when it does not fit, the profile is given up with
+//! that reason and the next profile waits until the time the server gave.
 
 use std::fmt;
 use std::io::Read;
@@ -113,20 +120,43 @@ pub(crate) struct Request<'a> {
     /// Path and query, starting with `/`.
     pub path: String,
     pub content_type: String,
-    pub headers: Vec<(&'static str, HeaderValue)>,
+    pub headers: Vec<(String, HeaderValue)>,
     pub body: &'a [u8],
 }
 
 /// A header value that must never be shown: marked sensitive for ureq's and http's logging.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::from_str(value).map_err(|_| {
-        Error::config(
-            "api_key",
-            "contains characters not allowed in an HTTP header",
-        )
-    })?;
+    secret_header_for("api_key", value)
+}
+
+/// [`secret_header`] for the setting `field`; the error never shows the value.
+pub(crate) fn secret_header_for(field: &'static str, value: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value)
+        .map_err(|_| Error::config(field, "contains characters not allowed in an HTTP header"))?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// Standard base64 with padding (RFC 4648), for basic auth.
+pub(crate) fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// An API key: shown as `<redacted>` by `Debug`, never put in a message.
@@ -145,16 +175,75 @@ pub(crate) struct HttpClient {
     endpoint: Endpoint,
     opts: HttpOptions,
     rng: u64,
+    /// Texts that must never appear in a reason or a message (keys, passwords, tokens and
+    /// the header values built from them), longest first.
+    secrets: Vec<String>,
+    /// A `Retry-After` the last profile could not wait out: no request before this.
+    not_before: Option<Instant>,
 }
 
 enum Attempt {
     Done(u64),
-    Retry(String),
-    Fatal { reason: String, too_large: bool },
+    /// Worth another try; `after` is the server's `Retry-After`, if it gave one.
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
+    Fatal {
+        reason: String,
+        too_large: bool,
+    },
+}
+
+/// `250 ms`, `1.5 s`, `120 s`: for messages.
+pub(crate) struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms < 1000 {
+            write!(f, "{ms} ms")
+        } else if ms < 10_000 {
+            write!(f, "{}.{} s", ms / 1000, ms % 1000 / 100)
+        } else {
+            write!(f, "{} s", ms / 1000)
+        }
+    }
+}
+
+/// `1 attempt`, `3 attempts`.
+struct Attempts(u32);
+
+impl fmt::Display for Attempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            1 => f.write_str("1 attempt"),
+            n => write!(f, "{n} attempts"),
+        }
+    }
+}
+
+/// Pauses until `until` (between attempts: the uploader thread holds no lock), or returns
+/// the stop deadline as soon as the profiler is stopping and `until` falls after it (the
+/// uploader thread is woken for a stop, so that is noticed at once).
+fn pause_until(until: Instant) -> Result<(), Instant> {
+    loop {
+        if let Some(d) = super::stop_deadline() {
+            if until > d {
+                return Err(d);
+            }
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        super::pause(until - now);
+    }
 }
 
 impl HttpClient {
     /// A fresh agent (no pooled connection of any other process) using `addrs` only.
+    /// `secrets` are scrubbed from every reason the client gives.
     pub fn new(
         endpoint: &Endpoint,
         addrs: Arc<Vec<SocketAddr>>,
@@ -178,11 +267,41 @@ impl HttpClient {
             endpoint: endpoint.clone(),
             opts,
             rng: seed | 1,
+            secrets: Vec::new(),
+            not_before: None,
+        }
+    }
+
+    /// Texts to scrub from reasons and messages (empty ones are ignored).
+    pub fn with_secrets(mut self, secrets: impl IntoIterator<Item = String>) -> HttpClient {
+        self.secrets
+            .extend(secrets.into_iter().filter(|s| !s.is_empty()));
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self
+    }
+
+    fn scrub(&self, mut text: String) -> String {
+        for s in &self.secrets {
+            if text.contains(s.as_str()) {
+                text = text.replace(s.as_str(), "<redacted>");
+            }
+        }
+        text
+    }
+
+    fn fail(&self, reason: String, retries: u32, too_large: bool) -> ExportFailure {
+        ExportFailure {
+            reason: self.scrub(reason),
+            retries,
+            too_large,
         }
     }
 
     /// Sends `req`, retrying retryable failures while the budget and `deadline` allow. Never
-    /// starts an attempt or a pause that would end after `deadline`.
+    /// starts an attempt or a pause that would end after `deadline`. A `Retry-After` on 429
+    /// or 503 sets the pause (at least the usual backoff); one that does not fit the budget
+    /// or the deadline ends the profile's attempts, and holds off the next profile's until
+    /// the time the server gave.
     pub fn send(
         &mut self,
         req: &Request<'_>,
@@ -191,45 +310,117 @@ impl HttpClient {
         let start = Instant::now();
         let budget_end = start + self.opts.retry_budget;
         let end = deadline.map_or(budget_end, |d| d.min(budget_end));
+        let limit = if deadline.is_some_and(|d| d < budget_end) {
+            "the stop deadline"
+        } else {
+            "the retry budget"
+        };
+        let target = self.show(&req.path);
+        if let Some(not_before) = self.not_before {
+            if not_before > start {
+                if not_before >= end {
+                    return Err(self.fail(
+                        format!(
+                            "POST {target}: not sent: the server asked (Retry-After) to wait {} more, beyond {limit}",
+                            Dur(not_before - start)
+                        ),
+                        0,
+                        false,
+                    ));
+                }
+                if pause_until(not_before).is_err() {
+                    return Err(self.fail(
+                        format!(
+                            "POST {target}: not sent: the profiler is stopping and the server asked (Retry-After) to wait past the stop deadline"
+                        ),
+                        0,
+                        false,
+                    ));
+                }
+            }
+            self.not_before = None;
+        }
+        let attempts = self.opts.max_retries.saturating_add(1);
         let url = self.endpoint.uri(&req.path);
         let mut retries = 0u32;
         loop {
             let now = Instant::now();
             if now >= end {
-                return Err(ExportFailure {
-                    reason: format!(
-                        "POST {}: no time left before the deadline",
-                        self.show(&req.path)
-                    ),
+                return Err(self.fail(
+                    format!("POST {target}: no time left before {limit}"),
                     retries,
-                    too_large: false,
-                });
+                    false,
+                ));
             }
             let timeout = self.opts.request_timeout.min(end - now);
-            let why = match self.attempt(&url, req, timeout) {
+            let n = retries + 1;
+            let (why, asked) = match self.attempt(&url, req, timeout) {
                 Attempt::Done(bytes) => return Ok(Delivered { bytes, retries }),
                 Attempt::Fatal { reason, too_large } => {
-                    return Err(ExportFailure {
-                        reason: format!("POST {}: {reason}", self.show(&req.path)),
+                    return Err(self.fail(
+                        format!("POST {target}: {reason} (attempt {n}; not retryable)"),
                         retries,
                         too_large,
-                    })
+                    ))
                 }
-                Attempt::Retry(why) => why,
+                Attempt::Retry { why, after } => (why, after),
             };
-            let pause = self.backoff(retries);
-            if retries >= self.opts.max_retries || Instant::now() + pause >= end {
-                return Err(ExportFailure {
-                    reason: format!(
-                        "POST {}: {why} (gave up after {} attempts)",
-                        self.show(&req.path),
-                        retries + 1
+            let backoff = self.backoff(retries);
+            let pause = asked.map_or(backoff, |a| a.max(backoff));
+            let now = Instant::now();
+            if let Some(a) = asked {
+                // Whatever happens to this profile, the next one waits as asked too.
+                self.not_before = Some(now + a);
+            }
+            if retries >= self.opts.max_retries {
+                return Err(self.fail(
+                    format!("POST {target}: {why} (gave up after {})", Attempts(n)),
+                    retries,
+                    false,
+                ));
+            }
+            if now + pause >= end {
+                let left = Dur(end.saturating_duration_since(now));
+                let reason = match asked {
+                    Some(a) => format!(
+                        "POST {target}: {why}; the server asked to retry after {}, beyond {limit} ({left} left), so no upload before then ({})",
+                        Dur(a),
+                        Attempts(n)
+                    ),
+                    None => format!(
+                        "POST {target}: {why} (gave up after {}: the next pause would pass {limit})",
+                        Attempts(n)
+                    ),
+                };
+                return Err(self.fail(reason, retries, false));
+            }
+            if crate::messages::wants(crate::messages::Level::Debug) {
+                let text = self.scrub(format!(
+                    "POST {target}: {why} (attempt {n} of {attempts}); retrying in {}{}",
+                    Dur(pause),
+                    if asked.is_some() {
+                        " as the server asked (Retry-After)"
+                    } else {
+                        ""
+                    }
+                ));
+                crate::messages::post(
+                    crate::messages::Kind::ExportRetry,
+                    crate::messages::Level::Debug,
+                    format_args!("{text}"),
+                );
+            }
+            if pause_until(now + pause).is_err() {
+                return Err(self.fail(
+                    format!(
+                        "POST {target}: {why}; the profiler is stopping and the next attempt (in {}) would start after the stop deadline ({})",
+                        Dur(pause),
+                        Attempts(n)
                     ),
                     retries,
-                    too_large: false,
-                });
+                    false,
+                ));
             }
-            std::thread::sleep(pause);
             retries += 1;
         }
     }
@@ -244,7 +435,7 @@ impl HttpClient {
             .post(url)
             .header("Content-Type", req.content_type.as_str());
         for (name, value) in &req.headers {
-            b = b.header(*name, value.clone());
+            b = b.header(name.as_str(), value.clone());
         }
         let result = b
             .config()
@@ -254,6 +445,11 @@ impl HttpClient {
         match result {
             Ok(mut resp) => {
                 let status = resp.status();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| super::retry_after::parse(v, std::time::SystemTime::now()));
                 // Read (a bounded part of) the body so the connection can be reused, and
                 // for the error message.
                 let mut body = Vec::new();
@@ -262,7 +458,7 @@ impl HttpClient {
                     .as_reader()
                     .take(MAX_RESPONSE_BODY)
                     .read_to_end(&mut body);
-                classify(status, &body, req.body.len() as u64)
+                classify(status, &body, req.body.len() as u64, retry_after)
             }
             Err(e) => match e {
                 ureq::Error::Io(_)
@@ -270,7 +466,10 @@ impl HttpClient {
                 | ureq::Error::ConnectionFailed
                 | ureq::Error::HostNotFound
                 | ureq::Error::Protocol(_)
-                | ureq::Error::BodyStalled => Attempt::Retry(e.to_string()),
+                | ureq::Error::BodyStalled => Attempt::Retry {
+                    why: e.to_string(),
+                    after: None,
+                },
                 other => Attempt::Fatal {
                     reason: other.to_string(),
                     too_large: false,
@@ -301,7 +500,9 @@ impl HttpClient {
     }
 }
 
-fn classify(status: StatusCode, body: &[u8], sent: u64) -> Attempt {
+/// What a response means. 408, 429 and 5xx are retried (429 and 503 as `Retry-After` asks);
+/// every other 4xx is final: sending the same request again cannot fix it.
+fn classify(status: StatusCode, body: &[u8], sent: u64, retry_after: Option<Duration>) -> Attempt {
     let code = status.as_u16();
     if status.is_success() {
         return Attempt::Done(sent);
@@ -312,7 +513,14 @@ fn classify(status: StatusCode, body: &[u8], sent: u64) -> Attempt {
         .collect();
     let reason = format!("HTTP {code}: {}", snippet.trim());
     match code {
-        408 | 429 | 500..=599 => Attempt::Retry(reason),
+        429 | 503 => Attempt::Retry {
+            why: reason,
+            after: retry_after,
+        },
+        408 | 500..=599 => Attempt::Retry {
+            why: reason,
+            after: None,
+        },
         413 => Attempt::Fatal {
             reason,
             too_large: true,
@@ -385,23 +593,43 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        assert!(matches!(classify(StatusCode::OK, b"", 5), Attempt::Done(5)));
+        let wait = Some(Duration::from_secs(7));
         assert!(matches!(
-            classify(StatusCode::ACCEPTED, b"", 5),
+            classify(StatusCode::OK, b"", 5, None),
             Attempt::Done(5)
         ));
-        for s in [429, 500, 503, 408] {
+        assert!(matches!(
+            classify(StatusCode::ACCEPTED, b"", 5, None),
+            Attempt::Done(5)
+        ));
+        for (s, after) in [
+            (429, wait),
+            (503, wait),
+            (500, None),
+            (502, None),
+            (408, None),
+        ] {
             let s = StatusCode::from_u16(s).unwrap();
-            assert!(matches!(classify(s, b"x", 1), Attempt::Retry(_)));
+            match classify(s, b"x", 1, wait) {
+                Attempt::Retry { after: a, .. } => assert_eq!(a, after, "{s}"),
+                _ => panic!("{s} is retried"),
+            }
+        }
+        for s in [400, 401, 403, 404, 409, 422] {
+            let s = StatusCode::from_u16(s).unwrap();
+            assert!(
+                matches!(classify(s, b"x", 1, wait), Attempt::Fatal { .. }),
+                "{s} is not retried"
+            );
         }
         assert!(matches!(
-            classify(StatusCode::PAYLOAD_TOO_LARGE, b"", 1),
+            classify(StatusCode::PAYLOAD_TOO_LARGE, b"", 1, None),
             Attempt::Fatal {
                 too_large: true,
                 ..
             }
         ));
-        match classify(StatusCode::FORBIDDEN, b"bad\nkey", 1) {
+        match classify(StatusCode::FORBIDDEN, b"bad\nkey", 1, None) {
             Attempt::Fatal { reason, too_large } => {
                 assert!(!too_large);
                 assert_eq!(reason, "HTTP 403: bad key");
@@ -444,6 +672,21 @@ mod tests {
         let failure = c.send(&req, None).unwrap_err();
         assert!(!failure.too_large);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), want, "{input}");
+        }
     }
 
     #[test]

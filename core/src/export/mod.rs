@@ -33,18 +33,75 @@ pub mod http;
 mod multipart;
 pub mod pyroscope;
 mod resolve;
+mod retry_after;
 mod unix;
 
 pub use datadog::Datadog;
 pub use http::HttpOptions;
 pub use pyroscope::Pyroscope;
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
 use crate::error::Result;
+
+/// How an exporter on the uploader thread learns that its profiler is stopping, and pauses
+/// between attempts so that the stop wakes it. The session implements it; the uploader
+/// installs it for the thread's life with [`PauseScope`].
+pub(crate) trait UploadPause {
+    /// `Some(deadline)` once the profiler is stopping.
+    fn stop_deadline(&self) -> Option<Instant>;
+    /// Sleeps up to `d`, or until the profiler starts stopping.
+    fn pause(&self, d: Duration);
+}
+
+thread_local! {
+    // A raw pointer in a Cell: no destructor to register, which on a forkprof thread in a
+    // forked child could meet the loader's lock (`__cxa_thread_atexit_impl`).
+    static PAUSE: Cell<Option<*const dyn UploadPause>> = const { Cell::new(None) };
+}
+
+/// Installs `pause` for exporters on this thread until dropped.
+pub(crate) struct PauseScope<'a>(std::marker::PhantomData<&'a dyn UploadPause>);
+
+impl<'a> PauseScope<'a> {
+    pub fn new(pause: &'a (dyn UploadPause + 'a)) -> PauseScope<'a> {
+        let ptr: *const (dyn UploadPause + 'a) = pause;
+        // SAFETY: only the lifetime is erased; the pointer is cleared by `drop`, before `'a`
+        // ends, and read only on this thread in between.
+        let ptr: *const dyn UploadPause = unsafe { std::mem::transmute(ptr) };
+        let _ = PAUSE.try_with(|c| c.set(Some(ptr)));
+        PauseScope(std::marker::PhantomData)
+    }
+}
+
+impl Drop for PauseScope<'_> {
+    fn drop(&mut self) {
+        let _ = PAUSE.try_with(|c| c.set(None));
+    }
+}
+
+fn with_pause<R>(f: impl FnOnce(Option<&dyn UploadPause>) -> R) -> R {
+    let p = PAUSE.try_with(Cell::get).ok().flatten();
+    // SAFETY: set by a live `PauseScope` on this thread, which outlives this call.
+    f(p.map(|p| unsafe { &*p }))
+}
+
+/// The stop deadline, if the profiler whose uploader runs on this thread is stopping.
+pub(crate) fn stop_deadline() -> Option<Instant> {
+    with_pause(|p| p.and_then(|p| p.stop_deadline()))
+}
+
+/// Sleeps up to `d` between attempts; a stop of the profiler ends the sleep early.
+pub(crate) fn pause(d: Duration) {
+    with_pause(|p| match p {
+        Some(p) => p.pause(d),
+        None => std::thread::sleep(d),
+    })
+}
 
 /// How a profile is compressed before export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,6 +234,29 @@ impl ExporterConfig {
     /// defaults). Reads the environment now, on this thread, and never again.
     pub fn from_env() -> Result<ExporterConfig> {
         env::from_process_env()
+    }
+
+    /// The upload timeouts and retry policy of an HTTP exporter (`None` for files and custom
+    /// exporters).
+    pub fn http_options(&self) -> Option<HttpOptions> {
+        match self {
+            ExporterConfig::Datadog(f) => Some(f.settings().http()),
+            ExporterConfig::Pyroscope(f) => Some(f.settings().http()),
+            _ => None,
+        }
+    }
+
+    /// The same exporter with other upload timeouts and retry policy; an error for exporters
+    /// that do not upload (files, custom).
+    pub fn with_http_options(self, http: HttpOptions) -> Result<ExporterConfig> {
+        match self {
+            ExporterConfig::Datadog(f) => Ok(f.settings().clone().http_options(http).into()),
+            ExporterConfig::Pyroscope(f) => Ok(f.settings().clone().http_options(http).into()),
+            _ => Err(crate::error::Error::config(
+                "http_options",
+                "apply to the HTTP exporters (Datadog, Pyroscope): set an endpoint first",
+            )),
+        }
     }
 
     pub fn compression(&self) -> Compression {

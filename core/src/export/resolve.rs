@@ -66,11 +66,55 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// `url` with any `user:password@` removed, for error messages.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<credentials>@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+/// Credentials given in a URL (`http://user:password@host`), percent-decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct UrlCredentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl fmt::Debug for UrlCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UrlCredentials({}, <redacted>)", self.user)
+    }
+}
+
 impl Endpoint {
-    /// Parses `url`; `field` names the configuration field in errors.
+    /// Parses `url`; `field` names the configuration field in errors. Credentials in the URL
+    /// are refused (see [`Endpoint::parse_with_credentials`] for the exporters that take them).
     pub fn parse(url: &str, field: &'static str) -> Result<Endpoint> {
-        let bad = |why: &str| Error::config(field, format!("`{url}`: {why}"));
+        match Endpoint::parse_with_credentials(url, field)? {
+            (_, Some(_)) => Err(Error::config(
+                field,
+                format!(
+                    "`{}`: credentials in the URL are not supported here",
+                    without_userinfo(url.trim())
+                ),
+            )),
+            (e, None) => Ok(e),
+        }
+    }
+
+    /// Parses `url`, splitting off `user:password@` if present. Errors never show the
+    /// credentials.
+    pub(crate) fn parse_with_credentials(
+        url: &str,
+        field: &'static str,
+    ) -> Result<(Endpoint, Option<UrlCredentials>)> {
         let url = url.trim();
+        let bad = |why: &str| Error::config(field, format!("`{}`: {why}", without_userinfo(url)));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("expected http://host:port, https://host or unix:///path"))?;
@@ -79,10 +123,13 @@ impl Endpoint {
                 if !rest.starts_with('/') {
                     return Err(bad("a Unix socket path must be absolute (unix:///path)"));
                 }
-                Ok(Endpoint {
-                    address: Address::Unix(PathBuf::from(rest)),
-                    base_path: String::new(),
-                })
+                Ok((
+                    Endpoint {
+                        address: Address::Unix(PathBuf::from(rest)),
+                        base_path: String::new(),
+                    },
+                    None,
+                ))
             }
             s @ ("http" | "https") => {
                 let tls = s == "https";
@@ -90,9 +137,23 @@ impl Endpoint {
                     Some(i) => (&rest[..i], &rest[i..]),
                     None => (rest, ""),
                 };
-                if authority.contains('@') {
-                    return Err(bad("credentials in the URL are not supported"));
-                }
+                let (credentials, authority) = match authority.rsplit_once('@') {
+                    Some((userinfo, host)) => {
+                        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                        let decode = |s: &str| {
+                            percent_decode(s)
+                                .ok_or_else(|| bad("bad percent-encoding in the credentials"))
+                        };
+                        (
+                            Some(UrlCredentials {
+                                user: decode(user)?,
+                                password: decode(password)?,
+                            }),
+                            host,
+                        )
+                    }
+                    None => (None, authority),
+                };
                 if path.contains(['?', '#']) {
                     return Err(bad("no query or fragment expected"));
                 }
@@ -102,14 +163,17 @@ impl Endpoint {
                 if host.is_empty() {
                     return Err(bad("no host"));
                 }
-                Ok(Endpoint {
-                    address: Address::Tcp {
-                        host: host.to_string(),
-                        port,
-                        tls,
+                Ok((
+                    Endpoint {
+                        address: Address::Tcp {
+                            host: host.to_string(),
+                            port,
+                            tls,
+                        },
+                        base_path: path.trim_end_matches('/').to_string(),
                     },
-                    base_path: path.trim_end_matches('/').to_string(),
-                })
+                    credentials,
+                ))
             }
             _ => Err(bad("unsupported scheme (http, https or unix)")),
         }
@@ -127,6 +191,24 @@ impl Endpoint {
     pub fn needs_tls(&self) -> bool {
         matches!(self.address, Address::Tcp { tls: true, .. })
     }
+}
+
+/// `%XX` escapes to bytes; `None` for a malformed escape or a result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// `host[:port]` or `[v6][:port]`.
@@ -328,6 +410,34 @@ mod tests {
             let err = Endpoint::parse(bad, "endpoint").unwrap_err();
             assert!(err.to_string().contains("`endpoint`"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_are_split_off_and_never_shown() {
+        let (e, c) =
+            Endpoint::parse_with_credentials("https://123456:glc_s3cr%40t@host.example/base", "e")
+                .unwrap();
+        assert_eq!(e.to_string(), "https://host.example:443/base");
+        let c = c.unwrap();
+        assert_eq!(
+            (c.user.as_str(), c.password.as_str()),
+            ("123456", "glc_s3cr@t")
+        );
+        let (_, none) = Endpoint::parse_with_credentials("http://h:1", "e").unwrap();
+        assert!(none.is_none());
+        for bad in [
+            "http://u:hunter2@h:99999",
+            "ftp://u:hunter2@h",
+            "http://u:hunter2%zz@h",
+            "http://u:hunter2@h/p?q",
+        ] {
+            let err = Endpoint::parse_with_credentials(bad, "endpoint").unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{bad}: {err}");
+            assert!(err.to_string().contains("<credentials>@"), "{bad}: {err}");
+        }
+        let err = Endpoint::parse("http://u:hunter2@h", "endpoint").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("not supported"), "{err}");
     }
 
     static CALLS: AtomicUsize = AtomicUsize::new(0);

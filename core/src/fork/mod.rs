@@ -234,7 +234,9 @@ pub(crate) fn generation_checked() -> Option<u64> {
 
 #[cold]
 fn unobserved() -> Option<u64> {
-    UNOBSERVED.store(true, Ordering::Relaxed);
+    if !UNOBSERVED.swap(true, Ordering::Relaxed) && USERS.load(Ordering::Relaxed) != 0 {
+        crate::messages::child_disabled(Disabled::UnobservedFork.as_str());
+    }
     None
 }
 
