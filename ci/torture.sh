@@ -2,7 +2,8 @@
 # The fork torture run: a release build of the CLI, then 2000 forks from 4 threads at once
 # while 2 host threads record and the upload is stalled on a loopback endpoint, compared with
 # the same forks and no profiler. Non-zero on any failed child, lost parent sample or
-# DEADLOCK (exit 3). Roughly 1 min on 2 cores from a warm cache, most of it the build.
+# DEADLOCK (exit 3); then the fork-chaos run (threads starting and exiting, stderr, the
+# environment, the resolver and the allocator busy while 4 threads fork). Roughly 1 min on 2 cores from a warm cache, most of it the build.
 # Usage: ci/torture.sh [--target TRIPLE] [extra forkprof torture options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,5 @@ fi
 step "build forkprof (release ${target_args[*]:-host})" cargo build --release --locked -p forkprof-cli "${target_args[@]}"
 step "torture (restart)" "$bin" torture --forks 2000 --threads 4 "$@"
 step "torture (disable)" "$bin" torture --forks 2000 --threads 4 --policy disable "$@"
+step "torture --chaos" "$bin" torture --chaos --forks 2000 --threads 4
 summary

@@ -62,18 +62,28 @@ fn generation(p: &Profiler, depth: u32, n: i64) -> i32 {
         }
     }
     if depth > 0 {
-        // Two children per level, forked from two threads at once.
+        // Two children per level, forked from two threads at once. Raw threads: below the
+        // top level this runs in a forked child, where a std thread's start-up can wait for
+        // ever on a std lock a parent thread held at the fork.
         let kids: Vec<_> = (0..2)
             .map(|_| {
                 let p = p.clone();
-                std::thread::spawn(move || {
+                let ok = Arc::new(AtomicBool::new(false));
+                let done = ok.clone();
+                let t = forkprof::thread::spawn(c"nested-forker", move || {
                     let pid = fork_and_run(|| generation(&p, depth - 1, n + 1));
-                    wait_exit(pid, Duration::from_secs(15), "nested child")
-                })
+                    let exit = wait_exit(pid, Duration::from_secs(15), "nested child");
+                    done.store(exit == Exit::Code(0), Ordering::Release);
+                });
+                (t, ok)
             })
             .collect();
-        for k in kids {
-            if k.join().map(|e| e != Exit::Code(0)).unwrap_or(true) {
+        for (t, ok) in kids {
+            match t {
+                Ok(t) => t.join(),
+                Err(_) => return 102,
+            }
+            if !ok.load(Ordering::Acquire) {
                 return 101;
             }
         }
@@ -156,7 +166,14 @@ fn grandchild_forked_while_its_parent_restarts_still_profiles() {
             .store(std::process::id(), Ordering::Release);
         let restarting = {
             let p = p.clone();
-            std::thread::spawn(move || p.record(&Sample::new(&f, &[1])).is_ok())
+            // A raw thread: this is a forked child (see `generation`).
+            let ok = Arc::new(AtomicBool::new(false));
+            let done = ok.clone();
+            let t = forkprof::thread::spawn(c"restarter", move || {
+                done.store(p.record(&Sample::new(&f, &[1])).is_ok(), Ordering::Release);
+            })
+            .unwrap();
+            (t, ok)
         };
         while !factory.parked.load(Ordering::Acquire) {
             std::thread::yield_now();
@@ -175,7 +192,9 @@ fn grandchild_forked_while_its_parent_restarts_still_profiles() {
             }
         });
         factory.go.store(true, Ordering::Release);
-        if !restarting.join().unwrap_or(false) {
+        let (t, ok) = restarting;
+        t.join();
+        if !ok.load(Ordering::Acquire) {
             return 132;
         }
         match wait_exit(grandchild, Duration::from_secs(15), "grandchild") {

@@ -33,7 +33,7 @@ mod samples;
 mod support;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use forkprof::{ChildPolicy, Compression, Config, Error, ExporterConfig, Profiler, Stats};
@@ -1197,11 +1197,26 @@ mod child {
         if sut.nested && !early {
             descendants.push(grandchild(sut, plan, &profiler, n, seed).map_err(|e| err(&e))?);
         }
-        let more = std::thread::scope(|sc| {
-            sc.spawn(|| samples::record_all(&profiler, b, cfg.types, cfg.max_depth))
-                .join()
-                .map_err(|_| err("recording thread panicked"))
-        })??;
+        // A raw thread, not std's: a std thread's start-up can wait for ever in a forked
+        // child on a std lock that a parent thread held at the fork.
+        let more = {
+            let out = Arc::new(Mutex::new(None));
+            let (p, b, types, depth, o) = (
+                profiler.clone(),
+                b.to_vec(),
+                cfg.types,
+                cfg.max_depth,
+                out.clone(),
+            );
+            forkprof::thread::spawn(c"sm-recorder", move || {
+                let r = samples::record_all(&p, &b, types, depth);
+                *o.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            })
+            .map_err(|e| err(&format!("recording thread: {e}")))?
+            .join();
+            let r = out.lock().unwrap_or_else(|e| e.into_inner()).take();
+            r.ok_or_else(|| err("recording thread panicked"))?
+        }?;
         samples::merge(&mut drops.totals, &more.totals);
         drops.count += more.count;
         let s = profiler.stats();

@@ -87,7 +87,7 @@ impl Shared {
         if fork::is_unobserved_child() {
             return Some(Disabled::UnobservedFork);
         }
-        Disabled::from_code(self.disabled.load(Ordering::Acquire))
+        Disabled::from_code(u32::from(self.disabled.load(Ordering::Acquire)))
     }
 
     #[cold]

@@ -66,11 +66,18 @@ pub enum Disabled {
 
 impl Disabled {
     pub fn as_str(self) -> &'static str {
+        self.as_c_str()
+            .to_str()
+            .unwrap_or("profiling is off in this process")
+    }
+
+    /// [`Disabled::as_str`], NUL-terminated (the C ABI hands it out as is).
+    pub fn as_c_str(self) -> &'static std::ffi::CStr {
         match self {
-            Disabled::ChildPolicy => "this is a forked child and the child policy is Disable",
-            Disabled::UnobservedFork => "this process was forked without forkprof's fork hooks (e.g. _Fork or clone, or a macOS fork that was not intercepted); profiling is off in it",
-            Disabled::RestartFailed => "this forked child could not start its own profiler (sample buffer, exporter or thread creation failed); profiling is off in it",
-            Disabled::ThreadsDidNotStart => "the profiler's threads did not start within 2 s (in a forked child: a lock inherited held); profiling is off in this process",
+            Disabled::ChildPolicy => c"this is a forked child and the child policy is Disable",
+            Disabled::UnobservedFork => c"this process was forked without forkprof's fork hooks (e.g. _Fork or clone, or a macOS fork that was not intercepted); profiling is off in it",
+            Disabled::RestartFailed => c"this forked child could not start its own profiler (sample buffer, exporter or thread creation failed); profiling is off in it",
+            Disabled::ThreadsDidNotStart => c"the profiler's threads did not start within 2 s (in a forked child: a lock inherited held); profiling is off in this process",
         }
     }
 
@@ -79,7 +86,7 @@ impl Disabled {
         self as u32
     }
 
-    pub(crate) fn from_code(v: u8) -> Option<Disabled> {
+    pub fn from_code(v: u32) -> Option<Disabled> {
         match v {
             1 => Some(Disabled::ChildPolicy),
             2 => Some(Disabled::UnobservedFork),

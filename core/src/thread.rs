@@ -52,6 +52,11 @@ pub struct RawThread {
     stack: Option<ForkLocalRegion>,
 }
 
+// SAFETY: a pthread_t names a thread of the process and may be joined or detached from any
+// thread (on some libcs it is a pointer, hence no automatic Send); the stack region is plain
+// memory owned by this handle.
+unsafe impl Send for RawThread {}
+
 struct Start {
     name: &'static CStr,
     platform: &'static dyn Platform,

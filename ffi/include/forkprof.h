@@ -112,6 +112,27 @@
 #define FORKPROF_LABEL_NUM 1
 
 /**
+ * A forked child under `FORKPROF_CHILD_DISABLE`.
+ */
+#define FORKPROF_DISABLED_CHILD_POLICY 1
+
+/**
+ * A child forked without forkprof's fork hooks (`_Fork`, raw `clone`, an unintercepted fork
+ * on macOS).
+ */
+#define FORKPROF_DISABLED_UNOBSERVED_FORK 2
+
+/**
+ * A forked child could not start its own profiler.
+ */
+#define FORKPROF_DISABLED_RESTART_FAILED 3
+
+/**
+ * The profiler's threads did not start within 2 s (in a child: a lock inherited held).
+ */
+#define FORKPROF_DISABLED_THREADS_DID_NOT_START 4
+
+/**
  * What a forkprof call returns. `FORKPROF_OK` is 0; on any other value
  * `forkprof_last_error()` says what went wrong and what to fix.
  */
@@ -274,6 +295,11 @@ typedef struct forkprof_stats {
    * Upload attempts repeated after a retryable failure.
    */
   uint64_t uploads_retried;
+  /**
+   * Why profiling is off in this process: 0 when it is not, else one of the
+   * `FORKPROF_DISABLED_*` values; `forkprof_disabled_reason_text` says it in words.
+   */
+  uint32_t disabled_reason;
 } forkprof_stats;
 
 #ifdef __cplusplus
@@ -586,6 +612,12 @@ enum forkprof_status forkprof_set_log_rate_limit_ms(uint64_t interval_ms);
  * request's end, an idle tick). Returns 0 when called from inside the callback.
  */
 size_t forkprof_drain_log(void);
+
+/**
+ * What a `forkprof_stats.disabled_reason` means, in words. Static storage; NULL for 0 or an
+ * unknown value.
+ */
+const char *forkprof_disabled_reason_text(uint32_t reason);
 
 /**
  * Starts profiling with `cfg` (validated here; the message names a bad field) and stores the

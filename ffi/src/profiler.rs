@@ -87,6 +87,39 @@ pub struct forkprof_stats {
     pub bytes_written: u64,
     /// Upload attempts repeated after a retryable failure.
     pub uploads_retried: u64,
+    /// Why profiling is off in this process: 0 when it is not, else one of the
+    /// `FORKPROF_DISABLED_*` values; `forkprof_disabled_reason_text` says it in words.
+    pub disabled_reason: u32,
+}
+
+/// A forked child under `FORKPROF_CHILD_DISABLE`.
+pub const FORKPROF_DISABLED_CHILD_POLICY: u32 = 1;
+/// A child forked without forkprof's fork hooks (`_Fork`, raw `clone`, an unintercepted fork
+/// on macOS).
+pub const FORKPROF_DISABLED_UNOBSERVED_FORK: u32 = 2;
+/// A forked child could not start its own profiler.
+pub const FORKPROF_DISABLED_RESTART_FAILED: u32 = 3;
+/// The profiler's threads did not start within 2 s (in a child: a lock inherited held).
+pub const FORKPROF_DISABLED_THREADS_DID_NOT_START: u32 = 4;
+
+// The C numbers are core's.
+const _: () = {
+    assert!(forkprof::Disabled::ChildPolicy as u32 == FORKPROF_DISABLED_CHILD_POLICY);
+    assert!(forkprof::Disabled::UnobservedFork as u32 == FORKPROF_DISABLED_UNOBSERVED_FORK);
+    assert!(forkprof::Disabled::RestartFailed as u32 == FORKPROF_DISABLED_RESTART_FAILED);
+    assert!(
+        forkprof::Disabled::ThreadsDidNotStart as u32 == FORKPROF_DISABLED_THREADS_DID_NOT_START
+    );
+};
+
+/// What a `forkprof_stats.disabled_reason` means, in words. Static storage; NULL for 0 or an
+/// unknown value.
+#[no_mangle]
+pub extern "C" fn forkprof_disabled_reason_text(reason: u32) -> *const c_char {
+    match forkprof::Disabled::from_code(reason) {
+        Some(d) => d.as_c_str().as_ptr(),
+        None => std::ptr::null(),
+    }
 }
 
 impl From<forkprof::Stats> for forkprof_stats {
@@ -104,6 +137,7 @@ impl From<forkprof::Stats> for forkprof_stats {
             profiles_too_large: s.profiles_too_large,
             bytes_written: s.bytes_written,
             uploads_retried: s.uploads_retried,
+            disabled_reason: s.disabled.map_or(0, |d| d.code()),
         }
     }
 }

@@ -582,6 +582,10 @@ fn child_policy_disable_turns_the_child_off() {
                 22
             } else if forkprof_stats_get(p, &mut s) != FORKPROF_OK || s.samples_ignored != 1 {
                 23
+            } else if s.disabled_reason != FORKPROF_DISABLED_CHILD_POLICY
+                || forkprof_disabled_reason_text(s.disabled_reason).is_null()
+            {
+                24
             } else {
                 0
             }
@@ -594,7 +598,7 @@ fn child_policy_disable_turns_the_child_off() {
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: status {status:#x} (20 record, 21 running, 22 flush, 23 stats)"
+        "child failed: status {status:#x} (20 record, 21 running, 22 flush, 23 stats, 24 disabled reason)"
     );
     stop(p);
     let children: Vec<_> = read_profiles(dir.path())

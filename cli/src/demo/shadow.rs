@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use forkprof::{FrameIds, Label, Profiler, Sample, StrId};
@@ -223,7 +222,7 @@ fn take_sample() {
 /// The thread that raises [`TICK`] at a fixed interval.
 pub struct Ticker {
     stop: Arc<AtomicBool>,
-    handle: JoinHandle<()>,
+    handle: forkprof::thread::RawThread,
 }
 
 impl Ticker {
@@ -231,21 +230,21 @@ impl Ticker {
         TICK.store(false, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("demo-ticker".into())
-            .spawn(move || {
-                while !s.load(Ordering::Acquire) {
-                    std::thread::park_timeout(interval);
-                    TICK.store(true, Ordering::Relaxed);
-                }
-            })?;
+        // A raw thread: workers start it in a forked child, where a std thread's start-up
+        // can wait for ever on a std lock a master thread held at the fork.
+        let handle = forkprof::thread::spawn(c"demo-ticker", move || {
+            while !s.load(Ordering::Acquire) {
+                std::thread::sleep(interval);
+                TICK.store(true, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Ticker { stop, handle })
     }
 
     pub fn stop(self) {
         self.stop.store(true, Ordering::Release);
-        self.handle.thread().unpark();
-        let _ = self.handle.join();
+        self.handle.join();
     }
 }
 
