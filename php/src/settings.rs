@@ -136,7 +136,7 @@ fn parse_tags(from: &str, v: &str) -> Result<Vec<(String, String)>, BadSetting> 
                 Ok((k.to_string(), val.to_string()))
             }
             _ => Err(BadSetting(format!(
-                "{from}: tag `{t}` is not of the form key:value"
+                "{from}: `{v}` has tag `{t}`, which is not of the form key:value"
             ))),
         })
         .collect()
