@@ -163,6 +163,16 @@ fn minit(module_number: i32) {
         STATE.store(OFF, Ordering::Release);
         return;
     }
+    if ext_php_rs::ffi::USING_ZTS != 0 {
+        // One tick thread raises one thread's VM interrupt flag, and the walk reads that
+        // thread's executor globals: a thread-safe build (ZTS: FrankenPHP, Apache's worker
+        // MPM) needs a flag per PHP thread, which is not built yet.
+        let msg = "thread-safe (ZTS) PHP builds are not supported yet";
+        STATE.store(BAD_SETTING, Ordering::Release);
+        set_reason(msg.to_string());
+        warn(&format!("forkprof: {msg}; profiling is off"));
+        return;
+    }
     // Configuration errors (an unusable output_dir, a malformed URL) are found now, at MINIT,
     // rather than in each worker.
     if let Err(e) = config_of(&settings) {
@@ -326,6 +336,7 @@ fn counters() -> Vec<(&'static str, i64)> {
             "sample_cost_ns_mean",
             cost.checked_div(samples).unwrap_or(0) as i64,
         ),
+        ("sample_cost_ns_median", sampler::median_cost_ns() as i64),
         ("record_errors", sampler::RECORD_ERRORS.load(Relaxed) as i64),
         ("ticks", timer::TICKS.load(Relaxed) as i64),
         ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),

@@ -2,7 +2,7 @@
 //! the stack, and `record()`. Everything here runs inside an engine hook on the PHP thread.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use ext_php_rs::ffi::zend_execute_data;
@@ -24,6 +24,19 @@ pub static SAMPLES: AtomicU64 = AtomicU64::new(0);
 pub static SAMPLES_IN_INTERNAL: AtomicU64 = AtomicU64::new(0);
 pub static SAMPLE_COST_NS: AtomicU64 = AtomicU64::new(0);
 pub static RECORD_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// The cost of the last [`COSTS`] samples, so `forkprof_stats()` can give a median that one
+/// preempted sample on a busy machine does not skew.
+const COSTS: usize = 1024;
+static COST_RING: [AtomicU32; COSTS] = [const { AtomicU32::new(0) }; COSTS];
+
+/// The median cost, in ns, of the last (at most [`COSTS`]) samples; 0 before the first.
+pub fn median_cost_ns() -> u64 {
+    let n = (SAMPLES.load(Relaxed) as usize).min(COSTS);
+    let mut v: Vec<u32> = COST_RING[..n].iter().map(|c| c.load(Relaxed)).collect();
+    v.sort_unstable();
+    v.get(n / 2).map_or(0, |&c| u64::from(c))
+}
 
 thread_local! {
     static WALKER: RefCell<Walker> = RefCell::new(Walker::new());
@@ -77,9 +90,11 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
             })
         })
     });
+    let cost = forkprof::monotonic_ns().saturating_sub(t0);
     match recorded {
         Some(Ok(())) => {
-            SAMPLES.fetch_add(1, Relaxed);
+            let n = SAMPLES.fetch_add(1, Relaxed) as usize;
+            COST_RING[n % COSTS].store(cost.min(u64::from(u32::MAX)) as u32, Relaxed);
             if in_internal {
                 SAMPLES_IN_INTERNAL.fetch_add(1, Relaxed);
             }
@@ -88,5 +103,5 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
             RECORD_ERRORS.fetch_add(1, Relaxed);
         }
     }
-    SAMPLE_COST_NS.fetch_add(forkprof::monotonic_ns().saturating_sub(t0), Relaxed);
+    SAMPLE_COST_NS.fetch_add(cost, Relaxed);
 }
