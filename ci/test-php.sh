@@ -3,7 +3,7 @@
 # unit tests, then the extension loaded into the real `php` and `php-fpm`, its profiles read
 # back by `go tool pprof`:
 #   settings   bad values warn, name the setting and leave PHP running; --ri shows the state
-#   names      Class::method, {closure:LINE}, {main}, the depth cap's "[N frames omitted]"
+#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]"
 #   blocking   usleep and file_get_contents are sampled while they block
 #   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
 #              profile themselves, into their own files, with only their own samples
@@ -142,6 +142,10 @@ names() {
   local depth
   depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } NF { n++ } END { print max }')
   echo "  Deep::down, Deep::{closure:7}, $(grep -E 'frames omitted' <<<"$fns"); deepest trace $depth lines"
+  watch 60 "include.php" "${PHP[@]}" -d forkprof.output_dir="$dir-include" "$TESTS/include.php"
+  fns=$(functions "$dir"-include/php-*.pprof.gz)
+  grep -qxF "{include}" <<<"$fns" && grep -qxF "{main}" <<<"$fns" || { echo "$fns"; fail "include.php: {main} / {include} missing"; }
+  echo "  include.php: {main} and {include}"
 }
 step "frame names and the depth cap" names
 
@@ -149,6 +153,7 @@ step "frame names and the depth cap" names
 start_stalled_server() {
   php -n "$TESTS/stalled_server.php" "$WORK/stalled.port" 900 &
   PIDS_TO_KILL+=($!)
+  disown $! # killed by cleanup(): no job notice
   local i
   for ((i = 0; i < 100; i++)); do [ -s "$WORK/stalled.port" ] && break; sleep 0.1; done
   [ -s "$WORK/stalled.port" ] || fail "the stalled server did not start"
@@ -338,12 +343,12 @@ stalled() {
     t0=$(now_ms)
     if [ $mode = none ]; then
       # pcntl is built into Debian's CLI; forkprof_stats() is the extension's: stub it.
-      watch 120 "fork.php ($mode)" "${args[@]}" -d auto_prepend_file="$WORK/stub.php" "$TESTS/fork.php" >/dev/null
-    else
-      watch 120 "fork.php ($mode)" "${args[@]}" "$TESTS/fork.php" >/dev/null
+      args+=(-d auto_prepend_file="$WORK/stub.php")
     fi
+    watch 120 "fork.php ($mode)" "${args[@]}" "$TESTS/fork.php" >"$WORK/fork-$mode.out"
     t1=$(now_ms)
-    cli+=("$(printf '%-22s fork.php (7 processes) %6d ms' "$mode" $((t1 - t0)))")
+    cli+=("$(printf '%-22s fork.php (7 processes) %6d ms   pcntl_fork in the parent: %s' "$mode" \
+      $((t1 - t0)) "$(grep '^fork_latency_us' "$WORK/fork-$mode.out" | cut -d' ' -f2-) us")")
   done
   echo "=== timings, side by side (this run; not asserted)"
   printf '  %s\n' "${FPM_TIMINGS[@]}" "${cli[@]}"

@@ -20,6 +20,8 @@ enum Bytes {
     Engine(*const u8, usize),
     Own(usize, usize),
     Const(&'static [u8]),
+    /// Nameless top-level code: `{main}` when it is the outermost frame, else `{include}`.
+    TopLevel,
 }
 
 #[derive(Clone, Copy)]
@@ -29,8 +31,6 @@ struct RawFrame {
     line: u32,
 }
 
-/// Nameless top-level code that turns out to be the outermost frame is `{main}`; any other
-/// nameless top-level code ran from an include/require.
 const INCLUDE: &[u8] = b"{include}";
 const MAIN: &[u8] = b"{main}";
 
@@ -83,6 +83,7 @@ impl Walker {
                 }
                 Bytes::Own(s, n) => buf.extend_from_within(s..s + n),
                 Bytes::Const(c) => buf.extend_from_slice(c),
+                Bytes::TopLevel => buf.extend_from_slice(INCLUDE),
             }
         }
         Bytes::Own(start, self.text.len() - start)
@@ -95,6 +96,7 @@ impl Walker {
             Bytes::Engine(p, n) => unsafe { std::slice::from_raw_parts(p, n) },
             Bytes::Own(s, n) => &self.text.as_bytes()[s..s + n],
             Bytes::Const(c) => c,
+            Bytes::TopLevel => INCLUDE,
         }
     }
 
@@ -138,7 +140,7 @@ impl Walker {
             };
             let function = match zstr(common.function_name) {
                 None if u32::from(common.type_) == ZEND_EVAL_CODE => Bytes::Const(b"{eval}"),
-                None => Bytes::Const(INCLUDE),
+                None => Bytes::TopLevel,
                 Some(_) if common.fn_flags & ZEND_ACC_CLOSURE != 0 => {
                     // PHP 8.2 names every closure `{closure}`; the line it starts on tells
                     // them apart (PHP 8.4 adopted the same idea).
@@ -200,10 +202,8 @@ impl Walker {
         }
         if omitted == 0 {
             if let Some(last) = self.raw.last_mut() {
-                if let Bytes::Const(c) = last.function {
-                    if std::ptr::eq(c, INCLUDE) {
-                        last.function = Bytes::Const(MAIN);
-                    }
+                if let Bytes::TopLevel = last.function {
+                    last.function = Bytes::Const(MAIN);
                 }
             }
         } else {

@@ -56,8 +56,14 @@ function wait_all(array $pids, float $seconds): bool {
     return $ok;
 }
 
+$fork_us = [];
 function fork_or_die(): int {
+    global $fork_us;
+    $t = hrtime(true);
     $pid = pcntl_fork();
+    if ($pid !== 0) {
+        $fork_us[] = (hrtime(true) - $t) / 1e3;
+    }
     if ($pid < 0) {
         fwrite(STDERR, "pcntl_fork failed\n");
         exit(3);
@@ -99,4 +105,6 @@ for ($c = 0; $c < 4; $c++) {
 parent_work();
 $ok = wait_all($children, 40);
 report("parent");
+sort($fork_us);
+printf("fork_latency_us median=%.0f max=%.0f\n", $fork_us[intdiv(count($fork_us), 2)], end($fork_us));
 exit($ok ? 0 : 5);
