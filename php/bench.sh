@@ -43,3 +43,21 @@ for depth in 20 100; do
     -d forkprof.period_ms=1 -d forkprof.max_depth=128 php/bench/depth.php "$depth" 2)
   printf '  %-8s %8s %12s %12s\n' "$d" "$n" "$med" "$mean"
 done
+
+# Instruction counts do not move with the machine's load: the same comparison under callgrind
+# (whole process, every thread, start-up included), on a quarter of the workload. Valgrind
+# runs the script ~50x slower while the tick stays at 10 ms of wall time, so this takes ~50x
+# more samples per instruction than a native run: an upper bound for the sampling's share.
+if command -v valgrind >/dev/null 2>&1; then
+  echo "instructions, callgrind, cpu.php at scale 0.25"
+  ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | sed -n 's/.*Collected : //p'; }
+  off=$(ir php -n php/bench/cpu.php 0.25)
+  loaded=$(ir php -n -d "extension=$SO" -d forkprof.enabled=0 php/bench/cpu.php 0.25)
+  hooks=$(ir php -n -d "extension=$SO" -d "forkprof.output_dir=$OUT/profiles" -d forkprof.period_ms=1000 php/bench/cpu.php 0.25)
+  on=$(ir php -n -d "extension=$SO" -d "forkprof.output_dir=$OUT/profiles" php/bench/cpu.php 0.25)
+  printf '  %-52s %14s %8s\n' "" "instructions" "ratio"
+  printf '  %-52s %14d %8.4f\n' "without the extension" "$off" 1 \
+    "loaded, forkprof.enabled=0" "$loaded" "$(echo "$loaded / $off" | bc -l)" \
+    "hooks installed, profiler running, period_ms=1000" "$hooks" "$(echo "$hooks / $off" | bc -l)" \
+    "profiling at period_ms=10 (the default)" "$on" "$(echo "$on / $off" | bc -l)"
+fi

@@ -30,10 +30,11 @@ function cpu_ms(): float {
 }
 $c0 = cpu_ms();
 $t0 = hrtime(true);
-fib(27);
-strings(600000);
-arrays(800000);
-objects(1200000);
+$scale = (float)($argv[1] ?? 1); // php/bench.sh runs 1; a smaller scale suits callgrind
+fib((int)round(27 + log($scale, 1.618)));
+strings((int)(600000 * $scale));
+arrays((int)(800000 * $scale));
+objects((int)(1200000 * $scale));
 $wall = (hrtime(true) - $t0) / 1e6;
 $c1 = cpu_ms();
 printf("%.1f %.1f %.1f\n", $wall, $c1 - $c0, $c1);

@@ -26,8 +26,6 @@ extern "C" {
     /// `ZEND_API void (*zend_execute_internal)(zend_execute_data *, zval *)`: null unless an
     /// extension hooks internal calls (ext-php-rs does not bind it).
     static mut zend_execute_internal: Option<HandlerFn>;
-    /// The engine's default for a null `zend_execute_internal`.
-    fn execute_internal(execute_data: *mut zend_execute_data, return_value: *mut zval);
 }
 
 // Written once at MINIT (and restored at MSHUTDOWN) on the engine's thread, before and after
@@ -71,11 +69,17 @@ unsafe extern "C" fn on_interrupt(execute_data: *mut zend_execute_data) {
 }
 
 unsafe extern "C" fn on_execute_internal(execute_data: *mut zend_execute_data, rv: *mut zval) {
-    // SAFETY: the engine's own call, forwarded unchanged.
+    // SAFETY: the engine's own call, forwarded unchanged. Without a previous hook this does
+    // what the engine's `execute_internal` does (call the function's handler), one call
+    // shallower: this runs for every internal function call.
     unsafe {
         match PREV_EXECUTE_INTERNAL {
             Some(prev) => prev(execute_data, rv),
-            None => execute_internal(execute_data, rv),
+            None => {
+                if let Some(handler) = (*(*execute_data).func).internal_function.handler {
+                    handler(execute_data, rv);
+                }
+            }
         }
     }
     if take_due() {
