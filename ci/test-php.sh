@@ -7,6 +7,7 @@
 #   blocking   usleep and file_get_contents are sampled while they block
 #   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
 #              profile themselves, into their own files, with only their own samples
+#   fork loop  300 short-lived children forked one after another while sampling at 1 ms
 #   fpm        a static pool of 4 workers, 500 requests: every worker's profile holds its
 #              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
 #   stalled    the same with forkprof.endpoint on a server that accepts and never answers:
@@ -213,6 +214,15 @@ fork_case() {
   check_fork "$WORK/$name.out" "$dir"
 }
 step "pcntl_fork: parent, children, nested and immediate grandchildren" fork_case fork
+
+fork_loop() {
+  local out
+  # posix (for posix_kill of a hung child) is a shared module in Debian's PHP.
+  out=$(watch 300 "fork_loop.php" "${PHP[@]}" -d extension=posix -d forkprof.output_dir="$WORK/fork-loop" \
+    -d forkprof.period_ms=1 "$TESTS/fork_loop.php" 300)
+  echo "  $out; $(find "$WORK/fork-loop" -name '*.pprof.gz' | wc -l) profiles"
+}
+step "pcntl_fork loop: 300 children while sampling at 1 ms" fork_loop
 
 # ---- php-fpm ----
 FPM_TIMINGS=()
