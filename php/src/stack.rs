@@ -236,3 +236,208 @@ impl Walker {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The walker over hand-built engine structures (zeroed, with the fields the walk reads
+    //! set), so naming and the depth cap are tested without a PHP process.
+    use super::*;
+    use ext_php_rs::ffi::{
+        zend_class_entry, zend_op, zend_string, ZEND_EVAL_CODE, ZEND_USER_FUNCTION,
+    };
+
+    /// A `zend_string` holding `s`, in storage the test owns.
+    fn zs(s: &str, keep: &mut Vec<Box<[u64]>>) -> *mut zend_string {
+        let words = (std::mem::size_of::<zend_string>() + s.len()).div_ceil(8) + 1;
+        let mut buf = vec![0u64; words].into_boxed_slice();
+        let p = buf.as_mut_ptr() as *mut zend_string;
+        // SAFETY: `buf` is zeroed, 8-aligned and large enough for the header plus `s`.
+        unsafe {
+            (*p).len = s.len();
+            std::ptr::copy_nonoverlapping(s.as_ptr(), (*p).val.as_mut_ptr() as *mut u8, s.len());
+        }
+        keep.push(buf);
+        p
+    }
+
+    /// A zeroed engine struct, leaked: ext-php-rs gives some of them (`zval`, hash tables)
+    /// destructors that call into the engine, which a test process does not have.
+    /// Raw allocation rather than `Box`: a `Box<T>` would instantiate `T`'s drop glue, and
+    /// with it the engine symbols it calls, which the test binary cannot link.
+    fn zeroed<T>() -> &'static mut T {
+        let layout = std::alloc::Layout::new::<T>();
+        // SAFETY: a non-zero-sized layout; all-zero is a valid value of the engine's C structs;
+        // the allocation is never freed, so the reference stays valid.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout) as *mut T;
+            assert!(!p.is_null(), "out of memory");
+            &mut *p
+        }
+    }
+
+    struct Fixture {
+        strings: Vec<Box<[u64]>>,
+        frames: Vec<*mut zend_execute_data>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            Fixture {
+                strings: Vec::new(),
+                frames: Vec::new(),
+            }
+        }
+
+        fn class(&mut self, name: &str) -> *mut zend_class_entry {
+            let c = zeroed::<zend_class_entry>();
+            c.name = zs(name, &mut self.strings);
+            c
+        }
+
+        /// A function: `ty` is ZEND_USER_FUNCTION, ZEND_INTERNAL_FUNCTION or ZEND_EVAL_CODE.
+        fn func(
+            &mut self,
+            ty: u32,
+            name: Option<&str>,
+            scope: *mut zend_class_entry,
+            flags: u32,
+        ) -> *mut zend_function {
+            let f = zeroed::<zend_function>();
+            let name = name.map_or(std::ptr::null_mut(), |n| zs(n, &mut self.strings));
+            // Writing union fields is safe; the walk reads the ones `type_` selects.
+            f.common.type_ = ty as u8;
+            f.common.function_name = name;
+            f.common.scope = scope;
+            f.common.fn_flags = flags;
+            if ty != ZEND_INTERNAL_FUNCTION {
+                f.op_array.filename = zs("/app/index.php", &mut self.strings);
+                f.op_array.line_start = 7;
+            }
+            f
+        }
+
+        /// Pushes a frame running `func` at `line` below the previous one (callers first).
+        fn call(&mut self, func: *mut zend_function, line: u32) -> *mut zend_execute_data {
+            let ex = zeroed::<zend_execute_data>();
+            ex.func = func;
+            ex.prev_execute_data = self.frames.last().copied().unwrap_or(std::ptr::null_mut());
+            if line != 0 {
+                let op = zeroed::<zend_op>();
+                op.lineno = line;
+                ex.opline = op;
+            }
+            self.frames.push(ex);
+            ex
+        }
+    }
+
+    fn names(leaf: *const zend_execute_data, depth: usize) -> Vec<(String, String, u32)> {
+        let mut w = Walker::new();
+        // SAFETY: the fixture's frames form a valid chain and outlive the walk.
+        unsafe {
+            w.walk(leaf, depth, |frames| {
+                frames
+                    .iter()
+                    .map(|f| {
+                        (
+                            String::from_utf8_lossy(f.function).into_owned(),
+                            String::from_utf8_lossy(f.file).into_owned(),
+                            f.line,
+                        )
+                    })
+                    .collect()
+            })
+        }
+    }
+
+    #[test]
+    fn names_methods_closures_main_and_internal_functions() {
+        let mut fx = Fixture::new();
+        let main = fx.func(ZEND_USER_FUNCTION, None, std::ptr::null_mut(), 0);
+        let shop = fx.class("Shop\\Cart");
+        let method = fx.func(ZEND_USER_FUNCTION, Some("total"), shop, 0);
+        let closure = fx.func(
+            ZEND_USER_FUNCTION,
+            Some("{closure}"),
+            shop,
+            ZEND_ACC_CLOSURE,
+        );
+        let usleep = fx.func(
+            ZEND_INTERNAL_FUNCTION,
+            Some("usleep"),
+            std::ptr::null_mut(),
+            0,
+        );
+        fx.call(main, 30);
+        fx.call(method, 12);
+        fx.call(closure, 8);
+        let leaf = fx.call(usleep, 0);
+        let got = names(leaf, 128);
+        let want = [
+            ("usleep", "", 0),
+            ("Shop\\Cart::{closure:7}", "/app/index.php", 8),
+            ("Shop\\Cart::total", "/app/index.php", 12),
+            ("{main}", "/app/index.php", 30),
+        ];
+        let want: Vec<_> = want
+            .iter()
+            .map(|(f, file, l)| (f.to_string(), file.to_string(), *l))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn nameless_code_below_the_top_is_an_include_and_eval_is_named() {
+        let mut fx = Fixture::new();
+        let main = fx.func(ZEND_USER_FUNCTION, None, std::ptr::null_mut(), 0);
+        let included = fx.func(ZEND_USER_FUNCTION, None, std::ptr::null_mut(), 0);
+        let eval = fx.func(ZEND_EVAL_CODE, None, std::ptr::null_mut(), 0);
+        fx.call(main, 3);
+        fx.call(included, 0); // not started: the walk falls back to line_start
+        let leaf = fx.call(eval, 1);
+        let got: Vec<_> = names(leaf, 128)
+            .into_iter()
+            .map(|(f, _, l)| (f, l))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("{eval}".to_string(), 1),
+                ("{include}".to_string(), 7),
+                ("{main}".to_string(), 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn deep_stacks_keep_the_leaf_most_frames_and_count_the_rest() {
+        let mut fx = Fixture::new();
+        let main = fx.func(ZEND_USER_FUNCTION, None, std::ptr::null_mut(), 0);
+        let down = fx.func(ZEND_USER_FUNCTION, Some("down"), std::ptr::null_mut(), 0);
+        fx.call(main, 1);
+        let mut leaf = std::ptr::null_mut();
+        for _ in 0..300 {
+            leaf = fx.call(down, 2);
+        }
+        let got = names(leaf, 64);
+        assert_eq!(got.len(), 64);
+        assert!(got[..63].iter().all(|(f, _, _)| f == "down"));
+        // 301 frames, 63 kept: 238 left out, {main} among them.
+        assert_eq!(got[63].0, "[238 frames omitted]");
+        // A walker is reused: a second, shallow walk starts from a clean buffer.
+        let shallow = fx.frames[1] as *const zend_execute_data;
+        let mut w = Walker::new();
+        // SAFETY: as in `names`.
+        let n = unsafe { w.walk(leaf, 64, |f| f.len()) };
+        assert_eq!(n, 64);
+        // SAFETY: as in `names`.
+        let second = unsafe {
+            w.walk(shallow, 64, |f| {
+                f.iter()
+                    .map(|f| String::from_utf8_lossy(f.function).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(second, vec!["down".to_string(), "{main}".to_string()]);
+    }
+}
