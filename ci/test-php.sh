@@ -335,7 +335,7 @@ fpm_run() {
 
 FPM_EXT=("extension=$SO" forkprof.service=fpm)
 step "php-fpm: 4 workers, 500 requests, reload, stop (files)" \
-  fpm_run "files" "${FPM_EXT[@]}" "forkprof.output_dir=$WORK/fpm-files/profiles"
+  fpm_run "files" "${FPM_EXT[@]}" "forkprof.output_dir=$WORK/fpm-files/profiles" forkprof.export_period_s=1
 
 stalled() {
   local url="http://127.0.0.1:$STALLED_PORT" t0 t1 mode
