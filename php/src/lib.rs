@@ -231,7 +231,7 @@ fn rinit() {
     }
     sampler::reset_interval();
     timer::SAMPLE_DUE.store(false, Ordering::Relaxed);
-    timer::IN_REQUEST.store(true, Ordering::Release);
+    timer::request_started();
 }
 
 /// Ensures this process has a tick thread; turns profiling off with a warning when the
@@ -257,11 +257,11 @@ fn start_ticks() -> bool {
 }
 
 fn rshutdown() {
-    timer::IN_REQUEST.store(false, Ordering::Release);
+    timer::request_ended();
 }
 
 fn mshutdown() {
-    timer::IN_REQUEST.store(false, Ordering::Release);
+    timer::request_ended();
     timer::stop();
     if STATE.load(Ordering::Acquire) == RUNNING {
         if let (Some(p), Some(s)) = (sampler::PROFILER.get(), SETTINGS.get()) {

@@ -5,16 +5,19 @@
 //! Started with `pthread_create` directly, not `std::thread`: a forked child (pcntl_fork)
 //! restarts it right after the fork, and std's thread start-up takes a process-wide lock that
 //! another parent thread may have held at fork time. The loop touches only atomics and
-//! `clock_nanosleep`; it allocates nothing and takes no lock.
+//! `clock_nanosleep` (and a futex to sleep between requests); it allocates nothing and takes
+//! no lock.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Set by the tick, consumed (swapped to false) by whichever hook takes the sample.
 pub static SAMPLE_DUE: AtomicBool = AtomicBool::new(false);
 /// The engine's `EG(vm_interrupt)` (a `zend_atomic_bool`, one byte), set at MINIT.
 pub static VM_INTERRUPT: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
-/// True between RINIT and RSHUTDOWN: ticks outside a request would only interrupt nothing.
-pub static IN_REQUEST: AtomicBool = AtomicBool::new(false);
+/// 1 between RINIT and RSHUTDOWN, else 0. Outside a request the tick thread sleeps on this
+/// word (a futex) instead of ticking, so an idle php-fpm worker's thread does not wake up
+/// every period.
+static IN_REQUEST: AtomicU32 = AtomicU32::new(0);
 
 static PERIOD_NS: AtomicU64 = AtomicU64::new(10_000_000);
 /// The pid the tick thread runs in (0: none). A child inherits its parent's value, so a
@@ -28,6 +31,49 @@ static HANDLE: AtomicU64 = AtomicU64::new(0);
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Tick threads started in this process (1 normally, 1 in each forked child).
 pub static STARTS: AtomicU64 = AtomicU64::new(0);
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned 32-bit atomic; it only wakes waiters.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        )
+    };
+}
+
+/// Sleeps while `word` is 0, at most `timeout_ns` (spurious and early wake-ups are fine:
+/// the caller re-checks).
+fn futex_wait_while_zero(word: &AtomicU32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT on a live, aligned 32-bit atomic with a valid relative timeout; the
+    // kernel returns at once if the word is no longer 0.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            0u32,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// A request starts: ticks resume (the tick thread is woken if it sleeps).
+pub fn request_started() {
+    IN_REQUEST.store(1, Ordering::Release);
+    futex_wake(&IN_REQUEST);
+}
+
+/// A request ended: the tick thread goes to sleep at its next tick.
+pub fn request_ended() {
+    IN_REQUEST.store(0, Ordering::Release);
+}
 
 fn getpid() -> i32 {
     // SAFETY: getpid has no preconditions and takes no lock.
@@ -85,6 +131,7 @@ pub fn stop() {
         return;
     }
     STOP_GEN.fetch_add(1, Ordering::AcqRel);
+    futex_wake(&IN_REQUEST);
     let tid = HANDLE.load(Ordering::Relaxed) as libc::pthread_t;
     // SAFETY: `tid` was created joinable in this process and is joined only here, once:
     // TIMER_PID is cleared right after.
@@ -100,6 +147,8 @@ fn add_ns(t: &mut libc::timespec, ns: u64) {
 
 extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     let gen = arg as usize as u64;
+    // SAFETY: PR_SET_NAME names the calling thread (for top, ps -L, /proc); no lock.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"forkprof-tick".as_ptr()) };
     let mut next = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -108,6 +157,14 @@ extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut next) };
     while STOP_GEN.load(Ordering::Acquire) == gen {
         let period = PERIOD_NS.load(Ordering::Relaxed);
+        if IN_REQUEST.load(Ordering::Acquire) == 0 {
+            // Between requests: sleep until the next one starts (or a stop). The bound only
+            // guards against a missed wake-up; the loop re-checks either way.
+            futex_wait_while_zero(&IN_REQUEST, 1_000_000_000);
+            // SAFETY: `next` is a valid timespec to write.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut next) };
+            continue;
+        }
         add_ns(&mut next, period);
         // SAFETY: absolute sleep on a valid timespec; EINTR just ends this sleep early.
         unsafe {
@@ -132,7 +189,7 @@ extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
             // than firing a burst to catch up.
             next = now;
         }
-        if !IN_REQUEST.load(Ordering::Acquire) {
+        if IN_REQUEST.load(Ordering::Acquire) == 0 {
             continue;
         }
         let flag = VM_INTERRUPT.load(Ordering::Acquire);
