@@ -10,7 +10,8 @@
 #   fork loop  300 short-lived children forked one after another while sampling at 1 ms
 #   fpm        a static pool of 4 workers, 500 requests: every worker's profile holds its
 #              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
-#   stalled    the same with forkprof.endpoint on a server that accepts and never answers:
+#   stalled    the same with forkprof.endpoint on a server that accepts and never answers,
+#              and 300 forks while uploads to it are in flight:
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
 # Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
@@ -360,6 +361,15 @@ stalled() {
     cli+=("$(printf '%-22s fork.php (7 processes) %6d ms   pcntl_fork in the parent: %s' "$mode" \
       $((t1 - t0)) "$(grep '^fork_latency_us' "$WORK/fork-$mode.out" | cut -d' ' -f2-) us")")
   done
+  # Forks while an upload to the hung agent is in flight (a profile every second), and
+  # children that exit without waiting for theirs.
+  local loop
+  t0=$(now_ms)
+  loop=$(watch 300 "fork_loop.php (stalled agent)" "${PHP[@]}" -d extension=posix \
+    -d forkprof.endpoint="$url" -d forkprof.export_period_s=1 -d forkprof.shutdown_timeout_ms=0 \
+    -d forkprof.period_ms=1 "$TESTS/fork_loop.php" 300)
+  t1=$(now_ms)
+  cli+=("$(printf '%-22s fork_loop.php, uploads in flight: %s, %d ms' stalled "$loop" $((t1 - t0)))")
   echo "=== timings, side by side (this run; not asserted)"
   printf '  %s\n' "${FPM_TIMINGS[@]}" "${cli[@]}"
 }
