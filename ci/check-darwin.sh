@@ -13,11 +13,12 @@ TARGETS=(aarch64-apple-darwin x86_64-apple-darwin)
 # Debian's libzstd-dev): nothing is linked, so the library's architecture never matters.
 export ZSTD_SYS_USE_PKG_CONFIG=1 PKG_CONFIG_ALLOW_CROSS=1
 
-EXCLUDES=()
+# forkprof-php builds against the PHP headers of the host (bindgen): no Apple PHP here.
+EXCLUDES=(--exclude forkprof-php)
 # The libdatadog comparison benchmark links libdatadog's C-heavy dependency tree, which cannot
 # be built for Apple targets without an SDK; it compares against Linux numbers only anyway.
 if cargo metadata --format-version 1 --no-deps 2>/dev/null | grep -q '"name":"forkprof-bench"'; then
-  EXCLUDES=(--exclude forkprof-bench)
+  EXCLUDES+=(--exclude forkprof-bench)
 fi
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -13,7 +13,7 @@ if command -v musl-gcc >/dev/null 2>&1; then
   export CC_x86_64_unknown_linux_musl=musl-gcc
 fi
 
-step "clippy (musl)" cargo clippy --workspace --exclude forkprof-bench --all-targets --locked --target "$TARGET" -- -D warnings
-step "tests (musl)" cargo nextest run --workspace --exclude forkprof-bench --locked --profile ci --target "$TARGET"
+step "clippy (musl)" cargo clippy --workspace --exclude forkprof-bench --exclude forkprof-php --all-targets --locked --target "$TARGET" -- -D warnings
+step "tests (musl)" cargo nextest run --workspace --exclude forkprof-bench --exclude forkprof-php --locked --profile ci --target "$TARGET"
 step "torture (musl)" ci/torture.sh --target "$TARGET"
 summary

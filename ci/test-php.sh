@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# forkprof's PHP extension (php/, crate forkprof-php) end to end on Debian's PHP 8.2: lint and
+# unit tests, then the extension loaded into the real `php` and `php-fpm`, its profiles read
+# back by `go tool pprof`:
+#   settings   bad values warn, name the setting and leave PHP running; --ri shows the state
+#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]"
+#   blocking   usleep and file_get_contents are sampled while they block
+#   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
+#              profile themselves, into their own files, with only their own samples
+#   fork loop  300 short-lived children forked one after another while sampling at 1 ms
+#   fpm        a static pool of 4 workers, 500 requests: every worker's profile holds its
+#              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
+#   stalled    the same with forkprof.endpoint on a server that accepts and never answers,
+#              and 300 forks while uploads to it are in flight:
+#              timings printed next to the runs without the extension (measured, not asserted)
+#
+# Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
+#                          libclang-dev golang-go with apt)
+#        FORKPROF_PHP_PROFILE=release ci/test-php.sh   to test the release build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source ci/lib.sh
+
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go
+fi
+for tool in php-config php php-fpm8.2 cgi-fcgi go; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool is missing (see the packages above)" >&2; exit 1; }
+done
+
+PROFILE=${FORKPROF_PHP_PROFILE:-debug}
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | php -n -r 'echo json_decode(stream_get_contents(STDIN), true)["target_directory"];')
+SO="$TARGET_DIR/$PROFILE/libforkprof_php.so"
+TESTS=$PWD/php/tests
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/forkprof-php.XXXXXX")
+PIDS_TO_KILL=()
+cleanup() {
+  local p
+  for p in "${PIDS_TO_KILL[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# Runs a command under a watchdog: a hang fails the test with a message, never the whole CI.
+watch() {
+  local secs=$1 what=$2; shift 2
+  local rc=0
+  timeout -k 5 "$secs" "$@" || rc=$?
+  case $rc in
+    0) ;;
+    124 | 137) fail "$what: still running after ${secs}s (watchdog)" ;;
+    *) fail "$what: exit status $rc" ;;
+  esac
+}
+
+PHP=(php -n -d "extension=$SO")
+
+# The function names of every location in pprof FILE..., one a line.
+# The function names in pprof FILE..., one a line, from `go tool pprof -traces`: after each
+# "-----" separator the first line is "VALUE   NAME", the next ones "   NAME" (names may hold
+# spaces, file names too, so -raw's location lines are not used).
+functions() {
+  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+    /^-+\+-+$/ { in_trace = 1; first = 1; next }
+    !in_trace { next }
+    {
+      line = $0
+      sub(/^ +/, "", line)
+      if (first) { sub(/^[^ ]+ +/, "", line); first = 0 }
+      if (line != "") print line
+    }' | sort -u
+}
+has_fn() {
+  local name=$1 fns; shift
+  fns=$(functions "$@")
+  grep -qxF -- "$name" <<<"$fns"
+}
+# Flat wall time, in ms, of function NAME in FILE.
+flat_wall_ms() {
+  go tool pprof -top -sample_index=wall-time -unit=ms "$2" 2>/dev/null |
+    awk -v n="$1" '$6 == n { sub(/ms$/, "", $1); print int($1); found = 1 } END { if (!found) print 0 }'
+}
+
+if [ "$PROFILE" = release ]; then
+  step "build forkprof-php (release)" cargo build -p forkprof-php --release --locked
+else
+  step "build forkprof-php" cargo build -p forkprof-php --locked
+fi
+step "clippy (forkprof-php)" cargo clippy -p forkprof-php --all-targets --locked -- -D warnings
+step "unit tests (forkprof-php)" cargo test -p forkprof-php --locked
+
+settings() {
+  local out
+  out=$("${PHP[@]}" --ri forkprof)
+  for want in "version => " "backend => linux-glibc" "state => running" "pcntl_fork => wrapped"; do
+    grep -qF "$want" <<<"$out" || { echo "$out"; fail "php --ri forkprof lacks '$want'"; }
+  done
+  local case setting value dir
+  for case in "forkprof.period_ms=fast" "forkprof.period_ms=0" "forkprof.endpoint=localhost:8126" \
+      "forkprof.tags=team" "forkprof.enabled=maybe" "forkprof.max_depth=1"; do
+    setting=${case%%=*} value=${case#*=}
+    dir="$WORK/settings-$setting-$value"
+    out=$(watch 30 "php with $case" "${PHP[@]}" -d "$case" -d "forkprof.output_dir=$dir" \
+      -r 'echo "still runs\n";' 2>&1)
+    grep -q "Warning: .*forkprof: $setting: \`$value\`" <<<"$out" || { echo "$out"; fail "$case: no warning naming $setting"; }
+    grep -qx "still runs" <<<"$out" || { echo "$out"; fail "$case: the script did not run"; }
+    [ ! -e "$dir" ] || fail "$case: profiling should be off, yet $dir exists"
+    out=$("${PHP[@]}" -d "$case" --ri forkprof 2>/dev/null)
+    grep -q "state => off (bad setting)" <<<"$out" || fail "$case: --ri does not say the extension is off"
+    echo "  $case: warning names $setting, script ran, profiling off"
+  done
+  out=$(DD_PROFILING_ENABLED=nope "${PHP[@]}" -r 'echo "still runs\n";' 2>&1)
+  grep -q "DD_PROFILING_ENABLED: \`nope\`" <<<"$out" || { echo "$out"; fail "DD_PROFILING_ENABLED=nope: no warning"; }
+  dir="$WORK/settings-disabled"
+  DD_PROFILING_ENABLED=false "${PHP[@]}" -d "forkprof.output_dir=$dir" -r 'echo 1;' >/dev/null
+  [ ! -e "$dir" ] || fail "DD_PROFILING_ENABLED=false still wrote profiles"
+  # Environment fallbacks: DD_SERVICE names the files unless forkprof.service is set.
+  dir="$WORK/settings-env"
+  DD_SERVICE=from-env DD_ENV=ci "${PHP[@]}" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
+  ls "$dir"/from-env-*.pprof.gz >/dev/null 2>&1 || fail "DD_SERVICE did not name the profile ($(ls "$dir"))"
+  out=$(go tool pprof -raw "$dir"/from-env-*.pprof.gz 2>/dev/null)
+  grep -q "Comment: env:ci" <<<"$out" || fail "DD_ENV is not a profile tag"
+  DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
+  ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
+  echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
+}
+step "settings and php --ri" settings
+
+names() {
+  local dir="$WORK/names" f
+  watch 60 "deep.php" "${PHP[@]}" -d forkprof.output_dir="$dir" -d forkprof.max_depth=64 \
+    -d forkprof.period_ms=5 "$TESTS/deep.php"
+  f=("$dir"/php-*.pprof.gz)
+  local fns
+  fns=$(functions "${f[@]}")
+  for want in "Deep::down" "Deep::{closure:7}"; do
+    grep -qxF -- "$want" <<<"$fns" || { echo "$fns"; fail "deep.php: $want missing"; }
+  done
+  grep -qxE '\[2[0-9]{2} frames omitted\]' <<<"$fns" || { echo "$fns"; fail "deep.php: no truncation frame"; }
+  grep -qxF "{main}" <<<"$fns" && fail "deep.php: {main} should be cut by the depth cap"
+  local depth
+  depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } NF { n++ } END { print max }')
+  echo "  Deep::down, Deep::{closure:7}, $(grep -E 'frames omitted' <<<"$fns"); deepest trace $depth lines"
+  watch 60 "include.php" "${PHP[@]}" -d forkprof.output_dir="$dir-include" "$TESTS/include.php"
+  fns=$(functions "$dir"-include/php-*.pprof.gz)
+  grep -qxF "{include}" <<<"$fns" && grep -qxF "{main}" <<<"$fns" || { echo "$fns"; fail "include.php: {main} / {include} missing"; }
+  echo "  include.php: {main} and {include}"
+}
+step "frame names and the depth cap" names
+
+# The stalled agent: started once, shared by the blocking and stalled-agent tests.
+start_stalled_server() {
+  php -n "$TESTS/stalled_server.php" "$WORK/stalled.port" 900 &
+  PIDS_TO_KILL+=($!)
+  disown $! # killed by cleanup(): no job notice
+  local i
+  for ((i = 0; i < 100; i++)); do [ -s "$WORK/stalled.port" ] && break; sleep 0.1; done
+  [ -s "$WORK/stalled.port" ] || fail "the stalled server did not start"
+  STALLED_PORT=$(cat "$WORK/stalled.port")
+}
+start_stalled_server
+
+blocking() {
+  local dir="$WORK/blocking" f usleep_ms fgc_ms
+  watch 60 "blocking.php" "${PHP[@]}" -d forkprof.output_dir="$dir" "$TESTS/blocking.php" "$STALLED_PORT"
+  f=$(ls "$dir"/php-*.pprof.gz)
+  usleep_ms=$(flat_wall_ms usleep "$f")
+  fgc_ms=$(flat_wall_ms file_get_contents "$f")
+  echo "  flat wall time: usleep(300 ms) ${usleep_ms} ms, file_get_contents(0.3 s timeout) ${fgc_ms} ms"
+  [ "$usleep_ms" -ge 200 ] || fail "usleep should carry most of its 300 ms, has ${usleep_ms} ms"
+  [ "$fgc_ms" -ge 200 ] || fail "file_get_contents should carry most of its 300 ms, has ${fgc_ms} ms"
+  has_fn sleepy "$f" && has_fn fetch_stalled "$f" && has_fn "{main}" "$f" ||
+    fail "blocking.php: callers of the blocking functions missing"
+}
+step "blocking internal functions" blocking
+
+# Checks fork.php's output ($1) and profiles ($2): each process's own file(s) hold its own
+# work function and none of the others'.
+check_fork() {
+  local out=$1 dir=$2 role pid rest own
+  local -A expect=([parent]=parent_work [child_0]=child_work_0 [child_1]=child_work_1
+    [child_2]=child_work_2 [child_3]=child_work_3 [grandchild]=grandchild_work
+    [early_grandchild]=early_grandchild_work)
+  local all="parent_before_fork parent_work child_work_0 child_work_1 child_work_2 child_work_3 grandchild_work early_grandchild_work"
+  local seen=0
+  while read -r role pid rest; do
+    [ -n "${expect[$role]:-}" ] || continue
+    seen=$((seen + 1))
+    grep -q "tick_thread_starts=1 running=1" <<<"$rest" || fail "$role ($pid): $rest"
+    local files=("$dir"/forktest-"$pid"-*.pprof.gz)
+    [ -e "${files[0]}" ] || fail "$role (pid $pid): no profile in $dir"
+    own=${expect[$role]}
+    local fns
+    fns=$(functions "${files[@]}")
+    grep -qxF "$own" <<<"$fns" || fail "$role (pid $pid): $own missing from its profile"
+    local other
+    for other in $all; do
+      [ "$other" = "$own" ] && continue
+      [ "$role" = parent ] && [ "$other" = parent_before_fork ] && continue
+      grep -qxF "$other" <<<"$fns" && fail "$role (pid $pid): holds $other, another process's samples"
+    done
+    echo "  $role pid $pid: ${#files[@]} profile(s), $own, nobody else's; $rest"
+  done <"$out"
+  [ "$seen" = 7 ] || fail "expected 7 processes in fork.php's output, saw $seen"
+}
+
+fork_case() {
+  local name=$1; shift
+  local dir="$WORK/$name"
+  watch 120 "fork.php ($name)" "${PHP[@]}" -d forkprof.output_dir="$dir" -d forkprof.service=forktest \
+    "$@" "$TESTS/fork.php" >"$WORK/$name.out"
+  check_fork "$WORK/$name.out" "$dir"
+}
+step "pcntl_fork: parent, children, nested and immediate grandchildren" fork_case fork
+
+fork_loop() {
+  local out
+  # posix (for posix_kill of a hung child) is a shared module in Debian's PHP.
+  out=$(watch 300 "fork_loop.php" "${PHP[@]}" -d extension=posix -d forkprof.output_dir="$WORK/fork-loop" \
+    -d forkprof.period_ms=1 "$TESTS/fork_loop.php" 300)
+  echo "  $out; $(find "$WORK/fork-loop" -name '*.pprof.gz' | wc -l) profiles"
+}
+step "pcntl_fork loop: 300 children while sampling at 1 ms" fork_loop
+
+# ---- php-fpm ----
+FPM_TIMINGS=()
+
+# fpm_run LABEL [INI_LINE...]: starts a pool with those php.ini lines, serves 4 x 125 requests, reloads it (SIGUSR2), serves
+# 40 more, stops it (SIGQUIT), and checks the profiles when the extension writes files.
+fpm_run() {
+  local label=$1; shift
+  local dir="$WORK/fpm-$label"
+  mkdir -p "$dir"
+  sed "s|@DIR@|$dir|g" "$TESTS/fpm/pool.conf.in" >"$dir/pool.conf"
+  cp "$TESTS/fpm/app.php" "$dir/app.php"
+  # A php.ini of its own rather than -d flags: php-fpm's reload re-executes with an argv
+  # that has lost some of them. Debian's conf.d (opcache among others) is still scanned.
+  printf '%s\n' "opcache.enable=1" "$@" >"$dir/php.ini"
+  php-fpm8.2 -R -F -y "$dir/pool.conf" -c "$dir/php.ini" >"$dir/stdout" 2>&1 &
+  local master=$!
+  PIDS_TO_KILL+=("$master")
+  local i
+  for ((i = 0; i < 200; i++)); do [ -S "$dir/fpm.sock" ] && break; sleep 0.05; done
+  [ -S "$dir/fpm.sock" ] || { cat "$dir/stdout" "$dir/fpm.log" 2>/dev/null; fail "fpm ($label): no socket after 10 s"; }
+
+  local t0 t1
+  t0=$(now_ms)
+  local c
+  for c in 0 1 2 3; do
+    timeout -k 5 120 "$TESTS/fpm/client.sh" "$dir/fpm.sock" "$dir/app.php" 125 >"$dir/gen1-$c.out" &
+  done
+  local failed=0
+  for c in 0 1 2 3; do wait -n || failed=1; done
+  [ "$failed" = 0 ] || fail "fpm ($label): a client failed or hung (120 s watchdog)"
+  t1=$(now_ms)
+  local served
+  served=$(cat "$dir"/gen1-*.out | wc -l)
+  [ "$served" = 500 ] || fail "fpm ($label): $served of 500 requests answered"
+  local gen1
+  gen1=$(pgrep -P "$master" | sort)
+  [ "$(wc -l <<<"$gen1")" = 4 ] || fail "fpm ($label): expected 4 workers, found: $gen1"
+  local req_ms=$((t1 - t0))
+
+  # Graceful reload: the master stops its workers (SIGQUIT), re-executes, forks 4 new ones.
+  t0=$(now_ms)
+  kill -USR2 "$master"
+  local gen2=""
+  for ((i = 0; i < 400; i++)); do
+    gen2=$(pgrep -P "$master" | sort || true)
+    if [ "$(grep -c . <<<"$gen2")" = 4 ] && [ -z "$(comm -12 <(echo "$gen1") <(echo "$gen2"))" ] &&
+      [ -S "$dir/fpm.sock" ]; then
+      break
+    fi
+    sleep 0.05
+  done
+  t1=$(now_ms)
+  [ "$(grep -c . <<<"$gen2")" = 4 ] && [ -z "$(comm -12 <(echo "$gen1") <(echo "$gen2"))" ] ||
+    { cat "$dir/fpm.log"; fail "fpm ($label): reload did not replace the 4 workers within 20 s (now: $gen2)"; }
+  local reload_ms=$((t1 - t0))
+  for c in 0 1 2 3; do
+    timeout -k 5 60 "$TESTS/fpm/client.sh" "$dir/fpm.sock" "$dir/app.php" 10 >"$dir/gen2-$c.out" &
+  done
+  for c in 0 1 2 3; do wait -n || failed=1; done
+  [ "$failed" = 0 ] || fail "fpm ($label): a client failed after the reload"
+
+  # Graceful stop.
+  t0=$(now_ms)
+  kill -QUIT "$master"
+  for ((i = 0; i < 400; i++)); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  t1=$(now_ms)
+  if kill -0 "$master" 2>/dev/null; then
+    cat "$dir/fpm.log"
+    fail "fpm ($label): SIGQUIT did not stop the pool within 20 s; workers: $(pgrep -P "$master" | tr '\n' ' ')"
+  fi
+  wait "$master" 2>/dev/null || true
+  local stop_ms=$((t1 - t0))
+  if grep -Eiq "signal (11|6|7)|segfault|forkprof: " "$dir/fpm.log"; then
+    cat "$dir/fpm.log"; fail "fpm ($label): the log shows a crash or a forkprof warning"
+  fi
+  FPM_TIMINGS+=("$(printf '%-22s 500 requests %6d ms   reload %5d ms   stop %5d ms' "$label" "$req_ms" "$reload_ms" "$stop_ms")")
+  echo "  ${FPM_TIMINGS[-1]}"
+
+  [ -d "$dir/profiles" ] || return 0
+  # Every worker of both generations: its own profile, holding its own requests only.
+  local pid all_pids
+  all_pids=$(cat "$dir"/gen1-*.out "$dir"/gen2-*.out | awk '{ print $2 }' | sort -u)
+  local gen1_served=0
+  for pid in $gen1 $gen2; do
+    local n
+    n=$(cat "$dir"/gen*-*.out | grep -cx "pid $pid" || true)
+    local files=("$dir"/profiles/fpm-"$pid"-*.pprof.gz)
+    if [ "$n" = 0 ]; then
+      grep -q "$pid" <<<"$gen1" && fail "fpm ($label): worker $pid served none of the 500 requests"
+      continue
+    fi
+    grep -q "$pid" <<<"$gen1" && gen1_served=$((gen1_served + 1))
+    [ -e "${files[0]}" ] || fail "fpm ($label): worker $pid served $n requests but wrote no profile"
+    local fns
+    fns=$(functions "${files[@]}")
+    grep -qxF "served_by_$pid" <<<"$fns" || fail "fpm ($label): worker $pid's profile lacks served_by_$pid"
+    grep -qxF handle_request <<<"$fns" || fail "fpm ($label): worker $pid's profile lacks handle_request"
+    local other
+    for other in $all_pids; do
+      [ "$other" = "$pid" ] && continue
+      grep -qxF "served_by_$other" <<<"$fns" && fail "fpm ($label): worker $pid holds worker $other's samples"
+    done
+    echo "  worker $pid: $n requests, ${#files[@]} profile(s) with served_by_$pid and no other worker's"
+  done
+  [ "$gen1_served" = 4 ] || fail "fpm ($label): $gen1_served of the 4 first workers have profiles"
+  ls "$dir"/profiles/fpm-"$master"-* >/dev/null 2>&1 && fail "fpm ($label): the master (serving no request) wrote a profile"
+  return 0
+}
+
+FPM_EXT=("extension=$SO" forkprof.service=fpm)
+step "php-fpm: 4 workers, 500 requests, reload, stop (files)" \
+  fpm_run "files" "${FPM_EXT[@]}" "forkprof.output_dir=$WORK/fpm-files/profiles" forkprof.export_period_s=1
+
+stalled() {
+  local url="http://127.0.0.1:$STALLED_PORT" t0 t1 mode
+  echo "  stalled agent at $url (accepts, never answers)"
+  fpm_run "no-extension"
+  fpm_run "stalled-agent" "${FPM_EXT[@]}" "forkprof.endpoint=$url"
+  local -a cli=()
+  for mode in none files stalled; do
+    local args=()
+    case $mode in
+      none) args=(php -n) ;;
+      files) args=("${PHP[@]}" -d forkprof.output_dir="$WORK/cli-files") ;;
+      stalled) args=("${PHP[@]}" -d forkprof.endpoint="$url") ;;
+    esac
+    t0=$(now_ms)
+    if [ $mode = none ]; then
+      # pcntl is built into Debian's CLI; forkprof_stats() is the extension's: stub it.
+      args+=(-d auto_prepend_file="$WORK/stub.php")
+    fi
+    watch 120 "fork.php ($mode)" "${args[@]}" "$TESTS/fork.php" >"$WORK/fork-$mode.out"
+    t1=$(now_ms)
+    cli+=("$(printf '%-22s fork.php (7 processes) %6d ms   pcntl_fork in the parent: %s' "$mode" \
+      $((t1 - t0)) "$(grep '^fork_latency_us' "$WORK/fork-$mode.out" | cut -d' ' -f2-) us")")
+  done
+  # Forks while an upload to the hung agent is in flight (a profile every second), and
+  # children that exit without waiting for theirs.
+  local loop
+  t0=$(now_ms)
+  loop=$(watch 300 "fork_loop.php (stalled agent)" "${PHP[@]}" -d extension=posix \
+    -d forkprof.endpoint="$url" -d forkprof.export_period_s=1 -d forkprof.shutdown_timeout_ms=0 \
+    -d forkprof.period_ms=1 "$TESTS/fork_loop.php" 300)
+  t1=$(now_ms)
+  cli+=("$(printf '%-22s fork_loop.php, uploads in flight: %s, %d ms' stalled "$loop" $((t1 - t0)))")
+  echo "=== timings, side by side (this run; not asserted)"
+  printf '  %s\n' "${FPM_TIMINGS[@]}" "${cli[@]}"
+}
+cat >"$WORK/stub.php" <<'EOF'
+<?php
+function forkprof_stats() { return ['samples' => 0, 'ticks' => 0, 'tick_thread_starts' => 1, 'running' => 1]; }
+EOF
+step "stalled agent: php-fpm and pcntl_fork with and without the extension" stalled
+
+summary

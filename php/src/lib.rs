@@ -1,0 +1,435 @@
+//! forkprof as a PHP extension (`extension=libforkprof_php.so`): wall-time and CPU-time
+//! profiles of PHP code, correct across `pcntl_fork()` and php-fpm's workers.
+//!
+//! How a sample is taken: a tick thread ([`timer`]) raises the engine's VM interrupt flag
+//! every `forkprof.period_ms`; the engine calls [`hooks`]' interrupt hook at its next check,
+//! or the internal-call hook sees the flag when a blocking internal function returns; the
+//! hook walks the PHP stack ([`stack`]) and records it ([`sampler`]). forkprof's core does the
+//! rest: aggregation, export, and the fork protocol.
+//!
+//! Life cycle: MINIT reads the settings and installs the hooks; the first RINIT of a process
+//! starts the profiler and the tick thread (so php-fpm's master, which serves no request,
+//! profiles nothing, and each worker profiles itself); `pcntl_fork` is wrapped so parent and
+//! child keep profiling, each into its own files; MSHUTDOWN stops and writes the last profile.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use ext_php_rs::ffi::{
+    ext_php_rs_executor_globals, php_error_docref, php_info_print_table_end,
+    php_info_print_table_row, php_info_print_table_start, E_WARNING,
+};
+use ext_php_rs::flags::IniEntryPermission;
+use ext_php_rs::prelude::*;
+use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs, ModuleEntry};
+use forkprof::export::Datadog;
+use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
+
+mod hooks;
+mod sampler;
+mod settings;
+mod stack;
+mod timer;
+
+use settings::{Destination, Settings};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The extension's state in this process.
+const OFF: u8 = 0; // forkprof.enabled=0
+const BAD_SETTING: u8 = 1; // a setting could not be used: see REASON
+const WAITING: u8 = 2; // starts at this process's first request
+const RUNNING: u8 = 3;
+const FAILED: u8 = 4; // the profiler or the tick thread could not start: see REASON
+const STOPPED: u8 = 5;
+
+static STATE: AtomicU8 = AtomicU8::new(OFF);
+static REASON: Mutex<String> = Mutex::new(String::new());
+static SETTINGS: OnceLock<Settings> = OnceLock::new();
+
+static INI: IniEntryDefs<12> = IniEntryDefs::new([
+    IniEntryDef::new(c"forkprof.enabled", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.service", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.env", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.version", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.tags", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.output_dir", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.endpoint", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.period_ms", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.export_period_s", c"", IniEntryPermission::System),
+    IniEntryDef::new(c"forkprof.max_depth", c"", IniEntryPermission::System),
+    IniEntryDef::new(
+        c"forkprof.shutdown_timeout_ms",
+        c"",
+        IniEntryPermission::System,
+    ),
+    IniEntryDef::end(),
+]);
+
+fn state_name(s: u8) -> &'static str {
+    match s {
+        OFF => "off (forkprof.enabled)",
+        BAD_SETTING => "off (bad setting)",
+        WAITING => "waiting for the first request",
+        RUNNING => "running",
+        FAILED => "off (failed to start)",
+        STOPPED => "stopped",
+        _ => "unknown",
+    }
+}
+
+fn set_reason(reason: String) {
+    if let Ok(mut r) = REASON.lock() {
+        *r = reason;
+    }
+}
+
+/// A PHP warning (`E_WARNING`), shown the way the engine shows any other.
+fn warn(msg: &str) {
+    let msg = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: a format string with one `%s` and one NUL-terminated argument.
+    unsafe {
+        php_error_docref(
+            std::ptr::null(),
+            E_WARNING as i32,
+            c"%s".as_ptr(),
+            msg.as_ptr(),
+        )
+    };
+}
+
+fn config_of(s: &Settings) -> forkprof::Result<Config> {
+    let mut b = Config::builder(s.service.clone())
+        .sample_type("samples", "count")
+        .sample_type("wall-time", "nanoseconds")
+        .sample_type("cpu-time", "nanoseconds")
+        .sampling_period(
+            SampleType::new("wall-time", "nanoseconds"),
+            s.period.as_nanos() as i64,
+        )
+        .period(s.export_period)
+        .max_stack_depth(s.max_depth)
+        .tag("language:php");
+    for (k, v) in &s.tags {
+        b = b.tag(format!("{k}:{v}"));
+    }
+    match &s.destination {
+        Destination::Files(dir) => {
+            if let Some(env) = &s.env {
+                b = b.tag(format!("env:{env}"));
+            }
+            if let Some(version) = &s.version {
+                b = b.tag(format!("version:{version}"));
+            }
+            b = b.output_dir(dir, Compression::Gzip);
+        }
+        Destination::Agent(url) => {
+            let mut d = Datadog::agent(url).service(s.service.clone()).family("php");
+            if let Some(env) = &s.env {
+                d = d.env(env.clone());
+            }
+            if let Some(version) = &s.version {
+                d = d.version(version.clone());
+            }
+            b = b.exporter(ExporterConfig::from(d));
+        }
+    }
+    b.build()
+}
+
+fn ini_value(
+    name: &str,
+    all: &std::collections::HashMap<String, Option<String>>,
+) -> Option<String> {
+    all.get(name).cloned().flatten()
+}
+
+fn minit(module_number: i32) {
+    IniEntryDef::register(INI.as_slice(), module_number);
+    // MINIT runs before any other thread exists: the environment and ext-php-rs's globals
+    // guard are safe to use here, and only here.
+    let all = ExecutorGlobals::get().ini_values();
+    let settings = match Settings::read(&|n| ini_value(n, &all), &|n| std::env::var(n).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            STATE.store(BAD_SETTING, Ordering::Release);
+            set_reason(e.to_string());
+            warn(&format!("forkprof: {e}; profiling is off"));
+            return;
+        }
+    };
+    if !settings.enabled {
+        STATE.store(OFF, Ordering::Release);
+        return;
+    }
+    if ext_php_rs::ffi::USING_ZTS != 0 {
+        // One tick thread raises one thread's VM interrupt flag, and the walk reads that
+        // thread's executor globals: a thread-safe build (ZTS: FrankenPHP, Apache's worker
+        // MPM) needs a flag per PHP thread, which is not built yet.
+        let msg = "thread-safe (ZTS) PHP builds are not supported yet";
+        STATE.store(BAD_SETTING, Ordering::Release);
+        set_reason(msg.to_string());
+        warn(&format!("forkprof: {msg}; profiling is off"));
+        return;
+    }
+    // Configuration errors (an unusable output_dir, a malformed URL) are found now, at MINIT,
+    // rather than in each worker.
+    if let Err(e) = config_of(&settings) {
+        STATE.store(BAD_SETTING, Ordering::Release);
+        set_reason(e.to_string());
+        warn(&format!("forkprof: {e}; profiling is off"));
+        return;
+    }
+    sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
+    let _ = SETTINGS.set(settings);
+    // SAFETY: MINIT, on the engine's thread; the executor globals live as long as the process
+    // and `vm_interrupt` is a one-byte atomic bool the engine polls.
+    unsafe {
+        let eg = ext_php_rs_executor_globals();
+        if !eg.is_null() {
+            timer::VM_INTERRUPT.store(
+                std::ptr::addr_of_mut!((*eg).vm_interrupt).cast(),
+                Ordering::Release,
+            );
+        }
+        hooks::install();
+        hooks::wrap_pcntl_fork();
+    }
+    STATE.store(WAITING, Ordering::Release);
+}
+
+/// Starts the profiler of this process (first request) and its tick thread (first request,
+/// or first request after a fork the extension did not see).
+fn rinit() {
+    match STATE.load(Ordering::Acquire) {
+        WAITING => {
+            let Some(settings) = SETTINGS.get() else {
+                return;
+            };
+            // SAFETY: RINIT, on the engine's thread.
+            unsafe { hooks::wrap_pcntl_fork() };
+            let started = config_of(settings).and_then(Profiler::start);
+            match started {
+                Ok(p) => {
+                    let _ = sampler::PROFILER.set(p);
+                }
+                Err(e) => {
+                    STATE.store(FAILED, Ordering::Release);
+                    set_reason(e.to_string());
+                    warn(&format!("forkprof: could not start: {e}; profiling is off"));
+                    return;
+                }
+            }
+            STATE.store(RUNNING, Ordering::Release);
+        }
+        RUNNING => {}
+        _ => return,
+    }
+    if !start_ticks() {
+        return;
+    }
+    sampler::reset_interval();
+    timer::SAMPLE_DUE.store(false, Ordering::Relaxed);
+    timer::request_started();
+}
+
+/// Ensures this process has a tick thread; turns profiling off with a warning when the
+/// thread cannot start.
+fn start_ticks() -> bool {
+    let Some(settings) = SETTINGS.get() else {
+        return false;
+    };
+    if timer::running_here() {
+        return true;
+    }
+    match timer::ensure_started(settings.period.as_nanos() as u64) {
+        Ok(()) => true,
+        Err(errno) => {
+            STATE.store(FAILED, Ordering::Release);
+            let msg =
+                format!("the sampling thread could not start (pthread_create: errno {errno})");
+            warn(&format!("forkprof: {msg}; profiling is off"));
+            set_reason(msg);
+            false
+        }
+    }
+}
+
+fn rshutdown() {
+    timer::request_ended();
+}
+
+fn mshutdown() {
+    timer::request_ended();
+    timer::stop();
+    if STATE.load(Ordering::Acquire) == RUNNING {
+        if let (Some(p), Some(s)) = (sampler::PROFILER.get(), SETTINGS.get()) {
+            // Bounded: with the agent hung, the process still exits after this long.
+            let _ = p.stop(s.shutdown_timeout);
+        }
+        STATE.store(STOPPED, Ordering::Release);
+    }
+    // SAFETY: MSHUTDOWN, on the engine's thread.
+    unsafe { hooks::uninstall() };
+}
+
+/// Right before `pcntl_fork`. Returns whether forkprof's `before_fork` was paired.
+fn before_fork() -> bool {
+    hooks::FORKS.fetch_add(1, Ordering::Relaxed);
+    STATE.load(Ordering::Acquire) == RUNNING && forkprof::fork::before_fork().is_ok()
+}
+
+fn after_fork_parent(paired: bool) {
+    if paired {
+        let _ = forkprof::fork::after_fork_parent();
+    }
+}
+
+/// In the child of `pcntl_fork`: the profiler restarts (forkprof's `after_fork_child`) and the
+/// tick thread, which the child does not have, starts again.
+fn after_fork_child(paired: bool) {
+    hooks::FORKS.store(0, Ordering::Relaxed);
+    sampler::reset_counters();
+    if !paired {
+        return;
+    }
+    let _ = forkprof::fork::after_fork_child();
+    if start_ticks() {
+        sampler::reset_interval();
+    }
+}
+
+fn guarded(f: impl FnOnce()) -> i32 {
+    // 0 is SUCCESS: a failure of forkprof never fails PHP's start-up or a request.
+    let _ = hooks::guard(f);
+    0
+}
+
+extern "C" fn on_minit(_ty: i32, module_number: i32) -> i32 {
+    guarded(|| minit(module_number))
+}
+extern "C" fn on_mshutdown(_ty: i32, _module_number: i32) -> i32 {
+    guarded(mshutdown)
+}
+extern "C" fn on_rinit(_ty: i32, _module_number: i32) -> i32 {
+    guarded(rinit)
+}
+extern "C" fn on_rshutdown(_ty: i32, _module_number: i32) -> i32 {
+    guarded(rshutdown)
+}
+
+/// This process's figures, as `name => value` (also what `php --ri forkprof` shows).
+fn counters() -> Vec<(&'static str, i64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let samples = sampler::SAMPLES.load(Relaxed);
+    let cost = sampler::SAMPLE_COST_NS.load(Relaxed);
+    let mut out = vec![
+        ("pid", std::process::id() as i64),
+        ("samples", samples as i64),
+        (
+            "samples_in_internal_functions",
+            sampler::SAMPLES_IN_INTERNAL.load(Relaxed) as i64,
+        ),
+        ("sample_cost_ns_total", cost as i64),
+        (
+            "sample_cost_ns_mean",
+            cost.checked_div(samples).unwrap_or(0) as i64,
+        ),
+        ("sample_cost_ns_median", sampler::median_cost_ns() as i64),
+        ("record_errors", sampler::RECORD_ERRORS.load(Relaxed) as i64),
+        ("ticks", timer::TICKS.load(Relaxed) as i64),
+        ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),
+        ("pcntl_forks", hooks::FORKS.load(Relaxed) as i64),
+        ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
+    ];
+    if let Some(p) = sampler::PROFILER.get() {
+        let s = p.stats();
+        out.extend([
+            ("samples_recorded", s.samples_recorded as i64),
+            ("samples_dropped", s.samples_dropped as i64),
+            ("profiles_written", s.profiles_written as i64),
+            ("profiles_failed", s.profiles_failed as i64),
+            ("profiles_dropped", s.profiles_dropped as i64),
+            ("bytes_written", s.bytes_written as i64),
+        ]);
+    }
+    out
+}
+
+fn info_row(key: &str, value: &str) {
+    let k = CString::new(key.replace('\0', " ")).unwrap_or_default();
+    let v = CString::new(value.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: two NUL-terminated strings for a two-column row.
+    unsafe { php_info_print_table_row(2, k.as_ptr(), v.as_ptr()) };
+}
+
+extern "C" fn on_minfo(_module: *mut ModuleEntry) {
+    hooks::guard(|| {
+        // SAFETY: the engine calls MINFO between its own table calls.
+        unsafe { php_info_print_table_start() };
+        info_row("forkprof support", "enabled");
+        info_row("version", VERSION);
+        info_row("backend", forkprof::platform().name());
+        let state = STATE.load(Ordering::Acquire);
+        info_row("state", state_name(state));
+        if let Ok(r) = REASON.lock() {
+            if !r.is_empty() {
+                info_row("reason", &r);
+            }
+        }
+        info_row(
+            "pcntl_fork",
+            if hooks::pcntl_fork_wrapped() {
+                "wrapped"
+            } else {
+                "not loaded"
+            },
+        );
+        if let Some(s) = SETTINGS.get() {
+            let dest = match &s.destination {
+                Destination::Files(d) => format!("files in {d}"),
+                Destination::Agent(u) => format!("Datadog agent at {u}"),
+            };
+            info_row("destination", &dest);
+            info_row("service", &s.service);
+            info_row("period", &format!("{} ms", s.period.as_millis()));
+        }
+        for (k, v) in counters() {
+            info_row(k, &v.to_string());
+        }
+        // SAFETY: closes the table opened above.
+        unsafe { php_info_print_table_end() };
+    });
+}
+
+/// `forkprof_stats(): array`: this process's counters (samples, ticks, forks, profiles
+/// written...), for tests and health checks.
+#[php_function]
+pub fn forkprof_stats() -> std::collections::HashMap<String, i64> {
+    hooks::guard(|| {
+        let mut m: std::collections::HashMap<String, i64> = counters()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        m.insert(
+            "running".into(),
+            i64::from(STATE.load(Ordering::Acquire) == RUNNING),
+        );
+        m
+    })
+    .unwrap_or_default()
+}
+
+#[php_module]
+pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
+    module
+        .name("forkprof")
+        .version(VERSION)
+        .startup_function(on_minit)
+        .shutdown_function(on_mshutdown)
+        .request_startup_function(on_rinit)
+        .request_shutdown_function(on_rshutdown)
+        .info_function(on_minfo)
+        .function(wrap_function!(forkprof_stats))
+}

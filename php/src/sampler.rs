@@ -1,0 +1,107 @@
+//! Taking one sample on the PHP thread: the time since the previous one (wall and thread CPU),
+//! the stack, and `record()`. Everything here runs inside an engine hook on the PHP thread.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+use ext_php_rs::ffi::zend_execute_data;
+use forkprof::{Profiler, Sample};
+
+use crate::stack::Walker;
+
+/// The profiler of this process, once the first request started it.
+pub static PROFILER: OnceLock<Profiler> = OnceLock::new();
+/// Frames kept per sample (the `forkprof.max_depth` setting).
+pub static MAX_DEPTH: AtomicU64 = AtomicU64::new(128);
+
+/// When the previous sample (or the start of the request, or the fork) was taken.
+static LAST_WALL_NS: AtomicU64 = AtomicU64::new(0);
+static LAST_CPU_NS: AtomicU64 = AtomicU64::new(0);
+
+/// This process's sampling counters (reset in a forked child).
+pub static SAMPLES: AtomicU64 = AtomicU64::new(0);
+pub static SAMPLES_IN_INTERNAL: AtomicU64 = AtomicU64::new(0);
+pub static SAMPLE_COST_NS: AtomicU64 = AtomicU64::new(0);
+pub static RECORD_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// The cost of the last [`COSTS`] samples, so `forkprof_stats()` can give a median that one
+/// preempted sample on a busy machine does not skew.
+const COSTS: usize = 1024;
+static COST_RING: [AtomicU32; COSTS] = [const { AtomicU32::new(0) }; COSTS];
+
+/// The median cost, in ns, of the last (at most [`COSTS`]) samples; 0 before the first.
+pub fn median_cost_ns() -> u64 {
+    let n = (SAMPLES.load(Relaxed) as usize).min(COSTS);
+    let mut v: Vec<u32> = COST_RING[..n].iter().map(|c| c.load(Relaxed)).collect();
+    v.sort_unstable();
+    v.get(n / 2).map_or(0, |&c| u64::from(c))
+}
+
+thread_local! {
+    static WALKER: RefCell<Walker> = RefCell::new(Walker::new());
+}
+
+fn cpu_now() -> u64 {
+    forkprof::thread_cpu_time_ns().unwrap_or(0)
+}
+
+/// Starts the next sample's interval now: at RINIT (idle time between requests is nobody's)
+/// and right after a fork (the child's thread CPU clock starts from zero).
+pub fn reset_interval() {
+    LAST_WALL_NS.store(forkprof::monotonic_ns(), Relaxed);
+    LAST_CPU_NS.store(cpu_now(), Relaxed);
+}
+
+/// Zeroes the counters a forked child inherited from its parent.
+pub fn reset_counters() {
+    for c in [
+        &SAMPLES,
+        &SAMPLES_IN_INTERNAL,
+        &SAMPLE_COST_NS,
+        &RECORD_ERRORS,
+    ] {
+        c.store(0, Relaxed);
+    }
+}
+
+/// Takes one sample of the stack at `ex`.
+///
+/// # Safety
+/// `ex` is null or the current frame of the PHP thread this runs on, inside an engine hook.
+pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
+    let Some(profiler) = PROFILER.get() else {
+        return;
+    };
+    let t0 = forkprof::monotonic_ns();
+    let cpu = cpu_now();
+    let wall = t0.saturating_sub(LAST_WALL_NS.swap(t0, Relaxed));
+    let cpu_d = cpu.saturating_sub(LAST_CPU_NS.swap(cpu, Relaxed));
+    let values = [1, wall as i64, cpu_d as i64];
+    let depth = MAX_DEPTH.load(Relaxed) as usize;
+    let recorded = WALKER.with(|w| {
+        let Ok(mut w) = w.try_borrow_mut() else {
+            return None;
+        };
+        // SAFETY: forwarded from this function's contract.
+        Some(unsafe {
+            w.walk(ex, depth, |frames| {
+                profiler.record(&Sample::new(frames, &values))
+            })
+        })
+    });
+    let cost = forkprof::monotonic_ns().saturating_sub(t0);
+    match recorded {
+        Some(Ok(())) => {
+            let n = SAMPLES.fetch_add(1, Relaxed) as usize;
+            COST_RING[n % COSTS].store(cost.min(u64::from(u32::MAX)) as u32, Relaxed);
+            if in_internal {
+                SAMPLES_IN_INTERNAL.fetch_add(1, Relaxed);
+            }
+        }
+        _ => {
+            RECORD_ERRORS.fetch_add(1, Relaxed);
+        }
+    }
+    SAMPLE_COST_NS.fetch_add(cost, Relaxed);
+}
