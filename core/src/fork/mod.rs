@@ -25,6 +25,8 @@
 //! 9. **Every wait in a child is bounded.** A child whose restart cannot complete (no memory, no
 //!    thread, a thread that never reaches its loop) turns profiling off with a reason
 //!    (`Stats::disabled`) and `record`/`stop` return at once.
+//! 10. **What the child never uses, it never inherits:** the sample buffer (where a sentinel
+//!    exists) and the lower part of each forkprof thread's stack are excluded from children.
 //!
 //! # Where each part lives
 //! - [`handlers`]: the `pthread_atfork` prepare / parent / child functions (glibc, musl) and
