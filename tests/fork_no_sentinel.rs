@@ -11,21 +11,6 @@ use std::time::Duration;
 use forkprof::{ChildPolicy, Frame, Profiler, Sample};
 use support::*;
 
-fn raw_clone() -> libc::pid_t {
-    // SAFETY: a clone without CLONE_VM is a fork that skips libc (and every atfork handler);
-    // the child only records and `_exit`s.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        ) as libc::pid_t
-    }
-}
-
 #[test]
 fn an_unobserved_child_records_into_memory_it_has_until_it_notices() {
     let _w = Watchdog::new("no-sentinel unobserved child", Duration::from_secs(60));

@@ -14,11 +14,6 @@ use forkprof::{ChildPolicy, Disabled, Frame, Profiler, Sample};
 use forkprof_core::pause_points::{self, Point};
 use support::*;
 
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xc000_003e;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xc000_00b7;
-
 fn frames() -> [Frame<'static>; 1] {
     [Frame::new("bounded_child", "bounded.rs", 1)]
 }
@@ -70,11 +65,7 @@ fn a_child_whose_collector_never_reaches_its_loop_turns_off_and_stops_at_once() 
 /// On the calling thread only: thread-creating clones fail with EAGAIN (glibc tries clone3,
 /// musl uses clone with CLONE_THREAD); process forks are untouched.
 fn refuse_new_threads_on_this_thread() {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
-    let ins = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
+    use support::bpf::*;
     // seccomp_data: nr at 0, arch at 4, args[0] (low half on little endian) at 16.
     let prog = [
         ins(LD_W_ABS, 0, 0, 4),
@@ -87,22 +78,7 @@ fn refuse_new_threads_on_this_thread() {
         ins(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EAGAIN as u32),
         ins(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
     ];
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: prctl with valid arguments; `fprog` points at `prog`, alive for the call.
-    unsafe {
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(
-            libc::prctl(
-                libc::PR_SET_SECCOMP,
-                libc::SECCOMP_MODE_FILTER,
-                &fprog as *const libc::sock_fprog
-            ),
-            0
-        );
-    }
+    seccomp_on_this_thread(&prog);
 }
 
 #[test]

@@ -64,21 +64,6 @@ fn unobserved_child(p: &Profiler, spare: Config) -> i32 {
     0
 }
 
-fn raw_clone() -> libc::pid_t {
-    // SAFETY: a clone without CLONE_VM is a fork that skips libc entirely; the child runs only
-    // lock-free checks and `_exit`s.
-    unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        ) as libc::pid_t
-    }
-}
-
 type ForkFn = unsafe extern "C" fn() -> libc::pid_t;
 
 fn glibc_underscore_fork() -> Option<ForkFn> {

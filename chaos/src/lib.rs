@@ -49,7 +49,7 @@ pub struct Options {
     pub silence_stderr: bool,
     /// Attach `gdb` to a hung child before killing it, and keep its backtrace.
     pub backtrace_hangs: bool,
-    /// Called after every 1000 forks with the forks done so far (progress on long runs).
+    /// Called once per 1000 forks with how many have been made (progress on long runs).
     pub progress: Option<fn(u64, u64)>,
 }
 
@@ -246,11 +246,11 @@ fn forking_thread(
                 r.hangs.push(Hang { pid, backtrace });
             }
         }
-        let done = r.forks;
         drop(r);
-        if done.is_multiple_of(1000) {
+        // Reported by the thread that made the 1000th, 2000th, ... fork, once each.
+        if (i + 1).is_multiple_of(1000) {
             if let Some(progress) = opts.progress {
-                progress(done, opts.forks);
+                progress(i + 1, opts.forks);
             }
         }
     }

@@ -179,29 +179,7 @@ impl SampleBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::ForkStrategy;
-
-    struct Plain;
-    impl Platform for Plain {
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        fn fork_strategy(&self) -> ForkStrategy {
-            ForkStrategy::Atfork
-        }
-        fn install_fork_hooks(&self) -> crate::Result<()> {
-            Ok(())
-        }
-        fn fork_sentinel(&self) -> Option<&'static std::sync::atomic::AtomicU64> {
-            None
-        }
-        fn thread_cpu_time_ns(&self) -> Option<u64> {
-            None
-        }
-        fn monotonic_ns(&self) -> u64 {
-            0
-        }
-    }
+    use crate::platform::Plain;
 
     fn fill(v: &mut [MaybeUninit<u8>], byte: u8) {
         for b in v {

@@ -59,3 +59,30 @@ pub trait Platform: Sync + 'static {
     /// Called with a range previously excluded, before it is freed.
     unsafe fn include_in_fork(&self, _addr: *mut u8, _len: usize) {}
 }
+
+/// A platform with no fork hooks and no sentinel, for unit tests of code that only needs
+/// memory and threads.
+#[cfg(test)]
+pub(crate) struct Plain;
+
+#[cfg(test)]
+impl Platform for Plain {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+    fn fork_strategy(&self) -> ForkStrategy {
+        ForkStrategy::Atfork
+    }
+    fn install_fork_hooks(&self) -> Result<()> {
+        Ok(())
+    }
+    fn fork_sentinel(&self) -> Option<&'static AtomicU64> {
+        None
+    }
+    fn thread_cpu_time_ns(&self) -> Option<u64> {
+        None
+    }
+    fn monotonic_ns(&self) -> u64 {
+        0
+    }
+}

@@ -214,31 +214,9 @@ impl Drop for RawThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::ForkStrategy;
+    use crate::platform::Plain;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
-
-    struct Plain;
-    impl Platform for Plain {
-        fn name(&self) -> &'static str {
-            "test"
-        }
-        fn fork_strategy(&self) -> ForkStrategy {
-            ForkStrategy::Atfork
-        }
-        fn install_fork_hooks(&self) -> Result<()> {
-            Ok(())
-        }
-        fn fork_sentinel(&self) -> Option<&'static std::sync::atomic::AtomicU64> {
-            None
-        }
-        fn thread_cpu_time_ns(&self) -> Option<u64> {
-            None
-        }
-        fn monotonic_ns(&self) -> u64 {
-            0
-        }
-    }
 
     #[test]
     fn runs_the_body_and_joins() {

@@ -313,3 +313,64 @@ pub fn file_config(service: &str, dir: &Path, policy: forkprof::ChildPolicy) -> 
         .build()
         .unwrap()
 }
+
+// ---- Linux-only fork helpers: a fork that skips libc, and seccomp filters on one thread ----
+
+/// A fork that runs no atfork handler: `clone` without `CLONE_VM`, straight to the kernel. The
+/// child must only do what is safe without its libc knowing it forked, then `_exit`.
+#[cfg(target_os = "linux")]
+pub fn raw_clone() -> libc::pid_t {
+    // SAFETY: a clone without CLONE_VM is a fork that skips libc entirely; callers keep the
+    // child to lock-free work and `_exit`.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        ) as libc::pid_t
+    }
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub const AUDIT_ARCH: u32 = 0xc000_003e;
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+pub const AUDIT_ARCH: u32 = 0xc000_00b7;
+
+/// BPF opcodes the tests' seccomp filters use.
+#[cfg(target_os = "linux")]
+pub mod bpf {
+    pub const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    pub const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+    pub const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+    pub const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+    pub fn ins(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code, jt, jf, k }
+    }
+}
+
+/// Installs `prog` as a seccomp filter on the calling thread only (no TSYNC).
+#[cfg(target_os = "linux")]
+pub fn seccomp_on_this_thread(prog: &[libc::sock_filter]) {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with valid arguments; `fprog` points at `prog`, alive for the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
