@@ -26,7 +26,7 @@
 //!    thread, a thread that never reaches its loop) turns profiling off with a reason
 //!    (`Stats::disabled`) and `record`/`stop` return at once.
 //! 10. **What the child never uses, it never inherits:** the sample buffer (where a sentinel
-//!    exists) and the lower part of each forkprof thread's stack are excluded from children.
+//!     exists) and the lower part of each forkprof thread's stack are excluded from children.
 //!
 //! # Where each part lives
 //! - [`handlers`]: the `pthread_atfork` prepare / parent / child functions (glibc, musl) and
