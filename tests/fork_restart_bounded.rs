@@ -52,8 +52,9 @@ fn a_child_whose_collector_never_reaches_its_loop_turns_off_and_stops_at_once() 
     let dir = TempDir::new("bounded-stuck");
     let p = Profiler::start(file_config("bounded", dir.path(), ChildPolicy::Restart)).unwrap();
     p.record(&Sample::new(&frames(), &[1])).unwrap();
-    // The parent's collector is past the point already; the child's restarted one stops there
-    // for good (nobody releases it in the child).
+    // Both parent threads are in their loops once a flush went through them: only the child's
+    // restarted collector can stop at the point, and there it stays (nobody releases it).
+    p.flush_sync(Duration::from_secs(20)).unwrap();
     pause_points::arm(Point::WorkerBeforeItsLoop);
     let pid = fork_and_run(|| check_off_and_prompt(&p, Disabled::ThreadsDidNotStart));
     let exit = wait_exit(pid, Duration::from_secs(40), "child with a stuck collector");

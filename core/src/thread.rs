@@ -185,17 +185,25 @@ impl RawThread {
         })
     }
 
+    #[cfg(test)]
+    fn stack_base(&self) -> usize {
+        self.stack.as_ref().map_or(0, |s| s.as_ptr() as usize)
+    }
+
     /// Waits for the thread to end, then unmaps its stack.
     pub fn join(mut self) {
+        // Taken first: `Drop` (which runs when this returns) then has nothing to detach.
+        let stack = self.stack.take();
         // SAFETY: `handle` is a joinable thread of this process, joined once (this consumes
-        // the handle).
+        // the handle, and `Drop` no longer touches it).
         let rc = unsafe { libc::pthread_join(self.handle, std::ptr::null_mut()) };
-        if rc != 0 {
+        if rc == 0 {
+            drop(stack); // the thread has ended: its stack is free to go
+        } else {
             // Not ours to wait for after all (cannot happen for a handle from `spawn`): keep
             // the stack mapped rather than pull it from under a running thread.
-            std::mem::forget(self.stack.take());
+            std::mem::forget(stack);
         }
-        // The thread has ended: its stack is free to go (dropped here).
     }
 }
 
@@ -244,6 +252,35 @@ mod tests {
             t.join();
         }
         assert_eq!(n.load(Ordering::SeqCst), 1 + 2 + 3);
+    }
+
+    fn mapped(addr: usize) -> bool {
+        // SAFETY: msync only inspects the mapping; ENOMEM means nothing is mapped there.
+        unsafe { libc::msync(addr as *mut libc::c_void, page_size(), libc::MS_ASYNC) == 0 }
+    }
+
+    #[test]
+    fn join_unmaps_the_stack_and_dropping_keeps_it() {
+        let joined =
+            RawThread::spawn(c"forkprof-test", DEFAULT_STACK, &Plain, Box::new(|| {})).unwrap();
+        let base = joined.stack_base();
+        assert!(mapped(base));
+        joined.join();
+        assert!(!mapped(base), "a joined thread's stack stays mapped");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let detached = RawThread::spawn(
+            c"forkprof-test",
+            DEFAULT_STACK,
+            &Plain,
+            Box::new(move || {
+                let _ = rx.recv();
+            }),
+        )
+        .unwrap();
+        let base = detached.stack_base();
+        drop(detached);
+        assert!(mapped(base), "a running thread's stack was unmapped");
+        drop(tx);
     }
 
     #[test]
