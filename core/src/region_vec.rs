@@ -44,7 +44,7 @@ impl Memory {
         }
     }
 
-    /// Ordinary anonymous memory that children inherit, grown by copying.
+    /// Ordinary memory from the global allocator, inherited by children.
     pub const fn inherited() -> Memory {
         Memory { platform: None }
     }
@@ -88,7 +88,7 @@ pub(crate) struct RegionVec<T: Copy> {
     len: usize,
     /// Elements the mapping holds.
     cap: usize,
-    /// Bytes mapped; 0 before the first push.
+    /// Bytes mapped (or allocated, for inherited memory); 0 before the first push.
     map_len: usize,
     /// At most this many elements; a fixed table maps all of them at its first push.
     limit: usize,
@@ -109,8 +109,8 @@ impl<T: Copy> RegionVec<T> {
         Self::with_limit(usize::MAX, false, mem)
     }
 
-    /// An empty vector of at most `limit` elements, mapped whole at its first push (pages
-    /// fault in as they are written) and never moved afterwards: growing it costs no system
+    /// An empty vector of at most `limit` elements, mapped (allocated) whole at its first
+    /// push (pages fault in as they are written) and never moved afterwards: growing it costs no system
     /// call, which bounds the time of a critical section that pushes to it.
     pub const fn fixed(limit: usize, mem: Memory) -> Self {
         Self::with_limit(limit, true, mem)
@@ -212,18 +212,22 @@ impl<T: Copy> RegionVec<T> {
         if need > self.limit {
             return Err(OutOfMemory);
         }
-        let page = page_size();
+        let heap = self.mem.platform.is_none();
         let want = if self.fixed {
             self.limit.checked_mul(elem).ok_or(OutOfMemory)?
         } else {
             let need_bytes = need.checked_mul(elem).ok_or(OutOfMemory)?;
-            need_bytes.max(self.map_len.saturating_mul(2)).max(MIN_MAP)
+            let floor = if heap { 64 } else { MIN_MAP };
+            need_bytes.max(self.map_len.saturating_mul(2)).max(floor)
         };
+        let unit = if heap { align_of::<T>() } else { page_size() };
         let want = want
-            .checked_next_multiple_of(page)
+            .checked_next_multiple_of(unit)
             .filter(|&w| w <= isize::MAX as usize)
             .ok_or(OutOfMemory)?;
-        if self.map_len == 0 {
+        if heap {
+            self.grow_heap(want)?;
+        } else if self.map_len == 0 {
             let p = map_anonymous(want).ok_or(OutOfMemory)?;
             self.excluded = self.exclude(p, want);
             self.ptr = p.cast();
@@ -259,6 +263,25 @@ impl<T: Copy> RegionVec<T> {
         Ok(())
     }
 
+    /// Inherited memory comes from the global allocator: as cheap as a `Vec` for the short
+    /// builders of tools and tests, and what the allocator does with large blocks (glibc
+    /// grows them with `mremap`) applies.
+    fn grow_heap(&mut self, want: usize) -> Result<(), OutOfMemory> {
+        let layout =
+            std::alloc::Layout::from_size_align(want, align_of::<T>()).map_err(|_| OutOfMemory)?;
+        let p = if self.map_len == 0 {
+            // SAFETY: `want` is non-zero (at least 64 bytes or a fixed table's size).
+            unsafe { std::alloc::alloc(layout) }
+        } else {
+            let old = std::alloc::Layout::from_size_align(self.map_len, align_of::<T>())
+                .map_err(|_| OutOfMemory)?;
+            // SAFETY: our block, allocated with `old`; `want` is non-zero and fits isize.
+            unsafe { std::alloc::realloc(self.ptr.as_ptr().cast(), old, want) }
+        };
+        self.ptr = NonNull::new(p).ok_or(OutOfMemory)?.cast();
+        Ok(())
+    }
+
     fn exclude(&self, p: NonNull<u8>, len: usize) -> bool {
         match self.mem.platform {
             // SAFETY: a fresh page-aligned mapping we own, which no child touches (the owner
@@ -273,15 +296,25 @@ impl<T: Copy> RegionVec<T> {
             return;
         }
         let p = self.ptr.as_ptr().cast::<u8>();
-        if self.excluded {
-            if let Some(pf) = self.mem.platform {
-                // SAFETY: the range we excluded, re-included before it is unmapped so that
-                // whatever the kernel maps there next is ordinary memory.
-                unsafe { pf.include_in_fork(p, self.map_len) };
+        match self.mem.platform {
+            None => {
+                if let Ok(layout) =
+                    std::alloc::Layout::from_size_align(self.map_len, align_of::<T>())
+                {
+                    // SAFETY: our block, allocated with this layout, freed once.
+                    unsafe { std::alloc::dealloc(p, layout) };
+                }
+            }
+            Some(pf) => {
+                if self.excluded {
+                    // SAFETY: the range we excluded, re-included before it is unmapped so that
+                    // whatever the kernel maps there next is ordinary memory.
+                    unsafe { pf.include_in_fork(p, self.map_len) };
+                }
+                // SAFETY: our mapping of `map_len` bytes, unmapped once (the caller forgets it).
+                unsafe { libc::munmap(p.cast(), self.map_len) };
             }
         }
-        // SAFETY: our mapping of `map_len` bytes, unmapped once (the caller forgets it).
-        unsafe { libc::munmap(p.cast(), self.map_len) };
         self.map_len = 0;
         self.cap = 0;
         self.len = 0;
