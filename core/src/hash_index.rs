@@ -203,9 +203,15 @@ mod tests {
             }
             for k in 0..200_000u64 {
                 let key = k * 7 + round;
-                assert_eq!(ix.find(h(key), |id| keys[id as usize] == key), Some(k as u32));
+                assert_eq!(
+                    ix.find(h(key), |id| keys[id as usize] == key),
+                    Some(k as u32)
+                );
             }
-            assert_eq!(ix.find(h(1u64 << 40), |id| keys[id as usize] == 1 << 40), None);
+            assert_eq!(
+                ix.find(h(1u64 << 40), |id| keys[id as usize] == 1 << 40),
+                None
+            );
             assert!(ix.longest_chain() < 16, "chain {}", ix.longest_chain());
             ix.clear();
             keys.clear();

@@ -64,7 +64,12 @@ pub trait Platform: Sync + 'static {
     /// # Safety
     /// `addr..addr + old_len` is a page-aligned mapping owned by the caller (made by `mmap`);
     /// on `Some` the old range must no longer be used, on `None` it is unchanged.
-    unsafe fn grow_mapping(&self, _addr: *mut u8, _old_len: usize, _new_len: usize) -> Option<*mut u8> {
+    unsafe fn grow_mapping(
+        &self,
+        _addr: *mut u8,
+        _old_len: usize,
+        _new_len: usize,
+    ) -> Option<*mut u8> {
         None
     }
 }

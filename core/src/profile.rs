@@ -308,7 +308,10 @@ impl ProfileBuilder {
         let key = (f.function, f.file);
         let fh = hash_of(&key);
         let functions = &self.functions;
-        let func = match self.function_index.find(fh, |i| functions[i as usize] == key) {
+        let func = match self
+            .function_index
+            .find(fh, |i| functions[i as usize] == key)
+        {
             Some(i) => i + 1,
             None => {
                 self.functions.reserve(1)?;
@@ -367,7 +370,8 @@ impl ProfileBuilder {
         self.labelsets.reserve(1)?;
         self.labelset_index.reserve_one()?;
         self.label_arena.extend_from_slice(labels)?;
-        self.labelsets.push_reserved((start as u32, labels.len() as u32));
+        self.labelsets
+            .push_reserved((start as u32, labels.len() as u32));
         Ok(self.labelset_index.insert(hash))
     }
 
@@ -384,7 +388,11 @@ impl ProfileBuilder {
         timestamp_ns: Option<i64>,
     ) {
         let failed = std::mem::take(&mut self.failed);
-        if failed || self.broken || self.add_checked(frames, values, labels, timestamp_ns).is_err()
+        if failed
+            || self.broken
+            || self
+                .add_checked(frames, values, labels, timestamp_ns)
+                .is_err()
         {
             self.dropped += 1;
         }

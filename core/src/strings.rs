@@ -144,7 +144,9 @@ mod tests {
     #[test]
     fn many_strings_with_shared_prefixes() {
         let mut t = StringTable::new(Memory::inherited());
-        let ids: Vec<u32> = (0..5000).map(|i| t.intern(&format!("fn_{i}")).unwrap()).collect();
+        let ids: Vec<u32> = (0..5000)
+            .map(|i| t.intern(&format!("fn_{i}")).unwrap())
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(t.get(*id), format!("fn_{i}"));
             assert_eq!(t.intern_bytes(format!("fn_{i}").as_bytes()), Ok(*id));

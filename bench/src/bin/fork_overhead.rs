@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forkprof::{Activity, Frame, Label, Profiler, Sample};
-use std::collections::HashSet;
 use forkprof_bench::*;
+use std::collections::HashSet;
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -294,7 +294,12 @@ fn run_phase(phase: &str, n: usize) {
         p if p.starts_with("profiled") => {
             let stacks = p
                 .strip_prefix("profiled-")
-                .map(|k| k.trim_end_matches('k').parse::<usize>().expect("profiled-<N>k") * 1000)
+                .map(|k| {
+                    k.trim_end_matches('k')
+                        .parse::<usize>()
+                        .expect("profiled-<N>k")
+                        * 1000
+                })
                 .unwrap_or(0);
             let (lat, inh) = profiled(n, stacks, &before);
             inherited = inh;
@@ -466,7 +471,13 @@ fn main() {
     compare(footprint_forks, rounds, true);
 }
 
-const PHASES: [&str; 5] = ["bare", "host", "profiled-0k", "profiled-10k", "profiled-100k"];
+const PHASES: [&str; 5] = [
+    "bare",
+    "host",
+    "profiled-0k",
+    "profiled-10k",
+    "profiled-100k",
+];
 
 fn compare(forks: usize, rounds: usize, footprint: bool) {
     // `host` is the bare process plus the same 1 kHz sampling thread the profiled phases run,
@@ -527,7 +538,9 @@ fn compare(forks: usize, rounds: usize, footprint: bool) {
         p100.0 / p0.0,
         (p100.1 - p0.1) / 1e3
     );
-    println!("what a child inherits, read from its own /proc/self/smaps right after fork (last round):");
+    println!(
+        "what a child inherits, read from its own /proc/self/smaps right after fork (last round):"
+    );
     for (name, note) in PHASES.iter().zip(&notes) {
         println!("  {name:<14} {note}");
     }

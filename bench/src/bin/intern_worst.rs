@@ -116,7 +116,9 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(400_000);
-    println!("{n} new names interned per design and part; fork prepare handlers take each design's lock");
+    println!(
+        "{n} new names interned per design and part; fork prepare handlers take each design's lock"
+    );
 
     // Part 1: every insert timed, in wall time (what a fork waits, preemption included on a
     // loaded machine) and in the inserting thread's CPU time (the work itself, faults
@@ -140,15 +142,27 @@ fn main() {
     // Part 2: forks meeting inserts. The `before` lock gets its own prepare handler; forkprof's
     // is the real one (registered by the first intern above).
     // SAFETY: plain function pointers with no preconditions, registered once.
-    unsafe { libc::pthread_atfork(Some(before_prepare), Some(before_release), Some(before_release)) };
+    unsafe {
+        libc::pthread_atfork(
+            Some(before_prepare),
+            Some(before_release),
+            Some(before_release),
+        )
+    };
     let mut v = forks_while_interning(names("BeforeFork", n), |s| {
         before_intern(s);
     });
-    summary(&format!("before: fork during inserts ({} forks)", v.len()), &mut v);
+    summary(
+        &format!("before: fork during inserts ({} forks)", v.len()),
+        &mut v,
+    );
     let mut v = forks_while_interning(names("ForkprofFork", n), |s| {
         let _ = forkprof::intern(std::str::from_utf8(s).unwrap_or(""));
     });
-    summary(&format!("forkprof: fork during inserts ({} forks)", v.len()), &mut v);
+    summary(
+        &format!("forkprof: fork during inserts ({} forks)", v.len()),
+        &mut v,
+    );
     let mut bare = Vec::new();
     for _ in 0..2000 {
         let t0 = Instant::now();
@@ -163,5 +177,8 @@ fn main() {
         bare.push(t0.elapsed().as_nanos() as u64);
     }
     summary("fork with no insert running (same process)", &mut bare);
-    println!("strings in forkprof's table: {}", forkprof_core::intern::len());
+    println!(
+        "strings in forkprof's table: {}",
+        forkprof_core::intern::len()
+    );
 }
