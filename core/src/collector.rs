@@ -237,7 +237,7 @@ pub(crate) fn run(s: Arc<Session>) {
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
                 // whole, so the peak is the tables plus the compressed bytes.
                 let compressed =
-                    compressor.encode_compressed(&finished, end, compression, &mut bytes);
+                    compressor.encode_compressed(finished, end, compression, &mut bytes);
                 let (start, samples) = (finished.start, finished.sample_count());
                 match compressed {
                     Ok(()) => {
