@@ -29,6 +29,7 @@ mod profiler;
 mod region;
 mod region_vec;
 mod session;
+mod stack_arena;
 mod strings;
 mod uploader;
 mod wire;

@@ -24,6 +24,7 @@ use crate::hash::FastHasher;
 use crate::hash_index::HashIndex;
 pub use crate::region_vec::Memory;
 use crate::region_vec::{OutOfMemory, RegionVec};
+use crate::stack_arena::StackArena;
 use crate::strings::StringTable;
 
 /// Index into the profile's string table; 0 is "".
@@ -68,7 +69,7 @@ pub struct ProfileBuilder {
     /// A frame maps to exactly one location (its function is its name and file), so one
     /// lookup per frame finds it; the function table is only consulted for a new location.
     location_index: HashIndex,
-    pub(crate) stack_arena: RegionVec<u32>,
+    pub(crate) stack_arena: StackArena,
     pub(crate) stacks: RegionVec<(u32, u32)>,
     stack_index: HashIndex,
     label_arena: RegionVec<ProfLabel>,
@@ -128,7 +129,7 @@ impl ProfileBuilder {
             function_index: HashIndex::new(mem),
             locations: RegionVec::new(mem),
             location_index: HashIndex::new(mem),
-            stack_arena: RegionVec::new(mem),
+            stack_arena: StackArena::new(mem),
             stacks: RegionVec::new(mem),
             stack_index: HashIndex::new(mem),
             label_arena: RegionVec::new(mem),
@@ -276,6 +277,13 @@ impl ProfileBuilder {
         self.sample_count() == 0
     }
 
+    /// The location ids of stack `id`.
+    #[inline]
+    pub(crate) fn stack(&self, id: u32) -> crate::stack_arena::StackIds<'_> {
+        let (start, len) = self.stacks[id as usize];
+        self.stack_arena.get(start, len)
+    }
+
     pub(crate) fn labelset_count(&self) -> usize {
         self.labelsets.len()
     }
@@ -331,7 +339,7 @@ impl ProfileBuilder {
         let (stacks, arena, scratch) = (&self.stacks, &self.stack_arena, &self.scratch);
         let found = self.stack_index.find(hash, |i| {
             let (start, len) = stacks[i as usize];
-            arena[start as usize..(start + len) as usize] == scratch[..]
+            arena.eq(start, len, scratch)
         });
         if let Some(i) = found {
             return Ok(i);
@@ -340,10 +348,9 @@ impl ProfileBuilder {
         if start + self.scratch.len() > u32::MAX as usize {
             return Err(OutOfMemory);
         }
-        self.stack_arena.reserve(self.scratch.len())?;
         self.stacks.reserve(1)?;
         self.stack_index.reserve_one()?;
-        self.stack_arena.extend_from_slice(&self.scratch)?;
+        self.stack_arena.push(&self.scratch)?;
         self.stacks
             .push_reserved((start as u32, self.scratch.len() as u32));
         Ok(self.stack_index.insert(hash))
@@ -583,6 +590,40 @@ mod tests {
             prop_assert_eq!(&streamed, &want);
             prop_assert_eq!(b.take_dropped(), 0);
         }
+    }
+
+    /// Past 65,535 locations the stack arena widens its ids mid-profile; the output does not
+    /// change.
+    #[test]
+    fn more_locations_than_narrow_ids_hold_encode_as_the_reference() {
+        let samples: Vec<Gen> = (0..9_000u32)
+            .map(|i| Gen {
+                frames: (0..9u32)
+                    .map(|d| {
+                        (
+                            ((i * 9 + d) % 251) as u8,
+                            (i % 5) as u8,
+                            ((i * 9 + d) / 251) as u8,
+                        )
+                    })
+                    .collect(),
+                values: vec![1, i as i64],
+                labels: vec![],
+                ts: (i % 3 == 0).then_some(i as i64),
+            })
+            .collect();
+        // 251 functions × 5 files × up to 256 lines: more than 65,535 distinct locations.
+        let mut b = ProfileBuilder::new(&types(), None, t0());
+        b.add_comment("service:test");
+        feed!(&mut b, &samples);
+        assert!(
+            b.locations.len() > 65_535,
+            "{} locations",
+            b.locations.len()
+        );
+        let mut out = Vec::new();
+        b.encode(t0() + Duration::from_secs(60), &mut out);
+        assert!(out == reference_bytes(&samples, None), "outputs differ");
     }
 
     #[test]

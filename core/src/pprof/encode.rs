@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::profile::{ProfLabel, ProfileBuilder};
 use crate::region_vec::{Memory, RegionVec};
+use crate::stack_arena::StackIds;
 
 /// Where encoded bytes go: a `Vec` (tests, tools) or a fork-local region (the collector).
 pub(crate) trait Out {
@@ -212,12 +213,20 @@ fn sample<O: Out + ?Sized>(
 }
 
 /// The packed `location_id` field of a stack.
-fn locations_field<O: Out + ?Sized>(out: &mut O, locations: &[u32]) {
-    let loc_len: usize = locations.iter().map(|&l| varint_len(l as u64)).sum();
+fn locations_field<O: Out + ?Sized>(out: &mut O, locations: StackIds<'_>) {
+    match locations {
+        StackIds::Narrow(s) => locations_field_of(out, s.iter().map(|&l| l as u64)),
+        StackIds::Wide(s) => locations_field_of(out, s.iter().map(|&l| l as u64)),
+    }
+}
+
+#[inline]
+fn locations_field_of<O: Out + ?Sized>(out: &mut O, ids: impl Iterator<Item = u64> + Clone) {
+    let loc_len: usize = ids.clone().map(varint_len).sum();
     if loc_len > 0 {
         len_prefix(out, 1, loc_len);
-        for &l in locations {
-            varint(out, l as u64);
+        for l in ids {
+            varint(out, l);
         }
     }
 }
@@ -333,10 +342,7 @@ pub(crate) fn encode_spilling<O: Out + ?Sized>(
     }
     let n = p.n_values();
     let labels_of = |id: u32| -> &[ProfLabel] { p.labelset(id) };
-    let stack_of = |id: u32| -> &[u32] {
-        let (start, len) = p.stacks[id as usize];
-        &p.stack_arena[start as usize..(start + len) as usize]
-    };
+    let stack_of = |id: u32| p.stack(id);
     let fields = &mut scratch.fields;
     fields.reset();
     for (i, &(stack, labels)) in p.samples.iter().enumerate() {
