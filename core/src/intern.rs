@@ -80,7 +80,9 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
     let leaked: &'static str = Box::leak(owned);
     table.by_id.push_reserved(leaked);
     table.bytes += leaked.len();
-    let id = table.index.insert(h);
+    let t = &mut *table;
+    let by_id = &t.by_id;
+    let id = t.index.insert(h, |i| hash(by_id[i as usize].as_bytes()));
     Ok(StrId(id))
 }
 

@@ -24,7 +24,7 @@ use crate::hash::FastHasher;
 use crate::hash_index::HashIndex;
 pub use crate::region_vec::Memory;
 use crate::region_vec::{OutOfMemory, RegionVec};
-use crate::stack_arena::StackArena;
+use crate::stack_arena::{StackArena, StackIds};
 use crate::strings::StringTable;
 
 /// Index into the profile's string table; 0 is "".
@@ -91,6 +91,16 @@ pub struct ProfileBuilder {
     /// added until the next `reset`.
     broken: bool,
     dropped: u64,
+}
+
+/// A stack's hash from its location ids, the same whether they are stored narrow or wide.
+#[inline]
+fn stack_hash(ids: impl Iterator<Item = u32>) -> u64 {
+    let mut h = FastHasher::default();
+    for i in ids {
+        h.write_u32(i);
+    }
+    h.finish()
 }
 
 fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
@@ -325,17 +335,29 @@ impl ProfileBuilder {
                 self.functions.reserve(1)?;
                 self.function_index.reserve_one()?;
                 self.functions.push_reserved(key);
-                self.function_index.insert(fh) + 1
+                let functions = &self.functions;
+                self.function_index
+                    .insert(fh, |i| hash_of(&functions[i as usize]))
+                    + 1
             }
         };
         self.locations.reserve(1)?;
         self.location_index.reserve_one()?;
         self.locations.push_reserved((func, f.line));
-        Ok(self.location_index.insert(h) + 1)
+        let (locations, functions) = (&self.locations, &self.functions);
+        Ok(self.location_index.insert(h, |i| {
+            let (func, line) = locations[i as usize];
+            let (function, file) = functions[func as usize - 1];
+            hash_of(&ProfFrame {
+                function,
+                file,
+                line,
+            })
+        }) + 1)
     }
 
     fn stack_id(&mut self) -> Result<u32, OutOfMemory> {
-        let hash = hash_of(&self.scratch[..]);
+        let hash = stack_hash(self.scratch.iter().copied());
         let (stacks, arena, scratch) = (&self.stacks, &self.stack_arena, &self.scratch);
         let found = self.stack_index.find(hash, |i| {
             let (start, len) = stacks[i as usize];
@@ -353,7 +375,14 @@ impl ProfileBuilder {
         self.stack_arena.push(&self.scratch)?;
         self.stacks
             .push_reserved((start as u32, self.scratch.len() as u32));
-        Ok(self.stack_index.insert(hash))
+        let (stacks, arena) = (&self.stacks, &self.stack_arena);
+        Ok(self.stack_index.insert(hash, |i| {
+            let (start, len) = stacks[i as usize];
+            match arena.get(start, len) {
+                StackIds::Narrow(s) => stack_hash(s.iter().map(|&x| x as u32)),
+                StackIds::Wide(s) => stack_hash(s.iter().copied()),
+            }
+        }))
     }
 
     fn labelset_id(&mut self, labels: &[ProfLabel]) -> Result<u32, OutOfMemory> {
@@ -379,7 +408,11 @@ impl ProfileBuilder {
         self.label_arena.extend_from_slice(labels)?;
         self.labelsets
             .push_reserved((start as u32, labels.len() as u32));
-        Ok(self.labelset_index.insert(hash))
+        let (sets, arena) = (&self.labelsets, &self.label_arena);
+        Ok(self.labelset_index.insert(hash, |i| {
+            let (start, len) = sets[i as usize];
+            hash_of(&arena[start as usize..(start + len) as usize])
+        }))
     }
 
     /// Adds one sample. `values.len()` must equal the number of sample types (the profiler
@@ -446,7 +479,9 @@ impl ProfileBuilder {
                         self.values.reserve(n)?;
                         self.sample_index.reserve_one()?;
                         self.samples.push_reserved(key);
-                        self.sample_index.insert(hash);
+                        let samples = &self.samples;
+                        self.sample_index
+                            .insert(hash, |i| hash_of(&samples[i as usize]));
                         for v in vals {
                             self.values.push_reserved(v);
                         }

@@ -81,7 +81,11 @@ impl StringTable {
         self.index.reserve_one()?;
         self.text.extend_from_slice(s.as_bytes())?;
         self.spans.push_reserved((start as u32, s.len() as u32));
-        Ok(self.index.insert(h))
+        let (text, spans) = (&self.text, &self.spans);
+        Ok(self.index.insert(h, |i| {
+            let (start, len) = spans[i as usize];
+            hash(&text[start as usize..(start + len) as usize])
+        }))
     }
 
     pub fn intern(&mut self, s: &str) -> Result<u32, OutOfMemory> {
