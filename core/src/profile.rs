@@ -70,7 +70,6 @@ pub struct ProfileBuilder {
     /// lookup per frame finds it; the function table is only consulted for a new location.
     location_index: HashIndex,
     pub(crate) stack_arena: StackArena,
-    pub(crate) stacks: RegionVec<(u32, u32)>,
     stack_index: HashIndex,
     label_arena: RegionVec<ProfLabel>,
     /// Label set id → (start, len) in `label_arena`.
@@ -140,7 +139,6 @@ impl ProfileBuilder {
             locations: RegionVec::new(mem),
             location_index: HashIndex::new(mem),
             stack_arena: StackArena::new(mem),
-            stacks: RegionVec::new(mem),
             stack_index: HashIndex::new(mem),
             label_arena: RegionVec::new(mem),
             labelsets: RegionVec::new(mem),
@@ -173,7 +171,6 @@ impl ProfileBuilder {
         self.locations.clear();
         self.location_index.clear();
         self.stack_arena.clear();
-        self.stacks.clear();
         self.stack_index.clear();
         self.label_arena.clear();
         self.labelsets.clear();
@@ -224,7 +221,6 @@ impl ProfileBuilder {
             + self.locations.mapped_bytes()
             + self.location_index.mapped_bytes()
             + self.stack_arena.mapped_bytes()
-            + self.stacks.mapped_bytes()
             + self.stack_index.mapped_bytes()
             + self.label_arena.mapped_bytes()
             + self.labelsets.mapped_bytes()
@@ -290,8 +286,11 @@ impl ProfileBuilder {
     /// The location ids of stack `id`.
     #[inline]
     pub(crate) fn stack(&self, id: u32) -> crate::stack_arena::StackIds<'_> {
-        let (start, len) = self.stacks[id as usize];
-        self.stack_arena.get(start, len)
+        self.stack_arena.get(id)
+    }
+
+    pub(crate) fn stack_count(&self) -> usize {
+        self.stack_arena.count()
     }
 
     pub(crate) fn labelset_count(&self) -> usize {
@@ -358,30 +357,16 @@ impl ProfileBuilder {
 
     fn stack_id(&mut self) -> Result<u32, OutOfMemory> {
         let hash = stack_hash(self.scratch.iter().copied());
-        let (stacks, arena, scratch) = (&self.stacks, &self.stack_arena, &self.scratch);
-        let found = self.stack_index.find(hash, |i| {
-            let (start, len) = stacks[i as usize];
-            arena.eq(start, len, scratch)
-        });
-        if let Some(i) = found {
+        let (arena, scratch) = (&self.stack_arena, &self.scratch);
+        if let Some(i) = self.stack_index.find(hash, |i| arena.eq(i, scratch)) {
             return Ok(i);
         }
-        let start = self.stack_arena.len();
-        if start + self.scratch.len() > u32::MAX as usize {
-            return Err(OutOfMemory);
-        }
-        self.stacks.reserve(1)?;
         self.stack_index.reserve_one()?;
         self.stack_arena.push(&self.scratch)?;
-        self.stacks
-            .push_reserved((start as u32, self.scratch.len() as u32));
-        let (stacks, arena) = (&self.stacks, &self.stack_arena);
-        Ok(self.stack_index.insert(hash, |i| {
-            let (start, len) = stacks[i as usize];
-            match arena.get(start, len) {
-                StackIds::Narrow(s) => stack_hash(s.iter().map(|&x| x as u32)),
-                StackIds::Wide(s) => stack_hash(s.iter().copied()),
-            }
+        let arena = &self.stack_arena;
+        Ok(self.stack_index.insert(hash, |i| match arena.get(i) {
+            StackIds::Narrow(s) => stack_hash(s.iter().map(|&x| x as u32)),
+            StackIds::Wide(s) => stack_hash(s.iter().copied()),
         }))
     }
 

@@ -365,7 +365,7 @@ pub(crate) fn encode_spilling<O: Out + ?Sized>(
     }
     if !p.timeline.is_empty() {
         let (stacks, labelsets) = (&mut scratch.stacks, &mut scratch.labelsets);
-        stacks.prepare(p.stacks.len())?;
+        stacks.prepare(p.stack_count())?;
         labelsets.prepare(p.labelset_count())?;
         for (i, &(stack, labels, ts)) in p.timeline.iter().enumerate() {
             let tl = ProfLabel {
