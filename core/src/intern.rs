@@ -29,6 +29,9 @@ pub const MAX_BYTES: usize = 64 << 20;
 
 pub(crate) struct Table {
     by_id: RegionVec<&'static str>,
+    /// The low half of each name's hash, for index splits (no string is hashed again under
+    /// the lock).
+    hashes: RegionVec<u32>,
     index: HashIndex,
     bytes: usize,
 }
@@ -41,6 +44,7 @@ impl Table {
 
 pub(crate) static TABLE: BriefLock<Table> = BriefLock::new(Table {
     by_id: RegionVec::fixed(MAX_STRINGS, Memory::inherited()),
+    hashes: RegionVec::fixed(MAX_STRINGS, Memory::inherited()),
     index: HashIndex::fixed(MAX_STRINGS, Memory::inherited()),
     bytes: 0,
 });
@@ -71,7 +75,10 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
             capacity: MAX_STRINGS,
         });
     }
-    if table.by_id.reserve(1).is_err() || table.index.reserve_one().is_err() {
+    if table.by_id.reserve(1).is_err()
+        || table.hashes.reserve(1).is_err()
+        || table.index.reserve_one().is_err()
+    {
         return Err(Error::Os {
             call: "mmap (string table)",
             errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
@@ -80,9 +87,10 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
     let leaked: &'static str = Box::leak(owned);
     table.by_id.push_reserved(leaked);
     table.bytes += leaked.len();
+    table.hashes.push_reserved(h as u32);
     let t = &mut *table;
-    let by_id = &t.by_id;
-    let id = t.index.insert(h, |i| hash(by_id[i as usize].as_bytes()));
+    let hashes = &t.hashes;
+    let id = t.index.insert(h, |i| hashes[i as usize] as u64);
     Ok(StrId(id))
 }
 

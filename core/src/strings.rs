@@ -17,6 +17,9 @@ pub(crate) struct StringTable {
     text: RegionVec<u8>,
     /// (start, len) in `text`, by index.
     spans: RegionVec<(u32, u32)>,
+    /// The low half of each string's hash: an index split reads it instead of hashing the
+    /// string's bytes again (strings are few next to stacks, and the costliest keys to hash).
+    hashes: RegionVec<u32>,
     index: HashIndex,
     /// Invalid UTF-8 byte strings seen, by the index of their lossy replacement (rare: in the
     /// ordinary heap).
@@ -34,6 +37,7 @@ impl StringTable {
         StringTable {
             text: RegionVec::new(mem),
             spans: RegionVec::new(mem),
+            hashes: RegionVec::new(mem),
             index: HashIndex::new(mem),
             invalid: fast_map(),
         }
@@ -43,6 +47,7 @@ impl StringTable {
     pub fn clear(&mut self) {
         self.text.clear();
         self.spans.clear();
+        self.hashes.clear();
         self.index.clear();
         self.invalid.clear();
     }
@@ -78,14 +83,13 @@ impl StringTable {
         }
         self.text.reserve(s.len())?;
         self.spans.reserve(1)?;
+        self.hashes.reserve(1)?;
         self.index.reserve_one()?;
         self.text.extend_from_slice(s.as_bytes())?;
         self.spans.push_reserved((start as u32, s.len() as u32));
-        let (text, spans) = (&self.text, &self.spans);
-        Ok(self.index.insert(h, |i| {
-            let (start, len) = spans[i as usize];
-            hash(&text[start as usize..(start + len) as usize])
-        }))
+        self.hashes.push_reserved(h as u32);
+        let hashes = &self.hashes;
+        Ok(self.index.insert(h, |i| hashes[i as usize] as u64))
     }
 
     pub fn intern(&mut self, s: &str) -> Result<u32, OutOfMemory> {
@@ -116,7 +120,10 @@ impl StringTable {
     }
 
     pub fn mapped_bytes(&self) -> usize {
-        self.text.mapped_bytes() + self.spans.mapped_bytes() + self.index.mapped_bytes()
+        self.text.mapped_bytes()
+            + self.spans.mapped_bytes()
+            + self.hashes.mapped_bytes()
+            + self.index.mapped_bytes()
     }
 }
 
