@@ -38,7 +38,9 @@ pub(crate) struct Table {
 
 impl Table {
     fn find(&self, text: &str, h: u64) -> Option<u32> {
-        self.index.find(h, |i| self.by_id[i as usize] == text)
+        self.index.find(h, |i| {
+            self.hashes[i as usize] == h as u32 && self.by_id[i as usize] == text
+        })
     }
 }
 

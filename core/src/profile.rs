@@ -94,10 +94,12 @@ pub struct ProfileBuilder {
 
 /// A stack's hash from its location ids, the same whether they are stored narrow or wide.
 #[inline]
-fn stack_hash(ids: impl Iterator<Item = u32>) -> u64 {
+fn stack_hash(mut ids: impl Iterator<Item = u32>) -> u64 {
     let mut h = FastHasher::default();
-    for i in ids {
-        h.write_u32(i);
+    // Two ids per mix: half the rounds of hashing them one by one.
+    while let Some(a) = ids.next() {
+        let b = ids.next().map(|b| (b as u64) << 32).unwrap_or(1 << 63);
+        h.write_u64(a as u64 | b);
     }
     h.finish()
 }

@@ -17,8 +17,9 @@ pub(crate) struct StringTable {
     text: RegionVec<u8>,
     /// (start, len) in `text`, by index.
     spans: RegionVec<(u32, u32)>,
-    /// The low half of each string's hash: an index split reads it instead of hashing the
-    /// string's bytes again (strings are few next to stacks, and the costliest keys to hash).
+    /// The low half of each string's hash: compared before the bytes on lookup, and read by
+    /// an index split instead of hashing the string again (strings are few next to stacks,
+    /// and the costliest keys to compare and hash).
     hashes: RegionVec<u32>,
     index: HashIndex,
     /// Invalid UTF-8 byte strings seen, by the index of their lossy replacement (rare: in the
@@ -72,8 +73,13 @@ impl StringTable {
         (0..self.spans.len() as u32).map(move |i| self.get(i))
     }
 
+    #[inline]
     fn find(&self, b: &[u8], h: u64) -> Option<u32> {
-        self.index.find(h, |i| self.bytes(i) == b)
+        // The stored hash first: most chain entries are other strings, rejected without
+        // touching their bytes.
+        self.index.find(h, |i| {
+            self.hashes[i as usize] == h as u32 && self.bytes(i) == b
+        })
     }
 
     fn push(&mut self, s: &str, h: u64) -> Result<u32, OutOfMemory> {

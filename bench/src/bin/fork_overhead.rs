@@ -90,7 +90,7 @@ fn host_thread(p: Option<Profiler>, stop: Arc<AtomicBool>) -> std::thread::JoinH
 /// The profiled phase: profiler running, a thread recording at 1 kHz, the uploader stuck in
 /// an export that never returns, and `stacks` unique stacks in the profile being built (the
 /// period is an hour: that profile stays in progress through the fork loop).
-fn profiled(n: usize, stacks: usize, before: &HashSet<u64>) -> (Vec<u64>, String) {
+fn profiled(n: usize, stacks: usize, names: &Names, before: &HashSet<u64>) -> (Vec<u64>, String) {
     let listener = dead_listener();
     let addr = listener.local_addr().expect("listener address");
     let mut b = forkprof::Config::builder("fork-overhead")
@@ -116,9 +116,8 @@ fn profiled(n: usize, stacks: usize, before: &HashSet<u64>) -> (Vec<u64>, String
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let names = Names::new();
     for i in 0..stacks {
-        record_unique(&p, &names, i);
+        record_unique(&p, names, i);
     }
     wait_drained(&p);
     let stop = Arc::new(AtomicBool::new(false));
@@ -284,6 +283,9 @@ fn run_phase(phase: &str, n: usize) {
     if std::env::args().any(|a| a == "--footprint") {
         host_footprint();
     }
+    // The stacks' names are the benchmark's, not the profiler's: made before the snapshot so
+    // that where malloc maps its own blocks (musl) they do not count as the set-up's.
+    let names = Names::new();
     let before = mapping_starts();
     let mut inherited = String::new();
     let lat = match phase {
@@ -301,7 +303,7 @@ fn run_phase(phase: &str, n: usize) {
                         * 1000
                 })
                 .unwrap_or(0);
-            let (lat, inh) = profiled(n, stacks, &before);
+            let (lat, inh) = profiled(n, stacks, &names, &before);
             inherited = inh;
             lat
         }
