@@ -1,14 +1,15 @@
 //! A hash index over a table's dense ids (0, 1, 2, … in insertion order): the key lives in the
 //! table, the index keeps only chains of ids, so a lookup hashes once and compares in place.
 //!
-//! It grows by linear hashing: every insert that brings the load above two splits exactly
+//! It grows by linear hashing: every insert that brings the load above its limit splits exactly
 //! one bucket (the next in order) into two, so no insert ever rehashes the whole table. An
 //! insert costs one chain walk and one bucket split whatever the size: what lets the
 //! process-wide string table (held by the fork prepare handler) keep every critical section
 //! short with a million names in it, and what spares the collector the pauses, and the
 //! double-sized transient buffers, of a map that rehashes all at once.
 //!
-//! Per entry: 4 bytes of chain link and about 2 bytes of bucket head; no hash is stored (a
+//! Per entry: 4 bytes of chain link and 2 or 4 bytes of bucket head (two ids per bucket for the
+//! big tables, one for those looked up per frame); no hash is stored (a
 //! split hashes the few keys of the bucket it splits again), so the index of a profile with
 //! 100,000 stacks and 100,000 samples costs 1.2 MB, where a `HashMap<u64, u32>` costs 3-6 MB
 //! at its load factor and twice that while it resizes.
@@ -26,15 +27,31 @@ pub(crate) struct HashIndex {
     level: u32,
     /// Buckets below this have been split at this level.
     split: u32,
+    /// Average ids per bucket before the next split.
+    load: u32,
 }
 
 impl HashIndex {
+    /// Two ids per bucket: 6 bytes per id, for the largest tables (stacks, samples).
     pub const fn new(mem: Memory) -> Self {
         HashIndex {
             heads: RegionVec::new(mem),
             next: RegionVec::new(mem),
             level: START_LEVEL,
             split: 0,
+            load: 2,
+        }
+    }
+
+    /// One id per bucket: 8 bytes per id and shorter chains, for the tables looked up once
+    /// per frame (strings, locations), which are small next to the stacks.
+    pub const fn dense(mem: Memory) -> Self {
+        HashIndex {
+            heads: RegionVec::new(mem),
+            next: RegionVec::new(mem),
+            level: START_LEVEL,
+            split: 0,
+            load: 1,
         }
     }
 
@@ -46,6 +63,7 @@ impl HashIndex {
             next: RegionVec::fixed(max, mem),
             level: START_LEVEL,
             split: 0,
+            load: 1,
         }
     }
 
@@ -100,9 +118,7 @@ impl HashIndex {
         let b = self.bucket(hash as u32);
         self.next.push_reserved(self.heads[b]);
         self.heads[b] = id;
-        // Two ids per bucket on average: chains stay short (a lookup compares about two
-        // keys) and the heads cost 2 bytes per id.
-        if self.next.len() > 2 * self.heads.len() {
+        if self.next.len() > self.load as usize * self.heads.len() {
             self.split_one(rehash);
         }
         id

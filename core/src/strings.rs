@@ -39,7 +39,7 @@ impl StringTable {
             text: RegionVec::new(mem),
             spans: RegionVec::new(mem),
             hashes: RegionVec::new(mem),
-            index: HashIndex::new(mem),
+            index: HashIndex::dense(mem),
             invalid: fast_map(),
         }
     }
