@@ -25,6 +25,8 @@ cargo build -p forkprof-bench --profile bench --bins
   cargo run -q -p forkprof-bench --profile bench --bin icount
   echo "== fork overhead"
   cargo run -q -p forkprof-bench --profile bench --bin fork_overhead
+  echo "== string table: the longest wait a fork's prepare handler meets"
+  cargo run -q -p forkprof-bench --profile bench --bin intern_worst
   echo "== host overhead"
   cargo run -q -p forkprof-bench --profile bench --bin host_overhead
   echo "== peak RSS"

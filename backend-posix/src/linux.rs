@@ -48,4 +48,15 @@ impl Platform for LinuxAtfork {
         // SAFETY: the caller passes a range it excluded and still owns.
         unsafe { libc::madvise(addr.cast(), len, libc::MADV_DOFORK) };
     }
+    unsafe fn grow_mapping(
+        &self,
+        addr: *mut u8,
+        old_len: usize,
+        new_len: usize,
+    ) -> Option<*mut u8> {
+        // SAFETY: the caller owns the mapping; MREMAP_MAYMOVE moves its page-table entries
+        // (and its MADV_DONTFORK flag) to a new range if it cannot grow in place.
+        let p = unsafe { libc::mremap(addr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+        (p != libc::MAP_FAILED).then_some(p.cast())
+    }
 }

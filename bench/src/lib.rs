@@ -552,3 +552,94 @@ pub fn median_f64(v: &mut [f64]) -> f64 {
     }
     v[v.len() / 2]
 }
+
+pub const UNIQUE_FUNCTIONS: usize = 5_000;
+pub const UNIQUE_FILES: usize = 500;
+
+/// The names of the large-profile workloads (peak RSS, fork with a profile in progress):
+/// stacks of `DEPTH` frames drawn from 5,000 function names, every stack unique.
+pub struct Names {
+    pub functions: Vec<String>,
+    pub files: Vec<String>,
+    pub threads: Vec<String>,
+}
+
+impl Names {
+    pub fn new() -> Names {
+        Names {
+            functions: (0..UNIQUE_FUNCTIONS)
+                .map(|i| format!("App\\Module{}\\Service{}::handle_{}", i % 50, i % 300, i))
+                .collect(),
+            files: (0..UNIQUE_FILES)
+                .map(|i| format!("/srv/app/src/Module{}/Service{}.php", i % 50, i))
+                .collect(),
+            threads: (0..8).map(|i| format!("worker-{i}")).collect(),
+        }
+    }
+
+    /// Function indexes of stack `i`, leaf first. Frames 0 and 1 spell `i` in base 5,000, so
+    /// every stack is unique; the rest are pseudo-random.
+    pub fn stack(&self, i: usize, out: &mut [usize; DEPTH]) {
+        out[0] = i % UNIQUE_FUNCTIONS;
+        out[1] = i / UNIQUE_FUNCTIONS;
+        let mut x = i as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        for slot in out.iter_mut().skip(2) {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            *slot = ((z ^ (z >> 31)) % UNIQUE_FUNCTIONS as u64) as usize;
+        }
+    }
+
+    pub fn file(&self, f: usize) -> &str {
+        &self.files[f % UNIQUE_FILES]
+    }
+
+    /// The line of function `f` at depth `d`: a function calls out from several lines, so a
+    /// profile has many more locations than functions, as real ones do.
+    pub fn line(f: usize, d: usize) -> u32 {
+        ((f * 7 + d * 13) % 500) as u32 + 1
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A builder in the memory the collector's is made of (fork-local regions).
+pub fn fp_builder_fork_local(types: &[SampleType]) -> ProfileBuilder {
+    ProfileBuilder::new_in(
+        types,
+        None,
+        SystemTime::now(),
+        forkprof_core::Memory::fork_local(forkprof::platform()),
+    )
+}
+
+/// Records unique stack `i` of `n` through the profiler, waiting and recording it again
+/// whenever the buffer was full, so that every stack lands in the profile exactly once.
+pub fn record_unique(p: &Profiler, n: &Names, i: usize) {
+    let mut idx = [0; DEPTH];
+    n.stack(i, &mut idx);
+    let mut frames = [Frame::new("", "", 0); DEPTH];
+    for (d, (f, &x)) in frames.iter_mut().zip(&idx).enumerate() {
+        *f = Frame::new(&n.functions[x], n.file(x), Names::line(x, d));
+    }
+    let labels = [
+        Label::str(LABEL_STR_KEY, &n.threads[i % 8]),
+        Label::num(LABEL_NUM_KEY, Workload::thread_id(i)),
+    ];
+    loop {
+        let before = p.stats().samples_dropped;
+        p.record(&Sample::new(&frames, &VALUES).labels(&labels))
+            .expect("record");
+        if p.stats().samples_dropped == before {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -49,8 +49,8 @@ pub struct Options {
     pub silence_stderr: bool,
     /// Attach `gdb` to a hung child before killing it, and keep its backtrace.
     pub backtrace_hangs: bool,
-    /// Called once per 1000 forks with how many have been made (progress on long runs).
-    pub progress: Option<fn(u64, u64)>,
+    /// Called once per 1000 forks with the tally so far (progress on long runs).
+    pub progress: Option<fn(&Progress)>,
 }
 
 impl Default for Options {
@@ -128,6 +128,16 @@ impl ChildFailure {
             c => ChildFailure::Other(c),
         })
     }
+}
+
+/// How far a run has got.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub forks: u64,
+    pub of: u64,
+    pub children_ok: u64,
+    pub failed: u64,
+    pub hung: u64,
 }
 
 /// A child that did not exit in time.
@@ -246,11 +256,18 @@ fn forking_thread(
                 r.hangs.push(Hang { pid, backtrace });
             }
         }
+        let tally = Progress {
+            forks: i + 1,
+            of: opts.forks,
+            children_ok: r.children_ok,
+            failed: r.failures.len() as u64,
+            hung: r.hangs.len() as u64,
+        };
         drop(r);
         // Reported by the thread that made the 1000th, 2000th, ... fork, once each.
         if (i + 1).is_multiple_of(1000) {
             if let Some(progress) = opts.progress {
-                progress(i + 1, opts.forks);
+                progress(&tally);
             }
         }
     }

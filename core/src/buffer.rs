@@ -93,6 +93,11 @@ impl SampleBuffer {
         })
     }
 
+    /// The platform the buffer's memory came from (the collector's tables use it too).
+    pub fn platform(&self) -> &'static dyn Platform {
+        self.region.platform()
+    }
+
     #[cfg(test)]
     pub fn shard_capacity(&self) -> usize {
         self.shard_capacity

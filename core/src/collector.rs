@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::export::EncodedProfile;
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
+use crate::region_vec::{Memory, RegionVec};
 use crate::sample::{LabelValue, StrId};
 use crate::session::{Activity, Session};
 use crate::wire::{self, RecordFrame};
@@ -30,9 +31,9 @@ pub(crate) fn reset_sequence_in_child() {
 }
 
 /// Maps process-wide string ids to this profile's string indexes; rebuilt every profile.
-#[derive(Default)]
+/// In fork-local memory, like the profile it indexes.
 struct IdCache {
-    slots: Vec<StrIdx>,
+    slots: RegionVec<StrIdx>,
 }
 
 const UNSEEN: StrIdx = StrIdx::MAX;
@@ -50,10 +51,14 @@ impl IdCache {
             Some(s) => b.intern(s),
             None => b.intern(&format!("[unknown string id {i}]")),
         };
-        if i < (1 << 24) {
-            if self.slots.len() <= i {
-                self.slots.resize(i + 1, UNSEEN);
-            }
+        // Not cached if the cache cannot grow: the id is resolved again next time.
+        if i < (1 << 24)
+            && (self.slots.len() > i
+                || self
+                    .slots
+                    .extend_with(i + 1 - self.slots.len(), UNSEEN)
+                    .is_ok())
+        {
             self.slots[i] = idx;
         }
         idx
@@ -61,11 +66,20 @@ impl IdCache {
 }
 
 /// Reused between samples so ingesting allocates nothing in steady state.
-#[derive(Default)]
 struct Scratch {
-    frames: Vec<ProfFrame>,
-    labels: Vec<ProfLabel>,
-    values: Vec<i64>,
+    frames: RegionVec<ProfFrame>,
+    labels: RegionVec<ProfLabel>,
+    values: RegionVec<i64>,
+}
+
+impl Scratch {
+    fn new(mem: Memory) -> Self {
+        Scratch {
+            frames: RegionVec::new(mem),
+            labels: RegionVec::new(mem),
+            values: RegionVec::new(mem),
+        }
+    }
 }
 
 fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scratch) {
@@ -73,7 +87,11 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
         sc.frames.clear();
         sc.labels.clear();
         sc.values.clear();
-        sc.values.extend(rec.values());
+        // A scratch push that cannot get memory marks the sample, which `add` then drops.
+        let mut lost = false;
+        for v in rec.values() {
+            lost |= sc.values.push(v).is_err();
+        }
         for f in rec.frames() {
             let pf = match f {
                 RecordFrame::Text(f) => ProfFrame {
@@ -87,15 +105,18 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
                     line: f.line,
                 },
             };
-            sc.frames.push(pf);
+            lost |= sc.frames.push(pf).is_err();
         }
         if rec.omitted > 0 {
             let name = b.intern(&format!("[{} frames omitted]", rec.omitted));
-            sc.frames.push(ProfFrame {
-                function: name,
-                file: 0,
-                line: 0,
-            });
+            lost |= sc
+                .frames
+                .push(ProfFrame {
+                    function: name,
+                    file: 0,
+                    line: 0,
+                })
+                .is_err();
         }
         for l in rec.labels() {
             let key = b.intern(l.key);
@@ -119,7 +140,10 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
                     num_unit: b.intern(u),
                 },
             };
-            sc.labels.push(label);
+            lost |= sc.labels.push(label).is_err();
+        }
+        if lost {
+            b.mark_failed();
         }
         b.add(
             sc.frames.iter().copied(),
@@ -130,14 +154,29 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
     }
 }
 
-fn new_builder(cfg: &Config, pid: u32) -> ProfileBuilder {
-    let mut b = ProfileBuilder::new(&cfg.sample_types, cfg.sampling.as_ref(), SystemTime::now());
+fn new_builder(cfg: &Config, pid: u32, mem: Memory) -> ProfileBuilder {
+    let mut b = ProfileBuilder::new_in(
+        &cfg.sample_types,
+        cfg.sampling.as_ref(),
+        SystemTime::now(),
+        mem,
+    );
+    add_comments(&mut b, cfg, pid);
+    b
+}
+
+/// Empties the builder for the next profile; its tables keep their (faulted-in) memory.
+fn reset_builder(b: &mut ProfileBuilder, cfg: &Config, pid: u32) {
+    b.reset(SystemTime::now());
+    add_comments(b, cfg, pid);
+}
+
+fn add_comments(b: &mut ProfileBuilder, cfg: &Config, pid: u32) {
     b.add_comment(&format!("service:{}", cfg.service));
     b.add_comment(&format!("pid:{pid}"));
     for (k, v) in &cfg.tags {
         b.add_comment(&format!("{k}:{v}"));
     }
-    b
 }
 
 pub(crate) fn run(s: Arc<Session>) {
@@ -145,11 +184,16 @@ pub(crate) fn run(s: Arc<Session>) {
     s.check_in();
     let cfg = s.config().clone();
     let compression = cfg.exporter.compression();
-    let mut compressor = Compressor::new();
-    let mut builder = new_builder(&cfg, s.pid());
+    // Everything the profile being built is made of lives in fork-local memory (see
+    // region_vec.rs): children neither copy it nor make the collector fault it back.
+    let mem = Memory::fork_local(s.buffer().platform());
+    let mut compressor = Compressor::new_in(mem);
+    let mut builder = new_builder(&cfg, s.pid(), mem);
     let mut period_start = Instant::now();
-    let mut ids = IdCache::default();
-    let mut scratch = Scratch::default();
+    let mut ids = IdCache {
+        slots: RegionVec::new(mem),
+    };
+    let mut scratch = Scratch::new(mem);
     let mut flush_seen = 0;
     loop {
         s.begin_collector_turn();
@@ -162,9 +206,13 @@ pub(crate) fn run(s: Arc<Session>) {
         s.set_collector_activity(Activity::Draining);
         s.buffer()
             .drain(|bytes| ingest(bytes, &mut builder, &mut ids, &mut scratch));
+        s.counters()
+            .samples_dropped_no_memory
+            .fetch_add(builder.take_dropped(), Ordering::Relaxed);
         let due = period_start.elapsed() >= cfg.period;
         if due || flush != flush_seen || stopping {
-            let finished = std::mem::replace(&mut builder, new_builder(&cfg, s.pid()));
+            // Encoded in place, then reset (below): one builder whose memory is reused.
+            let finished = &builder;
             period_start = Instant::now();
             ids.slots.clear();
             let new_flush = flush != flush_seen;
@@ -190,9 +238,8 @@ pub(crate) fn run(s: Arc<Session>) {
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
                 // whole, so the peak is the tables plus the compressed bytes.
                 let compressed =
-                    compressor.encode_compressed(&finished, end, compression, &mut bytes);
+                    compressor.encode_compressed(finished, end, compression, &mut bytes);
                 let (start, samples) = (finished.start, finished.sample_count());
-                drop(finished);
                 match compressed {
                     Ok(()) => Some(EncodedProfile {
                         bytes,
@@ -210,6 +257,7 @@ pub(crate) fn run(s: Arc<Session>) {
                     }
                 }
             };
+            reset_builder(&mut builder, &cfg, s.pid());
             if let Some(p) = profile {
                 s.set_collector_activity(Activity::Enqueueing);
                 s.push_profile(p);

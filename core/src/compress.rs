@@ -1,13 +1,16 @@
 //! gzip and zstd, chosen per exporter, and a reader that accepts any of them.
 
 use std::io::{Read, Write};
+use std::ptr::NonNull;
 use std::time::SystemTime;
 
-use zstd::zstd_safe::{CCtx, CParameter, ResetDirective};
+use zstd_sys as zs;
 
 use crate::error::{Error, Result};
 use crate::export::Compression;
+use crate::pprof::encode::{EncodeScratch, Out, RegionBytes};
 use crate::profile::ProfileBuilder;
+use crate::region_vec::{Memory, RegionVec};
 
 /// zstd level 1: the Datadog intake's preference, and about as fast as gzip level 1.
 const ZSTD_LEVEL: i32 = 1;
@@ -15,41 +18,175 @@ const ZSTD_LEVEL: i32 = 1;
 /// Bytes of pprof encoded at a time before they go to the compressor.
 const SPILL_AT: usize = 64 << 10;
 
-/// Compresses profiles one after the other, keeping zstd's context between them.
+/// Compresses profiles one after the other, keeping its working memory between them: the
+/// zstd context, the encoder's chunk and per-id caches.
 ///
 /// A zstd context at level 1 holds about a megabyte of tables. Made afresh per profile, that
-/// memory comes from new pages every time where the allocator returns large blocks to the
+/// memory came from new pages every time where the allocator returns large blocks to the
 /// kernel at once (musl), which tripled the cost of compressing there; the collector keeps one
-/// `Compressor` for its whole life instead.
-#[derive(Default)]
+/// `Compressor` for its whole life instead. The context is a static one (`ZSTD_initStaticCCtx`)
+/// in a region of the compressor's own [`Memory`]: in the collector, excluded from forked
+/// children, and never allocated again after the first profile.
 pub struct Compressor {
-    zstd: Option<CCtx<'static>>,
+    mem: Memory,
+    zstd: Option<StaticCCtx>,
+    chunk: RegionBytes,
+    scratch: EncodeScratch,
 }
 
+impl Default for Compressor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A zstd compression context living in a workspace we own.
+struct StaticCCtx {
+    /// Keeps the workspace mapped for as long as the context lives (zstd never frees it).
+    _workspace: RegionVec<u8>,
+    cctx: NonNull<zs::ZSTD_CCtx>,
+}
+
+// SAFETY: the context is used only through `&mut Compressor`; zstd contexts are not tied to
+// a thread.
+unsafe impl Send for StaticCCtx {}
+
 fn zstd_error(code: usize) -> std::io::Error {
-    std::io::Error::other(zstd::zstd_safe::get_error_name(code))
+    // SAFETY: ZSTD_getErrorName returns a static NUL-terminated string for any code.
+    let name = unsafe { std::ffi::CStr::from_ptr(zs::ZSTD_getErrorName(code)) };
+    std::io::Error::other(format!("zstd: {}", name.to_string_lossy()))
+}
+
+fn zstd_check(code: usize) -> std::io::Result<usize> {
+    // SAFETY: ZSTD_isError is a pure function of its argument.
+    if unsafe { zs::ZSTD_isError(code) } != 0 {
+        Err(zstd_error(code))
+    } else {
+        Ok(code)
+    }
+}
+
+impl StaticCCtx {
+    fn new(mem: Memory) -> std::io::Result<StaticCCtx> {
+        // SAFETY: a pure size computation.
+        let size = unsafe { zs::ZSTD_estimateCStreamSize(ZSTD_LEVEL) };
+        zstd_check(size)?;
+        let mut ws = RegionVec::<u8>::fixed(size, mem);
+        ws.reserve(size).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                "cannot map the zstd context's workspace",
+            )
+        })?;
+        // SAFETY: `size` writable bytes, page-aligned (zstd wants 8), owned by `ws`, which the
+        // context keeps alive; zstd never frees a static context's workspace.
+        let cctx = unsafe { zs::ZSTD_initStaticCCtx(ws.spare_ptr().cast(), size) };
+        let cctx = NonNull::new(cctx)
+            .ok_or_else(|| std::io::Error::other("zstd refused the static workspace"))?;
+        let mut c = StaticCCtx {
+            _workspace: ws,
+            cctx,
+        };
+        // SAFETY: a valid context; setting a parameter between frames.
+        zstd_check(unsafe {
+            zs::ZSTD_CCtx_setParameter(
+                c.cctx.as_ptr(),
+                zs::ZSTD_cParameter::ZSTD_c_compressionLevel,
+                ZSTD_LEVEL,
+            )
+        })?;
+        c.reset()?;
+        Ok(c)
+    }
+
+    fn reset(&mut self) -> std::io::Result<()> {
+        // SAFETY: a valid context; a session reset keeps the parameters.
+        zstd_check(unsafe {
+            zs::ZSTD_CCtx_reset(
+                self.cctx.as_ptr(),
+                zs::ZSTD_ResetDirective::ZSTD_reset_session_only,
+            )
+        })
+        .map(drop)
+    }
+}
+
+/// A zstd frame being written into a `Vec` (grown fallibly: out of memory is an error here,
+/// not an abort).
+struct ZstdWriter<'a> {
+    ctx: &'a mut StaticCCtx,
+    out: &'a mut Vec<u8>,
+}
+
+impl ZstdWriter<'_> {
+    fn step(&mut self, input: &[u8], op: zs::ZSTD_EndDirective) -> std::io::Result<()> {
+        let mut inb = zs::ZSTD_inBuffer {
+            src: input.as_ptr().cast(),
+            size: input.len(),
+            pos: 0,
+        };
+        loop {
+            // SAFETY: a pure size query.
+            let want = unsafe { zs::ZSTD_CStreamOutSize() };
+            if self.out.capacity() - self.out.len() < want {
+                self.out
+                    .try_reserve(want.max(self.out.len() / 2))
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::OutOfMemory,
+                            "cannot grow the compressed profile",
+                        )
+                    })?;
+            }
+            let len = self.out.len();
+            let mut outb = zs::ZSTD_outBuffer {
+                dst: self.out.as_mut_ptr().cast(),
+                size: self.out.capacity(),
+                pos: len,
+            };
+            // SAFETY: `outb` covers the Vec's allocation, bytes `len..capacity` writable;
+            // `inb` covers `input`; the context is valid.
+            let left = zstd_check(unsafe {
+                zs::ZSTD_compressStream2(self.ctx.cctx.as_ptr(), &mut outb, &mut inb, op)
+            });
+            // SAFETY: zstd wrote bytes `len..outb.pos`, within the capacity.
+            unsafe { self.out.set_len(outb.pos) };
+            let left = left?;
+            let done = match op {
+                zs::ZSTD_EndDirective::ZSTD_e_end => left == 0,
+                _ => inb.pos == inb.size,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Write for ZstdWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.step(buf, zs::ZSTD_EndDirective::ZSTD_e_continue)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Compressor {
+    /// A compressor in ordinary memory.
     pub fn new() -> Self {
-        Self::default()
+        Self::new_in(Memory::inherited())
     }
 
-    /// The context, ready for a new frame.
-    fn zstd(&mut self) -> std::io::Result<&mut CCtx<'static>> {
-        if self.zstd.is_none() {
-            let mut ctx = CCtx::try_create()
-                .ok_or_else(|| std::io::Error::other("cannot allocate a zstd context"))?;
-            ctx.set_parameter(CParameter::CompressionLevel(ZSTD_LEVEL))
-                .map_err(zstd_error)?;
-            self.zstd = Some(ctx);
+    /// A compressor whose context and buffers live in `mem`.
+    pub fn new_in(mem: Memory) -> Self {
+        Compressor {
+            mem,
+            zstd: None,
+            chunk: RegionBytes::new(mem),
+            scratch: EncodeScratch::new(mem),
         }
-        let ctx = self
-            .zstd
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("no zstd context"))?;
-        ctx.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
-        Ok(ctx)
     }
 
     /// Encodes `profile` as pprof and compresses it into `out` (cleared first), handing the
@@ -62,12 +199,29 @@ impl Compressor {
         c: Compression,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        self.write_with(c, out, |w| {
-            let mut chunk = Vec::with_capacity(SPILL_AT + (SPILL_AT >> 2));
-            crate::pprof::encode_spilling(profile, end, &mut chunk, SPILL_AT, &mut |b| {
-                w.write_all(b)
-            })?;
-            w.write_all(&chunk)
+        let Compressor {
+            mem,
+            zstd,
+            chunk,
+            scratch,
+        } = self;
+        chunk.reset();
+        write_with(zstd, *mem, c, out, |w| {
+            crate::pprof::encode_spilling(
+                profile,
+                end,
+                chunk,
+                SPILL_AT,
+                &mut |b| w.write_all(b),
+                scratch,
+            )?;
+            if !chunk.ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "the encoder's buffer could not grow",
+                ));
+            }
+            w.write_all(chunk.bytes())
         })
     }
 
@@ -78,33 +232,44 @@ impl Compressor {
         raw: &[u8],
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        self.write_with(c, out, |w| w.write_all(raw))
+        write_with(&mut self.zstd, self.mem, c, out, |w| w.write_all(raw))
     }
+}
 
-    /// Runs `write` into an encoder for `c` whose output lands in `out`.
-    fn write_with(
-        &mut self,
-        c: Compression,
-        out: &mut Vec<u8>,
-        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
-        out.clear();
-        match c {
-            Compression::None => write(out),
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
-                write(&mut enc)?;
-                *out = enc.finish()?;
-                Ok(())
+/// Runs `write` into an encoder for `c` whose output lands in `out` (zstd through the context
+/// in `zstd`, made in `mem` on first use).
+fn write_with(
+    zstd: &mut Option<StaticCCtx>,
+    mem: Memory,
+    c: Compression,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    out.clear();
+    match c {
+        Compression::None => write(out),
+        Compression::Gzip => {
+            let mut enc =
+                flate2::write::GzEncoder::new(std::mem::take(out), flate2::Compression::fast());
+            write(&mut enc)?;
+            *out = enc.finish()?;
+            Ok(())
+        }
+        Compression::Zstd => {
+            if zstd.is_none() {
+                *zstd = Some(StaticCCtx::new(mem)?);
             }
-            Compression::Zstd => {
-                let ctx = self.zstd()?;
-                let mut enc = zstd::stream::write::Encoder::with_context(std::mem::take(out), ctx);
-                write(&mut enc)?;
-                *out = enc.finish()?;
-                Ok(())
+            let ctx = zstd
+                .as_mut()
+                .ok_or_else(|| std::io::Error::other("no zstd context"))?;
+            ctx.reset()?;
+            let mut w = ZstdWriter { ctx, out };
+            let r = write(&mut w).and_then(|()| w.step(&[], zs::ZSTD_EndDirective::ZSTD_e_end));
+            if r.is_err() {
+                // A failed frame leaves the context mid-stream: start the next one clean.
+                let _ = w.ctx.reset();
             }
+            r
         }
     }
 }

@@ -58,6 +58,24 @@ pub trait Platform: Sync + 'static {
     /// # Safety
     /// Called with a range previously excluded, before it is freed.
     unsafe fn include_in_fork(&self, _addr: *mut u8, _len: usize) {}
+
+    /// Grows a private anonymous mapping from `old_len` to `new_len` bytes, moving it if it
+    /// must, without copying its pages (Linux `mremap`), and keeping how it is inherited.
+    /// Returns the (possibly new) address, or `None` if the platform cannot or the kernel
+    /// refuses: forkprof then maps a new region and copies. Lets a profile table grow with no
+    /// second copy of it resident at any moment.
+    ///
+    /// # Safety
+    /// `addr..addr + old_len` is a page-aligned mapping owned by the caller (made by `mmap`);
+    /// on `Some` the old range must no longer be used, on `None` it is unchanged.
+    unsafe fn grow_mapping(
+        &self,
+        _addr: *mut u8,
+        _old_len: usize,
+        _new_len: usize,
+    ) -> Option<*mut u8> {
+        None
+    }
 }
 
 /// A platform with no fork hooks and no sentinel, for unit tests of code that only needs

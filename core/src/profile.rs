@@ -4,12 +4,27 @@
 //!
 //! Stacks live in one flat arena of location ids with a hash chain over it, so 100,000 unique
 //! 18-frame stacks cost about 8 MB rather than 100,000 boxed slices.
+//!
+//! Every table is a [`RegionVec`] (its own mapping, excluded from forked children when built
+//! with [`Memory::fork_local`]) indexed by a [`HashIndex`] (linear hashing: no insert
+//! rehashes the table). The collector keeps one builder for its whole life and [`reset`]s it
+//! after writing each profile, so the next profile reuses pages already faulted in.
+//!
+//! A table that cannot grow (the kernel refuses the mapping) never aborts: the sample being
+//! added is dropped and counted ([`ProfileBuilder::take_dropped`]), and what is already in
+//! the profile stays consistent.
+//!
+//! [`reset`]: ProfileBuilder::reset
 
 use std::hash::{Hash, Hasher};
 use std::time::SystemTime;
 
 use crate::config::SampleType;
-use crate::hash::{fast_map, FastHasher, FastMap};
+use crate::hash::FastHasher;
+use crate::hash_index::HashIndex;
+pub use crate::region_vec::Memory;
+use crate::region_vec::{OutOfMemory, RegionVec};
+use crate::stack_arena::{StackArena, StackIds};
 use crate::strings::StringTable;
 
 /// Index into the profile's string table; 0 is "".
@@ -40,91 +55,221 @@ const NONE: u32 = u32::MAX;
 pub struct ProfileBuilder {
     pub(crate) start: SystemTime,
     n_values: usize,
+    types: Vec<SampleType>,
+    sampling: Option<(SampleType, i64)>,
     pub(crate) strings: StringTable,
     pub(crate) sample_types: Vec<(StrIdx, StrIdx)>,
     pub(crate) period: Option<((StrIdx, StrIdx), i64)>,
     pub(crate) comments: Vec<StrIdx>,
     /// Function id − 1 → (name, file).
-    pub(crate) functions: Vec<(StrIdx, StrIdx)>,
-    function_ids: FastMap<(StrIdx, StrIdx), u32>,
+    pub(crate) functions: RegionVec<(StrIdx, StrIdx)>,
+    function_index: HashIndex,
     /// Location id − 1 → (function id, line).
-    pub(crate) locations: Vec<(u32, u32)>,
+    pub(crate) locations: RegionVec<(u32, u32)>,
     /// A frame maps to exactly one location (its function is its name and file), so one
     /// lookup per frame finds it; the function table is only consulted for a new location.
-    location_ids: FastMap<ProfFrame, u32>,
-    pub(crate) stack_arena: Vec<u32>,
-    pub(crate) stacks: Vec<(u32, u32)>,
-    stack_next: Vec<u32>,
-    stack_heads: FastMap<u64, u32>,
-    pub(crate) labelsets: Vec<Box<[ProfLabel]>>,
-    labelset_ids: FastMap<Box<[ProfLabel]>, u32>,
+    location_index: HashIndex,
+    pub(crate) stack_arena: StackArena,
+    stack_index: HashIndex,
+    label_arena: RegionVec<ProfLabel>,
+    /// Label set id → (start, len) in `label_arena`.
+    labelsets: RegionVec<(u32, u32)>,
+    labelset_index: HashIndex,
     /// (stack, labelset) per aggregated sample, values in `values` at `i * n_values`.
-    pub(crate) samples: Vec<(u32, u32)>,
-    sample_ids: FastMap<(u32, u32), u32>,
-    pub(crate) values: Vec<i64>,
+    pub(crate) samples: RegionVec<(u32, u32)>,
+    sample_index: HashIndex,
+    pub(crate) values: RegionVec<i64>,
     /// (stack, labelset, timestamp) per timeline sample, values in `timeline_values`.
-    pub(crate) timeline: Vec<(u32, u32, i64)>,
-    pub(crate) timeline_values: Vec<i64>,
+    pub(crate) timeline: RegionVec<(u32, u32, i64)>,
+    pub(crate) timeline_values: RegionVec<i64>,
     pub(crate) timestamp_key: StrIdx,
-    scratch: Vec<u32>,
+    scratch: RegionVec<u32>,
+    /// A table refused to grow while this sample's strings or frames were added.
+    failed: bool,
+    /// The header (sample types, period, timestamp key) could not be interned: nothing is
+    /// added until the next `reset`.
+    broken: bool,
+    dropped: u64,
+}
+
+/// A stack's hash from its location ids, the same whether they are stored narrow or wide.
+#[inline]
+fn stack_hash(mut ids: impl Iterator<Item = u32>) -> u64 {
+    let mut h = FastHasher::default();
+    // Two ids per mix: half the rounds of hashing them one by one.
+    while let Some(a) = ids.next() {
+        let b = ids.next().map(|b| (b as u64) << 32).unwrap_or(1 << 63);
+        h.write_u64(a as u64 | b);
+    }
+    h.finish()
+}
+
+fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
+    let mut h = FastHasher::default();
+    v.hash(&mut h);
+    h.finish()
 }
 
 impl ProfileBuilder {
+    /// A builder in ordinary memory (children inherit it): for tools and tests. The
+    /// collector uses [`ProfileBuilder::new_in`] with fork-local memory.
     pub fn new(
         sample_types: &[SampleType],
         sampling: Option<&(SampleType, i64)>,
         start: SystemTime,
     ) -> Self {
+        Self::new_in(sample_types, sampling, start, Memory::inherited())
+    }
+
+    pub fn new_in(
+        sample_types: &[SampleType],
+        sampling: Option<&(SampleType, i64)>,
+        start: SystemTime,
+        mem: Memory,
+    ) -> Self {
         let mut b = ProfileBuilder {
             start,
             n_values: sample_types.len(),
-            strings: StringTable::new(),
+            types: sample_types.to_vec(),
+            sampling: sampling.cloned(),
+            strings: StringTable::new(mem),
             sample_types: Vec::new(),
             period: None,
             comments: Vec::new(),
-            functions: Vec::new(),
-            function_ids: fast_map(),
-            locations: Vec::new(),
-            location_ids: fast_map(),
-            stack_arena: Vec::new(),
-            stacks: Vec::new(),
-            stack_next: Vec::new(),
-            stack_heads: fast_map(),
-            labelsets: Vec::new(),
-            labelset_ids: fast_map(),
-            samples: Vec::new(),
-            sample_ids: fast_map(),
-            values: Vec::new(),
-            timeline: Vec::new(),
-            timeline_values: Vec::new(),
+            functions: RegionVec::new(mem),
+            function_index: HashIndex::dense(mem),
+            locations: RegionVec::new(mem),
+            location_index: HashIndex::dense(mem),
+            stack_arena: StackArena::new(mem),
+            stack_index: HashIndex::new(mem),
+            label_arena: RegionVec::new(mem),
+            labelsets: RegionVec::new(mem),
+            labelset_index: HashIndex::new(mem),
+            samples: RegionVec::new(mem),
+            sample_index: HashIndex::new(mem),
+            values: RegionVec::new(mem),
+            timeline: RegionVec::new(mem),
+            timeline_values: RegionVec::new(mem),
             timestamp_key: 0,
-            scratch: Vec::new(),
+            scratch: RegionVec::new(mem),
+            failed: false,
+            broken: false,
+            dropped: 0,
         };
-        b.intern("");
-        for st in sample_types {
-            let t = (b.intern(&st.name), b.intern(&st.unit));
-            b.sample_types.push(t);
-        }
-        if let Some((st, p)) = sampling {
-            b.period = Some(((b.intern(&st.name), b.intern(&st.unit)), *p));
-        }
-        b.timestamp_key = b.intern(TIMESTAMP_LABEL);
+        b.write_header();
         b
     }
 
+    /// Empties the builder for a new profile starting at `start`, keeping every table's
+    /// memory (already faulted in) for it. Comments go too; the drop count stays.
+    pub fn reset(&mut self, start: SystemTime) {
+        self.start = start;
+        self.strings.clear();
+        self.sample_types.clear();
+        self.period = None;
+        self.comments.clear();
+        self.functions.clear();
+        self.function_index.clear();
+        self.locations.clear();
+        self.location_index.clear();
+        self.stack_arena.clear();
+        self.stack_index.clear();
+        self.label_arena.clear();
+        self.labelsets.clear();
+        self.labelset_index.clear();
+        self.samples.clear();
+        self.sample_index.clear();
+        self.values.clear();
+        self.timeline.clear();
+        self.timeline_values.clear();
+        self.scratch.clear();
+        self.write_header();
+    }
+
+    fn write_header(&mut self) {
+        self.failed = false;
+        self.intern("");
+        let types = std::mem::take(&mut self.types);
+        for st in &types {
+            let t = (self.intern(&st.name), self.intern(&st.unit));
+            self.sample_types.push(t);
+        }
+        self.types = types;
+        if let Some((st, p)) = self.sampling.take() {
+            self.period = Some(((self.intern(&st.name), self.intern(&st.unit)), p));
+            self.sampling = Some((st, p));
+        }
+        self.timestamp_key = self.intern(TIMESTAMP_LABEL);
+        self.broken = self.failed;
+        self.failed = false;
+    }
+
+    /// Makes the next [`ProfileBuilder::add`] drop its sample as out of memory (the caller's
+    /// own scratch could not grow).
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// Samples dropped since the last call because a table could not grow.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Bytes of address space the tables have mapped (an upper bound on their resident size).
+    pub fn mapped_bytes(&self) -> usize {
+        self.strings.mapped_bytes()
+            + self.functions.mapped_bytes()
+            + self.function_index.mapped_bytes()
+            + self.locations.mapped_bytes()
+            + self.location_index.mapped_bytes()
+            + self.stack_arena.mapped_bytes()
+            + self.stack_index.mapped_bytes()
+            + self.label_arena.mapped_bytes()
+            + self.labelsets.mapped_bytes()
+            + self.labelset_index.mapped_bytes()
+            + self.samples.mapped_bytes()
+            + self.sample_index.mapped_bytes()
+            + self.values.mapped_bytes()
+            + self.timeline.mapped_bytes()
+            + self.timeline_values.mapped_bytes()
+            + self.scratch.mapped_bytes()
+    }
+
+    #[inline]
+    fn check(&mut self, r: Result<u32, OutOfMemory>) -> u32 {
+        match r {
+            Ok(i) => i,
+            Err(OutOfMemory) => {
+                self.failed = true;
+                0
+            }
+        }
+    }
+
+    /// Interns a string. If the table cannot grow, returns 0 ("") and the next [`add`]
+    /// drops its sample (counted), so a sample never lands with a wrong name.
+    ///
+    /// [`add`]: ProfileBuilder::add
     pub fn intern(&mut self, s: &str) -> StrIdx {
-        self.strings.intern(s)
+        let r = self.strings.intern(s);
+        self.check(r)
     }
 
     /// Interns bytes, replacing invalid UTF-8 lossily (names recorded as text are found
-    /// without validating their UTF-8 again; only a new name is validated).
+    /// without validating their UTF-8 again; only a new name is validated). Out of memory:
+    /// as [`ProfileBuilder::intern`].
     pub fn intern_bytes(&mut self, b: &[u8]) -> StrIdx {
-        self.strings.intern_bytes(b)
+        let r = self.strings.intern_bytes(b);
+        self.check(r)
     }
 
     pub fn add_comment(&mut self, s: &str) {
+        self.failed = false;
         let i = self.intern(s);
-        self.comments.push(i);
+        if !self.failed {
+            self.comments.push(i);
+        }
+        self.failed = false;
     }
 
     pub fn n_values(&self) -> usize {
@@ -140,67 +285,128 @@ impl ProfileBuilder {
         self.sample_count() == 0
     }
 
+    /// The location ids of stack `id`.
     #[inline]
-    fn location(&mut self, f: ProfFrame) -> u32 {
-        match self.location_ids.get(&f) {
-            Some(&id) => id,
-            None => self.new_location(f),
+    pub(crate) fn stack(&self, id: u32) -> crate::stack_arena::StackIds<'_> {
+        self.stack_arena.get(id)
+    }
+
+    pub(crate) fn stack_count(&self) -> usize {
+        self.stack_arena.count()
+    }
+
+    pub(crate) fn labelset_count(&self) -> usize {
+        self.labelsets.len()
+    }
+
+    /// The labels of label set `id` (none for `NONE`).
+    #[inline]
+    pub(crate) fn labelset(&self, id: u32) -> &[ProfLabel] {
+        match self.labelsets.get(id as usize) {
+            Some(&(start, len)) => &self.label_arena[start as usize..(start + len) as usize],
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn location(&mut self, f: ProfFrame) -> Result<u32, OutOfMemory> {
+        let h = hash_of(&f);
+        let (locations, functions) = (&self.locations, &self.functions);
+        let found = self.location_index.find(h, |i| {
+            let (func, line) = locations[i as usize];
+            line == f.line && functions[func as usize - 1] == (f.function, f.file)
+        });
+        match found {
+            Some(i) => Ok(i + 1),
+            None => self.new_location(f, h),
         }
     }
 
     #[cold]
-    fn new_location(&mut self, f: ProfFrame) -> u32 {
-        let func = match self.function_ids.get(&(f.function, f.file)) {
-            Some(&id) => id,
+    fn new_location(&mut self, f: ProfFrame, h: u64) -> Result<u32, OutOfMemory> {
+        let key = (f.function, f.file);
+        let fh = hash_of(&key);
+        let functions = &self.functions;
+        let func = match self
+            .function_index
+            .find(fh, |i| functions[i as usize] == key)
+        {
+            Some(i) => i + 1,
             None => {
-                self.functions.push((f.function, f.file));
-                let id = self.functions.len() as u32;
-                self.function_ids.insert((f.function, f.file), id);
-                id
+                self.functions.reserve(1)?;
+                self.function_index.reserve_one()?;
+                self.functions.push_reserved(key);
+                let functions = &self.functions;
+                self.function_index
+                    .insert(fh, |i| hash_of(&functions[i as usize]))
+                    + 1
             }
         };
-        self.locations.push((func, f.line));
-        let id = self.locations.len() as u32;
-        self.location_ids.insert(f, id);
-        id
+        self.locations.reserve(1)?;
+        self.location_index.reserve_one()?;
+        self.locations.push_reserved((func, f.line));
+        let (locations, functions) = (&self.locations, &self.functions);
+        Ok(self.location_index.insert(h, |i| {
+            let (func, line) = locations[i as usize];
+            let (function, file) = functions[func as usize - 1];
+            hash_of(&ProfFrame {
+                function,
+                file,
+                line,
+            })
+        }) + 1)
     }
 
-    fn stack_id(&mut self) -> u32 {
-        let mut h = FastHasher::default();
-        self.scratch.hash(&mut h);
-        let hash = h.finish();
-        let mut cur = self.stack_heads.get(&hash).copied().unwrap_or(NONE);
-        while cur != NONE {
-            let (start, len) = self.stacks[cur as usize];
-            if self.stack_arena[start as usize..(start + len) as usize] == self.scratch[..] {
-                return cur;
-            }
-            cur = self.stack_next[cur as usize];
+    fn stack_id(&mut self) -> Result<u32, OutOfMemory> {
+        let hash = stack_hash(self.scratch.iter().copied());
+        let (arena, scratch) = (&self.stack_arena, &self.scratch);
+        if let Some(i) = self.stack_index.find(hash, |i| arena.eq(i, scratch)) {
+            return Ok(i);
         }
-        let id = self.stacks.len() as u32;
-        let start = self.stack_arena.len() as u32;
-        self.stack_arena.extend_from_slice(&self.scratch);
-        self.stacks.push((start, self.scratch.len() as u32));
-        let head = self.stack_heads.insert(hash, id).unwrap_or(NONE);
-        self.stack_next.push(head);
-        id
+        self.stack_index.reserve_one()?;
+        self.stack_arena.push(&self.scratch)?;
+        let arena = &self.stack_arena;
+        Ok(self.stack_index.insert(hash, |i| match arena.get(i) {
+            StackIds::Narrow(s) => stack_hash(s.iter().map(|&x| x as u32)),
+            StackIds::Wide(s) => stack_hash(s.iter().copied()),
+        }))
     }
 
-    fn labelset_id(&mut self, labels: &[ProfLabel]) -> u32 {
+    fn labelset_id(&mut self, labels: &[ProfLabel]) -> Result<u32, OutOfMemory> {
         if labels.is_empty() {
-            return NONE;
+            return Ok(NONE);
         }
-        if let Some(&id) = self.labelset_ids.get(labels) {
-            return id;
+        let hash = hash_of(labels);
+        let (sets, arena) = (&self.labelsets, &self.label_arena);
+        let found = self.labelset_index.find(hash, |i| {
+            let (start, len) = sets[i as usize];
+            arena[start as usize..(start + len) as usize] == *labels
+        });
+        if let Some(i) = found {
+            return Ok(i);
         }
-        let id = self.labelsets.len() as u32;
-        self.labelsets.push(labels.into());
-        self.labelset_ids.insert(labels.into(), id);
-        id
+        let start = self.label_arena.len();
+        if start + labels.len() > u32::MAX as usize {
+            return Err(OutOfMemory);
+        }
+        self.label_arena.reserve(labels.len())?;
+        self.labelsets.reserve(1)?;
+        self.labelset_index.reserve_one()?;
+        self.label_arena.extend_from_slice(labels)?;
+        self.labelsets
+            .push_reserved((start as u32, labels.len() as u32));
+        let (sets, arena) = (&self.labelsets, &self.label_arena);
+        Ok(self.labelset_index.insert(hash, |i| {
+            let (start, len) = sets[i as usize];
+            hash_of(&arena[start as usize..(start + len) as usize])
+        }))
     }
 
     /// Adds one sample. `values.len()` must equal the number of sample types (the profiler
     /// checks this on the host thread); extra values are ignored, missing ones count as 0.
+    ///
+    /// If a table cannot grow (here, or while this sample's strings were interned), the
+    /// sample is dropped and counted instead ([`ProfileBuilder::take_dropped`]).
     pub fn add(
         &mut self,
         frames: impl IntoIterator<Item = ProfFrame>,
@@ -208,36 +414,69 @@ impl ProfileBuilder {
         labels: &[ProfLabel],
         timestamp_ns: Option<i64>,
     ) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        for f in frames {
-            scratch.push(self.location(f));
+        let failed = std::mem::take(&mut self.failed);
+        if failed
+            || self.broken
+            || self
+                .add_checked(frames, values, labels, timestamp_ns)
+                .is_err()
+        {
+            self.dropped += 1;
         }
-        self.scratch = scratch;
-        let stack = self.stack_id();
-        let labelset = self.labelset_id(labels);
+    }
+
+    fn add_checked(
+        &mut self,
+        frames: impl IntoIterator<Item = ProfFrame>,
+        values: &[i64],
+        labels: &[ProfLabel],
+        timestamp_ns: Option<i64>,
+    ) -> Result<(), OutOfMemory> {
+        self.scratch.clear();
+        for f in frames {
+            let loc = self.location(f)?;
+            self.scratch.push(loc)?;
+        }
+        let stack = self.stack_id()?;
+        let labelset = self.labelset_id(labels)?;
         let n = self.n_values;
         let vals = values.iter().copied().chain(std::iter::repeat(0)).take(n);
         match timestamp_ns {
             Some(ts) => {
-                self.timeline.push((stack, labelset, ts));
-                self.timeline_values.extend(vals);
+                self.timeline.reserve(1)?;
+                self.timeline_values.reserve(n)?;
+                self.timeline.push_reserved((stack, labelset, ts));
+                for v in vals {
+                    self.timeline_values.push_reserved(v);
+                }
             }
-            None => match self.sample_ids.get(&(stack, labelset)) {
-                Some(&i) => {
-                    let row = &mut self.values[i as usize * n..(i as usize + 1) * n];
-                    for (slot, v) in row.iter_mut().zip(vals) {
-                        *slot = slot.wrapping_add(v);
+            None => {
+                let key = (stack, labelset);
+                let hash = hash_of(&key);
+                let samples = &self.samples;
+                match self.sample_index.find(hash, |i| samples[i as usize] == key) {
+                    Some(i) => {
+                        let row = &mut self.values[i as usize * n..(i as usize + 1) * n];
+                        for (slot, v) in row.iter_mut().zip(vals) {
+                            *slot = slot.wrapping_add(v);
+                        }
+                    }
+                    None => {
+                        self.samples.reserve(1)?;
+                        self.values.reserve(n)?;
+                        self.sample_index.reserve_one()?;
+                        self.samples.push_reserved(key);
+                        let samples = &self.samples;
+                        self.sample_index
+                            .insert(hash, |i| hash_of(&samples[i as usize]));
+                        for v in vals {
+                            self.values.push_reserved(v);
+                        }
                     }
                 }
-                None => {
-                    let i = self.samples.len() as u32;
-                    self.samples.push((stack, labelset));
-                    self.sample_ids.insert((stack, labelset), i);
-                    self.values.extend(vals);
-                }
-            },
+            }
         }
+        Ok(())
     }
 
     /// Encodes the profile as pprof and compresses it into `out`, streaming (what the
@@ -254,5 +493,191 @@ impl ProfileBuilder {
     /// Encodes the profile as pprof protobuf (uncompressed) into `out`.
     pub fn encode(&self, end: SystemTime, out: &mut Vec<u8>) {
         crate::pprof::encode(self, end, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile_reference::profile::ProfileBuilder as Reference;
+    use proptest::prelude::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// One generated sample: frames as (function, file, line) indexes into small name pools
+    /// (so stacks, locations and label sets repeat), values, labels, optional timestamp.
+    #[derive(Debug, Clone)]
+    struct Gen {
+        frames: Vec<(u8, u8, u8)>,
+        values: Vec<i64>,
+        labels: Vec<(u8, Option<u8>, i64)>,
+        ts: Option<i64>,
+    }
+
+    fn gen_sample() -> impl Strategy<Value = Gen> {
+        (
+            proptest::collection::vec((0u8..40, 0u8..5, 0u8..4), 0..12),
+            proptest::collection::vec(any::<i64>(), 0..4),
+            proptest::collection::vec((0u8..3, proptest::option::of(0u8..4), -3i64..3), 0..3),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(|(frames, values, labels, ts)| Gen {
+                frames,
+                values,
+                labels,
+                ts,
+            })
+    }
+
+    /// Feeds the same samples, interned in the same order, to a builder of either kind.
+    macro_rules! feed {
+        ($b:expr, $samples:expr) => {{
+            let b = $b;
+            for g in $samples {
+                let frames: Vec<ProfFrame> = g
+                    .frames
+                    .iter()
+                    .map(|&(f, file, line)| ProfFrame {
+                        function: b.intern(&format!("fn_{f}")),
+                        file: b.intern_bytes(format!("file_{file}.rs").as_bytes()),
+                        line: line as u32,
+                    })
+                    .collect();
+                let labels: Vec<ProfLabel> = g
+                    .labels
+                    .iter()
+                    .map(|&(k, s, n)| ProfLabel {
+                        key: b.intern(&format!("key_{k}")),
+                        str: s.map(|s| b.intern(&format!("val_{s}"))).unwrap_or(0),
+                        num: if s.is_some() { 0 } else { n },
+                        num_unit: 0,
+                    })
+                    .collect();
+                b.add(frames, &g.values, &labels, g.ts);
+            }
+        }};
+    }
+
+    fn types() -> Vec<SampleType> {
+        vec![
+            SampleType::new("wall-time", "nanoseconds"),
+            SampleType::new("samples", "count"),
+        ]
+    }
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn reference_bytes(samples: &[Gen], sampling: Option<&(SampleType, i64)>) -> Vec<u8> {
+        let mut r = Reference::new(&types(), sampling, t0());
+        r.add_comment("service:test");
+        feed!(&mut r, samples);
+        let mut out = Vec::new();
+        r.encode(t0() + Duration::from_secs(60), &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Byte for byte the pprof the heap-table builder wrote, for random samples: directly,
+        /// through the streaming compressor, and after a reset that reuses the tables.
+        #[test]
+        fn pprof_output_is_identical_to_the_reference(
+            first in proptest::collection::vec(gen_sample(), 0..60),
+            second in proptest::collection::vec(gen_sample(), 0..60),
+            with_period in any::<bool>(),
+        ) {
+            let period = (SampleType::new("wall-time", "nanoseconds"), 10_000_000);
+            let sampling = with_period.then_some(&period);
+            let end = t0() + Duration::from_secs(60);
+            let mut b = ProfileBuilder::new(&types(), sampling, t0());
+            b.add_comment("service:test");
+            feed!(&mut b, &first);
+            let mut out = Vec::new();
+            b.encode(end, &mut out);
+            prop_assert_eq!(&out, &reference_bytes(&first, sampling));
+
+            b.reset(t0());
+            b.add_comment("service:test");
+            feed!(&mut b, &second);
+            let want = reference_bytes(&second, sampling);
+            out.clear();
+            b.encode(end, &mut out);
+            prop_assert_eq!(&out, &want);
+            let mut streamed = Vec::new();
+            crate::compress::Compressor::new()
+                .encode_compressed(&b, end, crate::export::Compression::None, &mut streamed)
+                .unwrap();
+            prop_assert_eq!(&streamed, &want);
+            prop_assert_eq!(b.take_dropped(), 0);
+        }
+    }
+
+    /// Past 65,535 locations the stack arena widens its ids mid-profile; the output does not
+    /// change.
+    #[test]
+    fn more_locations_than_narrow_ids_hold_encode_as_the_reference() {
+        let samples: Vec<Gen> = (0..9_000u32)
+            .map(|i| Gen {
+                frames: (0..9u32)
+                    .map(|d| {
+                        (
+                            ((i * 9 + d) % 251) as u8,
+                            (i % 5) as u8,
+                            ((i * 9 + d) / 251) as u8,
+                        )
+                    })
+                    .collect(),
+                values: vec![1, i as i64],
+                labels: vec![],
+                ts: (i % 3 == 0).then_some(i as i64),
+            })
+            .collect();
+        // 251 functions × 5 files × up to 256 lines: more than 65,535 distinct locations.
+        let mut b = ProfileBuilder::new(&types(), None, t0());
+        b.add_comment("service:test");
+        feed!(&mut b, &samples);
+        assert!(
+            b.locations.len() > 65_535,
+            "{} locations",
+            b.locations.len()
+        );
+        let mut out = Vec::new();
+        b.encode(t0() + Duration::from_secs(60), &mut out);
+        assert!(out == reference_bytes(&samples, None), "outputs differ");
+    }
+
+    #[test]
+    fn a_table_that_cannot_grow_drops_the_sample_and_keeps_the_profile_consistent() {
+        let mut b = ProfileBuilder::new(&types(), None, t0());
+        let ok = |b: &mut ProfileBuilder, name: &str| {
+            let f = ProfFrame {
+                function: b.intern(name),
+                file: 0,
+                line: 1,
+            };
+            b.add([f], &[1, 1], &[], None);
+        };
+        ok(&mut b, "kept");
+        // Limit the location table to what it holds: the next new frame cannot be added.
+        b.locations = {
+            let mut v = RegionVec::fixed(1, Memory::inherited());
+            v.push(b.locations[0]).unwrap();
+            v
+        };
+        ok(&mut b, "refused");
+        assert_eq!(b.take_dropped(), 1);
+        ok(&mut b, "kept");
+        assert_eq!(b.take_dropped(), 0);
+        b.mark_failed();
+        ok(&mut b, "kept");
+        assert_eq!(b.take_dropped(), 1);
+        let mut out = Vec::new();
+        b.encode(t0(), &mut out);
+        let p = crate::pprof::decode(&out).unwrap();
+        assert_eq!(p.samples.len(), 1);
+        assert_eq!(p.samples[0].values, [2, 2]);
+        assert_eq!(p.stack_names(&p.samples[0]), ["kept"]);
     }
 }

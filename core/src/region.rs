@@ -85,6 +85,10 @@ impl ForkLocalRegion {
         self.size
     }
 
+    pub fn platform(&self) -> &'static dyn Platform {
+        self.platform
+    }
+
     pub fn as_ptr(&self) -> *mut MaybeUninit<u8> {
         self.ptr.as_ptr()
     }

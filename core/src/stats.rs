@@ -8,6 +8,7 @@ pub(crate) struct Counters {
     pub samples_recorded: AtomicU64,
     pub samples_dropped: AtomicU64,
     pub samples_too_large: AtomicU64,
+    pub samples_dropped_no_memory: AtomicU64,
     pub frames_truncated: AtomicU64,
     pub profiles_written: AtomicU64,
     pub profiles_failed: AtomicU64,
@@ -29,6 +30,10 @@ pub struct Stats {
     pub samples_dropped: u64,
     /// Samples larger than a buffer shard, dropped.
     pub samples_too_large: u64,
+    /// Samples accepted into the buffer that the collector could not add to the profile
+    /// because its memory could not grow (the kernel refused a mapping, e.g. under a low
+    /// `RLIMIT_AS`): dropped, and the profiler carries on.
+    pub samples_dropped_no_memory: u64,
     /// Samples recorded after `stop()` or in a child with the `Disable` policy: counted no-ops.
     pub samples_ignored: u64,
     /// Samples whose stacks were cut to `max_stack_depth`.
@@ -110,6 +115,7 @@ impl Counters {
             samples_recorded: self.samples_recorded.load(Relaxed),
             samples_dropped: self.samples_dropped.load(Relaxed),
             samples_too_large: self.samples_too_large.load(Relaxed),
+            samples_dropped_no_memory: self.samples_dropped_no_memory.load(Relaxed),
             samples_ignored: ignored,
             frames_truncated: self.frames_truncated.load(Relaxed),
             profiles_written: self.profiles_written.load(Relaxed),

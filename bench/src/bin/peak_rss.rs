@@ -28,58 +28,10 @@ use forkprof::{
     Compression, EncodedProfile, Exporter, ExporterFactory, Frame, Label, Sample, SampleType,
 };
 use forkprof_bench::*;
-use forkprof_core::profile::{ProfFrame, ProfLabel, ProfileBuilder};
+use forkprof_core::profile::{ProfFrame, ProfLabel};
 use libdd_profiling::api;
 
 const SAMPLES: usize = 100_000;
-const FUNCTIONS: usize = 5_000;
-const FILES: usize = 500;
-
-struct Names {
-    functions: Vec<String>,
-    files: Vec<String>,
-    threads: Vec<String>,
-}
-
-impl Names {
-    fn new() -> Names {
-        Names {
-            functions: (0..FUNCTIONS)
-                .map(|i| format!("App\\Module{}\\Service{}::handle_{}", i % 50, i % 300, i))
-                .collect(),
-            files: (0..FILES)
-                .map(|i| format!("/srv/app/src/Module{}/Service{}.php", i % 50, i))
-                .collect(),
-            threads: (0..8).map(|i| format!("worker-{i}")).collect(),
-        }
-    }
-
-    /// Function indexes of stack `i`, leaf first. Frames 0 and 1 spell `i` in base 5,000, so
-    /// every stack is unique; the rest are pseudo-random.
-    fn stack(&self, i: usize, out: &mut [usize; DEPTH]) {
-        out[0] = i % FUNCTIONS;
-        out[1] = i / FUNCTIONS;
-        let mut x = i as u64 ^ 0x9e37_79b9_7f4a_7c15;
-        for slot in out.iter_mut().skip(2) {
-            // splitmix64
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            *slot = ((z ^ (z >> 31)) % FUNCTIONS as u64) as usize;
-        }
-    }
-
-    fn file(&self, f: usize) -> &str {
-        &self.files[f % FILES]
-    }
-
-    /// The line of function `f` at depth `d`: a function calls out from several lines, so a
-    /// profile has many more locations than functions, as real ones do.
-    fn line(f: usize, d: usize) -> u32 {
-        ((f * 7 + d * 13) % 500) as u32 + 1
-    }
-}
 
 static COMPRESSED: AtomicU64 = AtomicU64::new(0);
 
@@ -185,7 +137,8 @@ fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
         .iter()
         .map(|&(t, u)| SampleType::new(t, u))
         .collect();
-    let mut b = ProfileBuilder::new(&types, None, SystemTime::now());
+    // The collector's memory: fork-local regions grown in place.
+    let mut b = fp_builder_fork_local(&types);
     let t = Instant::now();
     let mut idx = [0; DEPTH];
     let mut frames = Vec::with_capacity(DEPTH);
@@ -220,8 +173,11 @@ fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
     let t = Instant::now();
     let mut out = Vec::new();
     if streamed {
-        b.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
-            .expect("zstd");
+        forkprof_core::compress::Compressor::new_in(forkprof_core::Memory::fork_local(
+            forkprof::platform(),
+        ))
+        .encode_compressed(&b, SystemTime::now(), Compression::Zstd, &mut out)
+        .expect("zstd");
     } else {
         let mut raw = Vec::new();
         b.encode(SystemTime::now(), &mut raw);
@@ -351,7 +307,7 @@ fn main() {
         return;
     }
     println!(
-        "one profile: {SAMPLES} unique {DEPTH}-frame stacks, {FUNCTIONS} function names, 2 labels; each row a fresh process"
+        "one profile: {SAMPLES} unique {DEPTH}-frame stacks, {UNIQUE_FUNCTIONS} function names, 2 labels; each row a fresh process"
     );
     let modes = [
         "baseline",

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use forkprof::{ChildPolicy, Compression, Config, Profiler};
-use forkprof_chaos::{Options, Report};
+use forkprof_chaos::{Options, Progress, Report};
 
 pub struct ChaosArgs {
     pub forks: u64,
@@ -16,9 +16,12 @@ pub struct ChaosArgs {
     pub child_limit: Duration,
 }
 
-fn progress(done: u64, total: u64) {
-    if done.is_multiple_of(10_000) || done == total {
-        println!("  {done} of {total} forks");
+fn progress(p: &Progress) {
+    if p.forks.is_multiple_of(10_000) || p.forks == p.of {
+        println!(
+            "  {} of {} forks: {} children ok, {} failed, {} hung so far",
+            p.forks, p.of, p.children_ok, p.failed, p.hung
+        );
     }
 }
 

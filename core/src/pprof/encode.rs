@@ -4,12 +4,115 @@ use std::io;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::profile::{ProfLabel, ProfileBuilder};
+use crate::region_vec::{Memory, RegionVec};
+use crate::stack_arena::StackIds;
+
+/// Where encoded bytes go: a `Vec` (tests, tools) or a fork-local region (the collector).
+pub(crate) trait Out {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, s: &[u8]);
+    fn reserve(&mut self, n: usize);
+    fn len(&self) -> usize;
+    fn bytes(&self) -> &[u8];
+    fn clear(&mut self);
+    /// False once a write was lost because memory could not be had.
+    fn ok(&self) -> bool;
+}
+
+impl Out for Vec<u8> {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        Vec::extend_from_slice(self, s)
+    }
+    #[inline]
+    fn reserve(&mut self, n: usize) {
+        Vec::reserve(self, n)
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    fn clear(&mut self) {
+        Vec::clear(self)
+    }
+    fn ok(&self) -> bool {
+        true
+    }
+}
+
+/// Bytes in a [`RegionVec`]; a write that cannot get memory is dropped and remembered, so
+/// the encoder fails cleanly at its next check instead of aborting.
+pub(crate) struct RegionBytes {
+    v: RegionVec<u8>,
+    lost: bool,
+}
+
+impl RegionBytes {
+    pub fn new(mem: Memory) -> Self {
+        RegionBytes {
+            v: RegionVec::new(mem),
+            lost: false,
+        }
+    }
+    pub fn reset(&mut self) {
+        self.v.clear();
+        self.lost = false;
+    }
+}
+
+impl Out for RegionBytes {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        if self.v.push(b).is_err() {
+            self.lost = true;
+        }
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, s: &[u8]) {
+        if self.v.extend_from_slice(s).is_err() {
+            self.lost = true;
+        }
+    }
+    #[inline]
+    fn reserve(&mut self, n: usize) {
+        if self.v.reserve(n).is_err() {
+            self.lost = true;
+        }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.v
+    }
+    fn clear(&mut self) {
+        self.v.clear()
+    }
+    fn ok(&self) -> bool {
+        !self.lost
+    }
+}
+
+fn no_memory() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        "the encoder's buffer could not grow",
+    )
+}
 
 const WIRE_VARINT: u64 = 0;
 const WIRE_LEN: u64 = 2;
 
 #[inline]
-fn varint(out: &mut Vec<u8>, mut v: u64) {
+fn varint<O: Out + ?Sized>(out: &mut O, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -23,13 +126,13 @@ fn varint_len(v: u64) -> usize {
 }
 
 #[inline]
-fn key(out: &mut Vec<u8>, field: u64, wire: u64) {
+fn key<O: Out + ?Sized>(out: &mut O, field: u64, wire: u64) {
     varint(out, (field << 3) | wire);
 }
 
 /// A varint field, skipped when zero (proto3 default).
 #[inline]
-fn uint_field(out: &mut Vec<u8>, field: u64, v: u64) {
+fn uint_field<O: Out + ?Sized>(out: &mut O, field: u64, v: u64) {
     if v != 0 {
         key(out, field, WIRE_VARINT);
         varint(out, v);
@@ -46,13 +149,13 @@ fn uint_field_len(field: u64, v: u64) -> usize {
 }
 
 #[inline]
-fn len_prefix(out: &mut Vec<u8>, field: u64, len: usize) {
+fn len_prefix<O: Out + ?Sized>(out: &mut O, field: u64, len: usize) {
     key(out, field, WIRE_LEN);
     varint(out, len as u64);
 }
 
 /// A ValueType message {type, unit} as field `field`.
-fn value_type(out: &mut Vec<u8>, field: u64, (ty, unit): (u32, u32)) {
+fn value_type<O: Out + ?Sized>(out: &mut O, field: u64, (ty, unit): (u32, u32)) {
     let len = uint_field_len(1, ty as u64) + uint_field_len(2, unit as u64);
     len_prefix(out, field, len);
     uint_field(out, 1, ty as u64);
@@ -67,7 +170,7 @@ fn label_len(l: &ProfLabel) -> usize {
 }
 
 /// A Label message as field 3; `len` is `label_len(l)`.
-fn label(out: &mut Vec<u8>, l: &ProfLabel, len: usize) {
+fn label<O: Out + ?Sized>(out: &mut O, l: &ProfLabel, len: usize) {
     len_prefix(out, 3, len);
     uint_field(out, 1, l.key as u64);
     uint_field(out, 2, l.str as u64);
@@ -78,8 +181,8 @@ fn label(out: &mut Vec<u8>, l: &ProfLabel, len: usize) {
 /// One Sample message: location ids (packed), values (packed), labels. `locations` and
 /// `labels` arrive already encoded as whole fields (see [`FieldCache`]); `extra` is one more
 /// label written here (the timeline's timestamp).
-fn sample(
-    out: &mut Vec<u8>,
+fn sample<O: Out + ?Sized>(
+    out: &mut O,
     locations: &[u8],
     values: &[i64],
     labels: &[u8],
@@ -110,18 +213,26 @@ fn sample(
 }
 
 /// The packed `location_id` field of a stack.
-fn locations_field(out: &mut Vec<u8>, locations: &[u32]) {
-    let loc_len: usize = locations.iter().map(|&l| varint_len(l as u64)).sum();
+fn locations_field<O: Out + ?Sized>(out: &mut O, locations: StackIds<'_>) {
+    match locations {
+        StackIds::Narrow(s) => locations_field_of(out, s.iter().map(|&l| l as u64)),
+        StackIds::Wide(s) => locations_field_of(out, s.iter().map(|&l| l as u64)),
+    }
+}
+
+#[inline]
+fn locations_field_of<O: Out + ?Sized>(out: &mut O, ids: impl Iterator<Item = u64> + Clone) {
+    let loc_len: usize = ids.clone().map(varint_len).sum();
     if loc_len > 0 {
         len_prefix(out, 1, loc_len);
-        for &l in locations {
-            varint(out, l as u64);
+        for l in ids {
+            varint(out, l);
         }
     }
 }
 
 /// The `label` fields of a label set.
-fn labels_field(out: &mut Vec<u8>, labels: &[ProfLabel]) {
+fn labels_field<O: Out + ?Sized>(out: &mut O, labels: &[ProfLabel]) {
     for l in labels {
         label(out, l, label_len(l));
     }
@@ -131,21 +242,29 @@ fn labels_field(out: &mut Vec<u8>, labels: &[ProfLabel]) {
 /// uses them: a timeline repeats the same few stacks thousands of times. Used for timeline
 /// samples only; aggregated rows are unique (stack, labels) pairs, where a cache would only
 /// add memory.
-struct FieldCache {
-    bytes: Vec<u8>,
+pub(crate) struct FieldCache {
+    bytes: RegionBytes,
     /// id → (start, len) in `bytes`; `start == u32::MAX` when not yet encoded.
-    spans: Vec<(u32, u32)>,
+    spans: RegionVec<(u32, u32)>,
 }
 
 impl FieldCache {
-    fn new(ids: usize) -> Self {
+    fn new(mem: Memory) -> Self {
         FieldCache {
-            bytes: Vec::new(),
-            spans: vec![(u32::MAX, 0); ids],
+            bytes: RegionBytes::new(mem),
+            spans: RegionVec::new(mem),
         }
     }
 
-    fn get(&mut self, id: u32, write: impl FnOnce(&mut Vec<u8>)) -> (usize, usize) {
+    fn prepare(&mut self, ids: usize) -> io::Result<()> {
+        self.bytes.reset();
+        self.spans.clear();
+        self.spans
+            .extend_with(ids, (u32::MAX, 0))
+            .map_err(|_| no_memory())
+    }
+
+    fn get(&mut self, id: u32, write: impl FnOnce(&mut RegionBytes)) -> (usize, usize) {
         let Some(span) = self.spans.get_mut(id as usize) else {
             return (0, 0);
         };
@@ -158,6 +277,24 @@ impl FieldCache {
     }
 }
 
+/// The encoder's working memory, kept between profiles (the collector's lives in fork-local
+/// regions, so encoding a profile maps nothing in steady state).
+pub(crate) struct EncodeScratch {
+    fields: RegionBytes,
+    stacks: FieldCache,
+    labelsets: FieldCache,
+}
+
+impl EncodeScratch {
+    pub fn new(mem: Memory) -> Self {
+        EncodeScratch {
+            fields: RegionBytes::new(mem),
+            stacks: FieldCache::new(mem),
+            labelsets: FieldCache::new(mem),
+        }
+    }
+}
+
 fn nanos_since_epoch(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -166,19 +303,24 @@ fn nanos_since_epoch(t: SystemTime) -> i64 {
 
 pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
     let never: &mut dyn FnMut(&[u8]) -> io::Result<()> = &mut |_| Ok(());
-    // With `spill_at` = MAX nothing is spilled, so nothing can fail.
-    let _ = encode_spilling(p, end, out, usize::MAX, never);
+    let mut scratch = EncodeScratch::new(Memory::inherited());
+    // With `spill_at` = MAX nothing is spilled; only the scratch could fail to grow (then the
+    // output is cut short, as a Vec's own growth failure would have aborted).
+    let _ = encode_spilling(p, end, out, usize::MAX, never, &mut scratch);
 }
 
 /// Hands `out` to `spill` and empties it once it holds `spill_at` bytes.
 #[inline]
-fn spill_if_full(
-    out: &mut Vec<u8>,
+fn spill_if_full<O: Out + ?Sized>(
+    out: &mut O,
     spill_at: usize,
     spill: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     if out.len() >= spill_at {
-        spill(out)?;
+        if !out.ok() {
+            return Err(no_memory());
+        }
+        spill(out.bytes())?;
         out.clear();
     }
     Ok(())
@@ -187,46 +329,44 @@ fn spill_if_full(
 /// Like [`encode`], but whenever `out` holds `spill_at` bytes they go to `spill` (a
 /// compressor) and `out` starts again, so a large profile never sits uncompressed in memory
 /// all at once. Messages are never split; what is left in `out` at the end is the caller's.
-pub(crate) fn encode_spilling(
+pub(crate) fn encode_spilling<O: Out + ?Sized>(
     p: &ProfileBuilder,
     end: SystemTime,
-    out: &mut Vec<u8>,
+    out: &mut O,
     spill_at: usize,
     spill: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    scratch: &mut EncodeScratch,
 ) -> io::Result<()> {
     for &st in &p.sample_types {
         value_type(out, 1, st);
     }
     let n = p.n_values();
-    let no_labels: &[ProfLabel] = &[];
-    let labels_of = |id: u32| -> &[ProfLabel] {
-        p.labelsets
-            .get(id as usize)
-            .map(|b| &b[..])
-            .unwrap_or(no_labels)
-    };
-    let stack_of = |id: u32| -> &[u32] {
-        let (start, len) = p.stacks[id as usize];
-        &p.stack_arena[start as usize..(start + len) as usize]
-    };
-    let mut fields = Vec::new();
+    let labels_of = |id: u32| -> &[ProfLabel] { p.labelset(id) };
+    let stack_of = |id: u32| p.stack(id);
+    let fields = &mut scratch.fields;
+    fields.reset();
     for (i, &(stack, labels)) in p.samples.iter().enumerate() {
         fields.clear();
-        locations_field(&mut fields, stack_of(stack));
+        locations_field(fields, stack_of(stack));
         let locs_end = fields.len();
-        labels_field(&mut fields, labels_of(labels));
+        labels_field(fields, labels_of(labels));
+        if !fields.ok() {
+            return Err(no_memory());
+        }
+        let f = fields.bytes();
         sample(
             out,
-            &fields[..locs_end],
+            &f[..locs_end],
             &p.values[i * n..(i + 1) * n],
-            &fields[locs_end..],
+            &f[locs_end..],
             None,
         );
         spill_if_full(out, spill_at, spill)?;
     }
     if !p.timeline.is_empty() {
-        let mut stacks = FieldCache::new(p.stacks.len());
-        let mut labelsets = FieldCache::new(p.labelsets.len());
+        let (stacks, labelsets) = (&mut scratch.stacks, &mut scratch.labelsets);
+        stacks.prepare(p.stack_count())?;
+        labelsets.prepare(p.labelset_count())?;
         for (i, &(stack, labels, ts)) in p.timeline.iter().enumerate() {
             let tl = ProfLabel {
                 key: p.timestamp_key,
@@ -236,11 +376,14 @@ pub(crate) fn encode_spilling(
             };
             let (ls, ll) = stacks.get(stack, |b| locations_field(b, stack_of(stack)));
             let (bs, bl) = labelsets.get(labels, |b| labels_field(b, labels_of(labels)));
+            if !stacks.bytes.ok() || !labelsets.bytes.ok() {
+                return Err(no_memory());
+            }
             sample(
                 out,
-                &stacks.bytes[ls..ls + ll],
+                &stacks.bytes.bytes()[ls..ls + ll],
                 &p.timeline_values[i * n..(i + 1) * n],
-                &labelsets.bytes[bs..bs + bl],
+                &labelsets.bytes.bytes()[bs..bs + bl],
                 Some(&tl),
             );
             spill_if_full(out, spill_at, spill)?;
@@ -284,6 +427,9 @@ pub(crate) fn encode_spilling(
     }
     for &c in &p.comments {
         uint_field(out, 13, c as u64);
+    }
+    if !out.ok() {
+        return Err(no_memory());
     }
     Ok(())
 }

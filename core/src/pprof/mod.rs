@@ -6,7 +6,7 @@
 //! per-sample budget (see `core/benches`).
 
 pub mod decode;
-mod encode;
+pub(crate) mod encode;
 pub mod top;
 
 pub use decode::{decode, Profile};
