@@ -26,6 +26,9 @@
 
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::platform::Platform;
@@ -64,7 +67,13 @@ struct Start {
     /// The lowest usable stack address (just above the guard page), when the thread is to
     /// exclude its stack from children.
     exclude_from: Option<usize>,
+    /// Set once the thread is named and about to run its body.
+    running: Arc<AtomicBool>,
 }
+
+/// How long `spawn` waits for the new thread to be running before it returns anyway (a thread
+/// not scheduled by then is not waited for: a child must never wait without bound).
+const START_WAIT: Duration = Duration::from_secs(1);
 
 extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn`, handed to this thread alone.
@@ -77,8 +86,10 @@ extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
     // that lock may be held by a thread the child does not have.
     drop(std::hint::black_box(Box::new(0u64)));
     start.platform.name_current_thread(start.name);
+    start.running.store(true, Ordering::Release);
+    let Start { body, .. } = *start;
     // Unwinding out of an `extern "C"` function aborts the process: stop any panic here.
-    let _ = catch_unwind(AssertUnwindSafe(start.body));
+    let _ = catch_unwind(AssertUnwindSafe(body));
     std::ptr::null_mut()
 }
 
@@ -142,11 +153,13 @@ impl RawThread {
         if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
             return Err(Error::last_os("mprotect (stack guard)"));
         }
+        let running = Arc::new(AtomicBool::new(false));
         let start = Box::into_raw(Box::new(Start {
             name,
             platform,
             body,
             exclude_from: exclude_stack.then_some(base as usize + page),
+            running: running.clone(),
         }));
         // SAFETY: a zeroed pthread_attr_t is valid storage for pthread_attr_init.
         let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
@@ -178,6 +191,12 @@ impl RawThread {
                 call: "pthread_create",
                 errno: rc,
             });
+        }
+        // When `spawn` returns the thread runs under its own name (so a host listing its
+        // threads, or a fork right after, sees it as it is), unless it is not scheduled soon.
+        let until = Instant::now() + START_WAIT;
+        while !running.load(Ordering::Acquire) && Instant::now() < until {
+            std::thread::yield_now();
         }
         Ok(RawThread {
             handle,

@@ -234,11 +234,19 @@ fn stop_racing_the_restart_in_a_child_leaves_no_threads() {
                 });
             });
             let _ = p.stop(Duration::from_secs(5));
+            // Gone for good: no profiler thread in three listings in a row. One listing is not
+            // enough: /proc/self/task can skip a live thread while another thread exits.
             let end = std::time::Instant::now() + Duration::from_secs(5);
-            while profiler_threads() > 0 && std::time::Instant::now() < end {
+            let mut zeros = 0;
+            while zeros < 3 && std::time::Instant::now() < end {
+                zeros = if profiler_threads() == 0 {
+                    zeros + 1
+                } else {
+                    0
+                };
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let code = if profiler_threads() == 0 { 0 } else { 9 };
+            let code = if zeros >= 3 { 0 } else { 9 };
             // SAFETY: ends the child without the parent's atexit handlers.
             unsafe { libc::_exit(code) };
         }
