@@ -76,7 +76,7 @@ class Stats(ctypes.Structure):
             "bytes_written",
             "uploads_retried",
         )
-    ]
+    ] + [("disabled_reason", ctypes.c_uint32)]
 
 
 OK, ERR_NULL, ERR_INVALID, ERR_CONFIG, ERR_SAMPLE = 0, 1, 2, 3, 4
