@@ -112,7 +112,8 @@ fn exclude_stack_below_here(stack_low: usize, platform: &'static dyn Platform) {
 impl RawThread {
     /// Starts `body` on a new thread named `name` (at most 15 bytes show on Linux), with a
     /// stack of `stack_size` bytes plus a guard page. Safe to call in a forked child: see the
-    /// module documentation for the locks it can meet. The thread may fork.
+    /// module documentation for the locks it can meet. The thread may fork. Returns once the
+    /// thread runs (or after 1 s if it is not scheduled by then).
     pub fn spawn(
         name: &'static CStr,
         stack_size: usize,
@@ -124,7 +125,8 @@ impl RawThread {
 
     /// Like [`RawThread::spawn`], for a thread that never calls `fork()`: its stack is not
     /// inherited by children, so forks elsewhere in the process do not pay for it. A fork from
-    /// this thread would leave the child running on a stack it does not have.
+    /// this thread would leave the child running on a stack it does not have. Returns without
+    /// waiting for the thread to be scheduled.
     pub fn spawn_never_forking(
         name: &'static CStr,
         stack_size: usize,
@@ -192,11 +194,16 @@ impl RawThread {
                 errno: rc,
             });
         }
-        // When `spawn` returns the thread runs under its own name (so a host listing its
-        // threads, or a fork right after, sees it as it is), unless it is not scheduled soon.
-        let until = Instant::now() + START_WAIT;
-        while !running.load(Ordering::Acquire) && Instant::now() < until {
-            std::thread::yield_now();
+        // A host's thread (one that may fork): `spawn` returns once it runs under its own name
+        // with its allocator state built, so a fork right after sees it as it is, unless it is
+        // not scheduled soon. forkprof's own threads are not waited for: a child's first
+        // `record` would pay for their scheduling, and a thread that never starts is caught by
+        // the session's start-up grace.
+        if !exclude_stack {
+            let until = Instant::now() + START_WAIT;
+            while !running.load(Ordering::Acquire) && Instant::now() < until {
+                std::thread::yield_now();
+            }
         }
         Ok(RawThread {
             handle,
