@@ -280,8 +280,12 @@ fpm_run() {
   [ "$(grep -c . <<<"$gen2")" = 4 ] && [ -z "$(comm -12 <(echo "$gen1") <(echo "$gen2"))" ] ||
     { cat "$dir/fpm.log"; fail "fpm ($label): reload did not replace the 4 workers within 20 s (now: $gen2)"; }
   local reload_ms=$((t1 - t0))
+  # 50 requests per client, not fewer: a request (4 ms) is shorter than the sampling period
+  # (10 ms) and the tick thread restarts its period when a request follows idle time, so a
+  # worker with only ~10 short requests can legitimately end with no sample and no profile
+  # (seen once). 50 give each worker ~200 ms inside requests.
   for c in 0 1 2 3; do
-    timeout -k 5 60 "$TESTS/fpm/client.sh" "$dir/fpm.sock" "$dir/app.php" 10 >"$dir/gen2-$c.out" &
+    timeout -k 5 60 "$TESTS/fpm/client.sh" "$dir/fpm.sock" "$dir/app.php" 50 >"$dir/gen2-$c.out" &
   done
   for c in 0 1 2 3; do wait -n || failed=1; done
   [ "$failed" = 0 ] || fail "fpm ($label): a client failed after the reload"
