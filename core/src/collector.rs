@@ -84,6 +84,11 @@ impl Scratch {
 
 fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scratch) {
     for rec in wire::records(bytes) {
+        // A sample this profile has seen before costs one hash of its bytes and one probe.
+        let key = rec.key();
+        if b.add_if_seen(&key, rec.values(), rec.timestamp_ns) {
+            continue;
+        }
         sc.frames.clear();
         sc.labels.clear();
         sc.values.clear();
@@ -145,7 +150,8 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
         if lost {
             b.mark_failed();
         }
-        b.add(
+        b.add_remembering(
+            &key,
             sc.frames.iter().copied(),
             &sc.values,
             &sc.labels,
@@ -272,4 +278,203 @@ pub(crate) fn run(s: Arc<Session>) {
     }
     s.set_collector_activity(Activity::Finished);
     s.collector_finished();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SampleType;
+    use crate::sample::{Frame, FrameIds, Label, Sample};
+    use proptest::prelude::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// One generated sample, drawn from small pools so that stacks, labels and whole samples
+    /// repeat (what the cache is for) while some stay unique.
+    #[derive(Debug, Clone)]
+    struct Gen {
+        ids: bool,
+        frames: Vec<(u8, u8, u8)>,
+        values: Vec<i64>,
+        labels: Vec<(u8, u8, i64)>,
+        ts: Option<i64>,
+    }
+
+    fn gen_sample() -> impl Strategy<Value = Gen> {
+        let frames = proptest::collection::vec((0u8..12, 0u8..3, 0u8..3), 0..10);
+        (
+            any::<bool>(),
+            prop_oneof![
+                // Few distinct stacks, seen again and again.
+                (0usize..6).prop_map(|s| (0..s + 2)
+                    .map(|d| ((s * 3 + d) as u8 % 12, (d % 3) as u8, 1))
+                    .collect()),
+                frames,
+            ],
+            proptest::collection::vec(-5i64..5, 0..4),
+            proptest::collection::vec((0u8..3, 0u8..4, -2i64..2), 0..3),
+            proptest::option::of(0i64..1000),
+        )
+            .prop_map(|(ids, frames, values, labels, ts)| Gen {
+                ids,
+                frames,
+                values,
+                labels,
+                ts,
+            })
+    }
+
+    const FUNCTIONS: [&str; 12] = [
+        "main",
+        "run",
+        "serve",
+        "handle",
+        "parse",
+        "render",
+        "query",
+        "fetch",
+        "encode",
+        "log",
+        "{closure}",
+        "App\\Kernel::boot",
+    ];
+    const FILES: [&str; 3] = ["index.php", "src/App.php", ""];
+    const LABEL_KEYS: [&str; 3] = ["thread id", "span id", "thread name"];
+    const LABEL_STRS: [&str; 4] = ["worker-0", "worker-1", "", "main"];
+
+    /// The wire records a profiler with `max_depth` would have buffered for `samples`.
+    fn records(samples: &[Gen], max_depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for g in samples {
+            let text: Vec<Frame<'_>> = g
+                .frames
+                .iter()
+                .map(|&(f, file, line)| {
+                    Frame::new(FUNCTIONS[f as usize], FILES[file as usize], line as u32)
+                })
+                .collect();
+            let ids: Vec<FrameIds> = g
+                .frames
+                .iter()
+                .map(|&(f, file, line)| FrameIds {
+                    function: intern::intern(FUNCTIONS[f as usize].as_bytes()).unwrap(),
+                    file: intern::intern(FILES[file as usize].as_bytes()).unwrap(),
+                    line: line as u32,
+                })
+                .collect();
+            let labels: Vec<Label<'_>> = g
+                .labels
+                .iter()
+                .map(|&(k, s, n)| match (k, n) {
+                    (2, _) => Label::str(LABEL_KEYS[2], LABEL_STRS[s as usize]),
+                    (_, 0) => Label::num_unit(LABEL_KEYS[k as usize], s as i64, "bytes"),
+                    _ => Label::num(LABEL_KEYS[k as usize], n * s as i64),
+                })
+                .collect();
+            let sample = if g.ids {
+                Sample::with_ids(&ids, &g.values)
+            } else {
+                Sample::new(&text, &g.values)
+            };
+            let mut sample = sample.labels(&labels);
+            if let Some(ts) = g.ts {
+                sample = sample.timestamp_ns(ts);
+            }
+            out.extend(wire::encode_to_vec(&sample, max_depth));
+        }
+        out
+    }
+
+    fn types() -> Vec<SampleType> {
+        vec![
+            SampleType::new("wall-time", "nanoseconds"),
+            SampleType::new("samples", "count"),
+        ]
+    }
+
+    fn t0() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    /// Ingests `batches` (one drained buffer each) into `b` and returns its pprof.
+    fn ingested(b: &mut ProfileBuilder, batches: &[Vec<u8>]) -> Vec<u8> {
+        let mem = Memory::inherited();
+        let mut ids = IdCache {
+            slots: RegionVec::new(mem),
+        };
+        let mut sc = Scratch::new(mem);
+        for bytes in batches {
+            ingest(bytes, b, &mut ids, &mut sc);
+        }
+        assert_eq!(b.take_dropped(), 0);
+        let mut out = Vec::new();
+        b.encode(t0() + Duration::from_secs(60), &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// The repeated-sample cache changes nothing in the output: the same pprof, byte for
+        /// byte, as resolving every sample in full, for text and interned frames, label sets,
+        /// truncated stacks and timestamps, across drains and a profile rotation.
+        #[test]
+        fn the_repeated_sample_cache_gives_the_same_profile_as_full_resolution(
+            first in proptest::collection::vec(gen_sample(), 0..80),
+            second in proptest::collection::vec(gen_sample(), 0..80),
+            max_depth in 2usize..8,
+            split in 0usize..80,
+        ) {
+            let batches = |s: &[Gen]| -> Vec<Vec<u8>> {
+                let at = split.min(s.len());
+                vec![records(&s[..at], max_depth), records(&s[at..], max_depth)]
+            };
+            let mut cached = ProfileBuilder::new(&types(), None, t0());
+            let mut full = ProfileBuilder::new(&types(), None, t0()).without_sample_cache();
+            prop_assert_eq!(ingested(&mut cached, &batches(&first)), ingested(&mut full, &batches(&first)));
+            cached.reset(t0());
+            full.reset(t0());
+            prop_assert_eq!(ingested(&mut cached, &batches(&second)), ingested(&mut full, &batches(&second)));
+        }
+    }
+
+    #[test]
+    fn a_sample_seen_twice_is_found_by_its_bytes_and_a_unique_one_is_not_kept() {
+        let stack = |i: u8| Gen {
+            ids: false,
+            frames: vec![(i % 12, 0, i), (1, 1, 1)],
+            values: vec![1, 10],
+            labels: vec![(2, 0, 0)],
+            ts: None,
+        };
+        let mut b = ProfileBuilder::new(&types(), None, t0());
+        let repeated = records(&[stack(0)], 64);
+        let rec = wire::records(&repeated).next().unwrap();
+        let _ = ingested(&mut b, std::slice::from_ref(&repeated));
+        assert!(
+            !b.add_if_seen(&rec.key(), rec.values(), None),
+            "first sight is not remembered"
+        );
+        let _ = ingested(&mut b, std::slice::from_ref(&repeated));
+        assert!(
+            b.add_if_seen(&rec.key(), rec.values(), None),
+            "second sight is"
+        );
+        assert_eq!(b.samples_remembered(), 1);
+        let unique: Vec<Gen> = (1..200).map(stack).collect();
+        let _ = ingested(&mut b, &[records(&unique, 64)]);
+        let p = crate::pprof::decode(&{
+            let mut out = Vec::new();
+            b.encode(t0(), &mut out);
+            out
+        })
+        .unwrap();
+        assert_eq!(p.samples.len(), 200);
+        let total: i64 = p.samples.iter().map(|s| s.values[0]).sum();
+        assert_eq!(total, 3 + 199);
+        assert_eq!(
+            b.samples_remembered(),
+            1,
+            "a stack seen once is not remembered"
+        );
+    }
 }

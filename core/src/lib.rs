@@ -31,6 +31,7 @@ mod profile_reference;
 mod profiler;
 mod region;
 mod region_vec;
+mod sample_cache;
 mod session;
 mod stack_arena;
 mod strings;

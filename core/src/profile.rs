@@ -24,6 +24,7 @@ use crate::hash::FastHasher;
 use crate::hash_index::HashIndex;
 pub use crate::region_vec::Memory;
 use crate::region_vec::{OutOfMemory, RegionVec};
+use crate::sample_cache::{Key, Resolved, SampleCache};
 use crate::stack_arena::{StackArena, StackIds};
 use crate::strings::StringTable;
 
@@ -84,6 +85,8 @@ pub struct ProfileBuilder {
     pub(crate) timeline_values: RegionVec<i64>,
     pub(crate) timestamp_key: StrIdx,
     scratch: RegionVec<u32>,
+    /// Samples seen more than once, by their recorded bytes (the collector's fast path).
+    seen: SampleCache,
     /// A table refused to grow while this sample's strings or frames were added.
     failed: bool,
     /// The header (sample types, period, timestamp key) could not be interned: nothing is
@@ -152,6 +155,7 @@ impl ProfileBuilder {
             timeline_values: RegionVec::new(mem),
             timestamp_key: 0,
             scratch: RegionVec::new(mem),
+            seen: SampleCache::new(mem),
             failed: false,
             broken: false,
             dropped: 0,
@@ -183,6 +187,7 @@ impl ProfileBuilder {
         self.timeline.clear();
         self.timeline_values.clear();
         self.scratch.clear();
+        self.seen.clear();
         self.write_header();
     }
 
@@ -202,6 +207,20 @@ impl ProfileBuilder {
         self.timestamp_key = self.intern(TIMESTAMP_LABEL);
         self.broken = self.failed;
         self.failed = false;
+    }
+
+    /// Turns the repeated-sample cache off, so every sample is resolved in full (tests
+    /// compare both paths).
+    #[cfg(test)]
+    pub(crate) fn without_sample_cache(mut self) -> Self {
+        self.seen = SampleCache::disabled(Memory::inherited());
+        self
+    }
+
+    /// Samples the repeated-sample cache holds (tests).
+    #[cfg(test)]
+    pub(crate) fn samples_remembered(&self) -> usize {
+        self.seen.len()
     }
 
     /// Makes the next [`ProfileBuilder::add`] drop its sample as out of memory (the caller's
@@ -233,6 +252,7 @@ impl ProfileBuilder {
             + self.timeline.mapped_bytes()
             + self.timeline_values.mapped_bytes()
             + self.scratch.mapped_bytes()
+            + self.seen.mapped_bytes()
     }
 
     #[inline]
@@ -414,14 +434,74 @@ impl ProfileBuilder {
         labels: &[ProfLabel],
         timestamp_ns: Option<i64>,
     ) {
+        self.add_resolving(frames, values, labels, timestamp_ns);
+    }
+
+    /// Adds a sample the collector already holds as `key` (its recorded bytes) if this
+    /// profile has seen those bytes more than once: no frame, name or label is looked up.
+    /// Returns false, adding nothing, when `key` is not remembered; the caller then resolves
+    /// the sample and adds it with [`ProfileBuilder::add_remembering`].
+    #[inline]
+    pub(crate) fn add_if_seen(
+        &mut self,
+        key: &Key<'_>,
+        values: impl Iterator<Item = i64>,
+        timestamp_ns: Option<i64>,
+    ) -> bool {
+        if self.broken {
+            return false;
+        }
+        let Some(entry) = self.seen.find(key) else {
+            return false;
+        };
+        let r = self.seen.get(entry);
+        match self.add_values(r.stack, r.labelset, r.row, values, timestamp_ns) {
+            Ok(row) if row != r.row => self.seen.set_row(entry, row),
+            Ok(_) => {}
+            Err(OutOfMemory) => self.dropped += 1,
+        }
+        true
+    }
+
+    /// [`ProfileBuilder::add`], remembering the sample under `key` when its stack and its
+    /// labels were both already in the profile (its second sight), so that it is found by
+    /// [`ProfileBuilder::add_if_seen`] from then on.
+    pub(crate) fn add_remembering(
+        &mut self,
+        key: &Key<'_>,
+        frames: impl IntoIterator<Item = ProfFrame>,
+        values: &[i64],
+        labels: &[ProfLabel],
+        timestamp_ns: Option<i64>,
+    ) {
+        let (stacks, labelsets) = (self.stack_arena.count(), self.labelsets.len());
+        if let Some(resolved) = self.add_resolving(frames, values, labels, timestamp_ns) {
+            if self.stack_arena.count() == stacks && self.labelsets.len() == labelsets {
+                self.seen.remember(key, resolved);
+            }
+        }
+    }
+
+    /// Resolves and adds a sample; what it resolved to, or `None` if it was dropped.
+    fn add_resolving(
+        &mut self,
+        frames: impl IntoIterator<Item = ProfFrame>,
+        values: &[i64],
+        labels: &[ProfLabel],
+        timestamp_ns: Option<i64>,
+    ) -> Option<Resolved> {
         let failed = std::mem::take(&mut self.failed);
-        if failed
-            || self.broken
-            || self
-                .add_checked(frames, values, labels, timestamp_ns)
-                .is_err()
-        {
-            self.dropped += 1;
+        let added = if failed || self.broken {
+            Err(OutOfMemory)
+        } else {
+            self.add_checked(frames, values, labels, timestamp_ns)
+        };
+        match added {
+            Ok(r) => Some(r),
+            Err(OutOfMemory) => {
+                self.dropped += 1;
+                None
+            }
         }
     }
 
@@ -431,7 +511,7 @@ impl ProfileBuilder {
         values: &[i64],
         labels: &[ProfLabel],
         timestamp_ns: Option<i64>,
-    ) -> Result<(), OutOfMemory> {
+    ) -> Result<Resolved, OutOfMemory> {
         self.scratch.clear();
         for f in frames {
             let loc = self.location(f)?;
@@ -439,44 +519,66 @@ impl ProfileBuilder {
         }
         let stack = self.stack_id()?;
         let labelset = self.labelset_id(labels)?;
+        let row = self.add_values(stack, labelset, NONE, values.iter().copied(), timestamp_ns)?;
+        Ok(Resolved {
+            stack,
+            labelset,
+            row,
+        })
+    }
+
+    /// Adds a resolved sample's values: to the timeline when timestamped, else summed into
+    /// the (stack, label set) row, `row` when the caller knows it (`NONE`: looked up). Returns
+    /// the row summed into (`row` as given for a timeline sample).
+    #[inline]
+    fn add_values(
+        &mut self,
+        stack: u32,
+        labelset: u32,
+        row: u32,
+        values: impl Iterator<Item = i64>,
+        timestamp_ns: Option<i64>,
+    ) -> Result<u32, OutOfMemory> {
         let n = self.n_values;
-        let vals = values.iter().copied().chain(std::iter::repeat(0)).take(n);
-        match timestamp_ns {
-            Some(ts) => {
-                self.timeline.reserve(1)?;
-                self.timeline_values.reserve(n)?;
-                self.timeline.push_reserved((stack, labelset, ts));
-                for v in vals {
-                    self.timeline_values.push_reserved(v);
-                }
+        let vals = values.chain(std::iter::repeat(0)).take(n);
+        if let Some(ts) = timestamp_ns {
+            self.timeline.reserve(1)?;
+            self.timeline_values.reserve(n)?;
+            self.timeline.push_reserved((stack, labelset, ts));
+            for v in vals {
+                self.timeline_values.push_reserved(v);
             }
-            None => {
-                let key = (stack, labelset);
-                let hash = hash_of(&key);
-                let samples = &self.samples;
-                match self.sample_index.find(hash, |i| samples[i as usize] == key) {
-                    Some(i) => {
-                        let row = &mut self.values[i as usize * n..(i as usize + 1) * n];
-                        for (slot, v) in row.iter_mut().zip(vals) {
-                            *slot = slot.wrapping_add(v);
-                        }
-                    }
-                    None => {
-                        self.samples.reserve(1)?;
-                        self.values.reserve(n)?;
-                        self.sample_index.reserve_one()?;
-                        self.samples.push_reserved(key);
-                        let samples = &self.samples;
-                        self.sample_index
-                            .insert(hash, |i| hash_of(&samples[i as usize]));
-                        for v in vals {
-                            self.values.push_reserved(v);
-                        }
-                    }
-                }
-            }
+            return Ok(row);
         }
-        Ok(())
+        let row = if row != NONE {
+            row
+        } else {
+            let key = (stack, labelset);
+            let hash = hash_of(&key);
+            let samples = &self.samples;
+            match self.sample_index.find(hash, |i| samples[i as usize] == key) {
+                Some(i) => i,
+                None => {
+                    self.samples.reserve(1)?;
+                    self.values.reserve(n)?;
+                    self.sample_index.reserve_one()?;
+                    self.samples.push_reserved(key);
+                    let samples = &self.samples;
+                    let i = self
+                        .sample_index
+                        .insert(hash, |i| hash_of(&samples[i as usize]));
+                    for _ in 0..n {
+                        self.values.push_reserved(0);
+                    }
+                    i
+                }
+            }
+        };
+        let at = row as usize * n;
+        for (slot, v) in self.values[at..at + n].iter_mut().zip(vals) {
+            *slot = slot.wrapping_add(v);
+        }
+        Ok(row)
     }
 
     /// Encodes the profile as pprof and compresses it into `out`, streaming (what the

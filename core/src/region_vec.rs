@@ -189,7 +189,6 @@ impl<T: Copy> RegionVec<T> {
         self.len = 0;
     }
 
-    #[cfg(test)]
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }

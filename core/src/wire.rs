@@ -16,6 +16,7 @@
 use std::mem::MaybeUninit;
 
 use crate::sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
+use crate::sample_cache::Key;
 
 const FLAG_IDS: u8 = 1;
 const FLAG_TIMESTAMP: u8 = 2;
@@ -251,11 +252,12 @@ pub(crate) struct Record<'a> {
     pub timestamp_ns: Option<i64>,
     pub omitted: u32,
     values: &'a [u8],
-    frames: &'a [u8],
-    n_frames: usize,
+    /// The frames, then the labels, as the host wrote them: split only when the sample is
+    /// resolved in full (a sample the profile has seen is found by these bytes alone).
+    body: &'a [u8],
+    n_frames: u16,
     ids: bool,
-    labels: &'a [u8],
-    n_labels: usize,
+    n_labels: u16,
 }
 
 /// A decoded frame: either interned ids or text.
@@ -265,6 +267,18 @@ pub(crate) enum RecordFrame<'a> {
 }
 
 impl<'a> Record<'a> {
+    /// What identifies this sample's stack and labels: its frames and labels as recorded.
+    #[inline]
+    pub fn key(&self) -> Key<'a> {
+        Key::new(
+            self.n_frames,
+            self.n_labels,
+            self.ids,
+            self.omitted,
+            self.body,
+        )
+    }
+
     pub fn values(&self) -> impl Iterator<Item = i64> + 'a {
         self.values
             .chunks_exact(8)
@@ -272,7 +286,7 @@ impl<'a> Record<'a> {
     }
 
     pub fn frames(&self) -> impl Iterator<Item = RecordFrame<'a>> + 'a {
-        let mut cur = Cursor(self.frames);
+        let mut cur = Cursor(self.body);
         let ids = self.ids;
         (0..self.n_frames).map_while(move |_| {
             if ids {
@@ -299,8 +313,28 @@ impl<'a> Record<'a> {
         })
     }
 
+    /// The bytes after the frames (a malformed frame section: none).
+    fn label_bytes(&self) -> &'a [u8] {
+        let frames_len = if self.ids {
+            Some(12 * self.n_frames as usize)
+        } else {
+            let mut probe = Cursor(self.body);
+            (0..self.n_frames)
+                .try_for_each(|_| {
+                    probe.u32()?;
+                    let a = probe.u16()? as usize;
+                    let b = probe.u16()? as usize;
+                    probe.take(a + b).map(|_| ())
+                })
+                .map(|()| self.body.len() - probe.0.len())
+        };
+        frames_len
+            .and_then(|n| self.body.get(n..))
+            .unwrap_or_default()
+    }
+
     pub fn labels(&self) -> impl Iterator<Item = Label<'a>> + 'a {
-        let mut cur = Cursor(self.labels);
+        let mut cur = Cursor(self.label_bytes());
         (0..self.n_labels).map_while(move |_| {
             let kl = cur.u16()? as usize;
             let key = std::str::from_utf8(cur.take(kl)?).unwrap_or("");
@@ -336,8 +370,8 @@ pub(crate) fn records(buf: &[u8]) -> impl Iterator<Item = Record<'_>> + '_ {
         let mut cur = Cursor(&rec[4..]);
         let flags = cur.u8()?;
         let n_values = cur.u8()? as usize;
-        let n_frames = cur.u16()? as usize;
-        let n_labels = cur.u16()? as usize;
+        let n_frames = cur.u16()?;
+        let n_labels = cur.u16()?;
         cur.u16()?;
         let omitted = cur.u32()?;
         let timestamp_ns = if flags & FLAG_TIMESTAMP != 0 {
@@ -346,29 +380,13 @@ pub(crate) fn records(buf: &[u8]) -> impl Iterator<Item = Record<'_>> + '_ {
             None
         };
         let values = cur.take(8 * n_values)?;
-        let ids = flags & FLAG_IDS != 0;
-        let frames_start = cur.0;
-        let frames_len = if ids {
-            12 * n_frames
-        } else {
-            let mut probe = Cursor(frames_start);
-            for _ in 0..n_frames {
-                probe.u32()?;
-                let a = probe.u16()? as usize;
-                let b = probe.u16()? as usize;
-                probe.take(a + b)?;
-            }
-            frames_start.len() - probe.0.len()
-        };
-        let frames = cur.take(frames_len)?;
         Some(Record {
             timestamp_ns,
             omitted,
             values,
-            frames,
+            body: cur.0,
             n_frames,
-            ids,
-            labels: cur.0,
+            ids: flags & FLAG_IDS != 0,
             n_labels,
         })
     })
@@ -404,19 +422,25 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The record `record()` would write for `sample` under `max_depth` (tests).
+#[cfg(test)]
+pub(crate) fn encode_to_vec(sample: &Sample<'_>, max_depth: usize) -> Vec<u8> {
+    let (kept, omitted) = kept_frames(sample.stack.len(), max_depth);
+    let len = encoded_len(sample, kept);
+    let mut buf = vec![MaybeUninit::new(0u8); len];
+    encode(sample, kept, omitted, &mut buf);
+    buf.into_iter()
+        // SAFETY: initialised by `vec!` and then by `encode`.
+        .map(|b| unsafe { b.assume_init() })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn roundtrip(sample: &Sample<'_>, max_depth: usize) -> Vec<u8> {
-        let (kept, omitted) = kept_frames(sample.stack.len(), max_depth);
-        let len = encoded_len(sample, kept);
-        let mut buf = vec![MaybeUninit::new(0u8); len];
-        encode(sample, kept, omitted, &mut buf);
-        buf.into_iter()
-            // SAFETY: initialised by `vec!` and then by `encode`.
-            .map(|b| unsafe { b.assume_init() })
-            .collect()
+        encode_to_vec(sample, max_depth)
     }
 
     #[test]
