@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use forkprof::{Frame, Profiler, Sample};
 
 pub use disturb::{Disturbances, DisturberCounts};
-use shared::SharedSlots;
+pub use shared::SharedSlots;
 
 /// How much chaos.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 /// One u64 per fork in memory shared with the children (`MAP_SHARED`): each child writes its
 /// first-record latency into its own slot with a plain store, no lock and no pipe.
 #[derive(Clone)]
-pub(crate) struct SharedSlots(Arc<Mapping>);
+pub struct SharedSlots(Arc<Mapping>);
 
 struct Mapping {
     ptr: *mut u64,

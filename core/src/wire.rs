@@ -117,14 +117,7 @@ pub(crate) fn encode(
         }
         Stack::Text(frames) => {
             for f in &frames[..kept] {
-                let (func, file) = (clip(f.function), clip(f.file));
-                let mut b = [0u8; 8];
-                b[0..4].copy_from_slice(&f.line.to_le_bytes());
-                b[4..6].copy_from_slice(&(func.len() as u16).to_le_bytes());
-                b[6..8].copy_from_slice(&(file.len() as u16).to_le_bytes());
-                w.put(&b);
-                w.put(func);
-                w.put(file);
+                w.put_text_frame(f.line, clip(f.function), clip(f.file));
             }
         }
     }
@@ -169,6 +162,25 @@ impl Writer<'_> {
             Some(dst) => {
                 copy_bytes(dst, b);
                 self.pos += b.len();
+            }
+            None => debug_assert!(false, "wire record longer than its computed length"),
+        }
+    }
+
+    /// One text frame: its 8-byte header and both names, with one bounds check for all
+    /// three (the host's record is mostly this, 18 times over).
+    #[inline(always)]
+    fn put_text_frame(&mut self, line: u32, func: &[u8], file: &[u8]) {
+        let n = 8 + func.len() + file.len();
+        match self.buf.get_mut(self.pos..self.pos + n) {
+            Some(dst) => {
+                let header = (line as u64) | (func.len() as u64) << 32 | (file.len() as u64) << 48;
+                let (head, names) = dst.split_at_mut(8);
+                copy_bytes(head, &header.to_le_bytes());
+                let (f, g) = names.split_at_mut(func.len());
+                copy_bytes(f, func);
+                copy_bytes(g, file);
+                self.pos += n;
             }
             None => debug_assert!(false, "wire record longer than its computed length"),
         }
