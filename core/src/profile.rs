@@ -10,6 +10,10 @@
 //! rehashes the table). The collector keeps one builder for its whole life and [`reset`]s it
 //! after writing each profile, so the next profile reuses pages already faulted in.
 //!
+//! Resolving a sample walks those tables frame by frame. The collector first asks the
+//! builder's [`SampleCache`] whether it has seen the sample's recorded bytes before
+//! ([`ProfileBuilder::add_if_seen`]): a repeated sample then costs one hash and one probe.
+//!
 //! A table that cannot grow (the kernel refuses the mapping) never aborts: the sample being
 //! added is dropped and counted ([`ProfileBuilder::take_dropped`]), and what is already in
 //! the profile stays consistent.

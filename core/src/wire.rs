@@ -176,7 +176,9 @@ impl Writer<'_> {
             Some(dst) => {
                 let header = (line as u64) | (func.len() as u64) << 32 | (file.len() as u64) << 48;
                 let (head, names) = dst.split_at_mut(8);
-                copy_bytes(head, &header.to_le_bytes());
+                for (slot, byte) in head.iter_mut().zip(header.to_le_bytes()) {
+                    slot.write(byte);
+                }
                 let (f, g) = names.split_at_mut(func.len());
                 copy_bytes(f, func);
                 copy_bytes(g, file);
@@ -195,59 +197,61 @@ impl Writer<'_> {
     }
 }
 
-/// Copies `src` into `dst` (same length). Names are short (10–60 bytes): copying them with
-/// two overlapping word loads and stores, inline, avoids a `memcpy` call per name, which is
+/// Copies `src` into `dst` (same length). Names are short (10–100 bytes): copying them with
+/// overlapping 16-byte loads and stores, inline, avoids a `memcpy` call per name, which is
 /// cheap in glibc but costs tens of cycles each in musl (it was most of `record()` there).
+/// The common lengths, 17–64 bytes, take one comparison and four copies whose offsets are
+/// computed without branching.
 #[inline(always)]
 fn copy_bytes(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     let n = src.len();
     debug_assert_eq!(dst.len(), n);
     let (s, d) = (src.as_ptr(), dst.as_mut_ptr().cast::<u8>());
-    // SAFETY: `dst` and `src` are `n` valid bytes each and do not overlap (the host owns
-    // `src`, `dst` is the sample buffer); every access below lies within `0..n` and is
-    // unaligned-tolerant.
+    // SAFETY (for `copy16`'s callers below): `dst` and `src` are `n` valid bytes each and do
+    // not overlap (the host owns `src`, `dst` is the sample buffer); every access lies within
+    // `0..n` and is unaligned-tolerant.
+    #[inline(always)]
+    unsafe fn copy16(s: *const u8, d: *mut u8, at: usize) {
+        // SAFETY: the caller keeps `at + 16` within both buffers.
+        unsafe {
+            d.add(at)
+                .cast::<u128>()
+                .write_unaligned(s.add(at).cast::<u128>().read_unaligned())
+        }
+    }
+    // SAFETY: as stated above; each branch touches only offsets below `n`.
     unsafe {
-        match n {
-            0..=3 => {
-                for i in 0..n {
-                    *d.add(i) = *s.add(i);
-                }
+        if n.wrapping_sub(17) < 48 {
+            // 17..=64: [0, 16) ∪ [min(16, n−16), +16) ∪ [max(0, n−32), +16) ∪ [n−16, n).
+            copy16(s, d, 0);
+            copy16(s, d, (n - 16).min(16));
+            copy16(s, d, n.saturating_sub(32));
+            copy16(s, d, n - 16);
+        } else if n > 64 {
+            let mut at = 0;
+            while at + 16 < n {
+                copy16(s, d, at);
+                at += 16;
             }
-            4..=7 => {
-                let (a, b) = (
-                    s.cast::<u32>().read_unaligned(),
-                    s.add(n - 4).cast::<u32>().read_unaligned(),
-                );
-                d.cast::<u32>().write_unaligned(a);
-                d.add(n - 4).cast::<u32>().write_unaligned(b);
+            copy16(s, d, n - 16);
+        } else if n >= 8 {
+            let (a, b) = (
+                s.cast::<u64>().read_unaligned(),
+                s.add(n - 8).cast::<u64>().read_unaligned(),
+            );
+            d.cast::<u64>().write_unaligned(a);
+            d.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else if n >= 4 {
+            let (a, b) = (
+                s.cast::<u32>().read_unaligned(),
+                s.add(n - 4).cast::<u32>().read_unaligned(),
+            );
+            d.cast::<u32>().write_unaligned(a);
+            d.add(n - 4).cast::<u32>().write_unaligned(b);
+        } else {
+            for i in 0..n {
+                *d.add(i) = *s.add(i);
             }
-            8..=15 => {
-                let (a, b) = (
-                    s.cast::<u64>().read_unaligned(),
-                    s.add(n - 8).cast::<u64>().read_unaligned(),
-                );
-                d.cast::<u64>().write_unaligned(a);
-                d.add(n - 8).cast::<u64>().write_unaligned(b);
-            }
-            16..=32 => {
-                let (a, b) = (
-                    s.cast::<u128>().read_unaligned(),
-                    s.add(n - 16).cast::<u128>().read_unaligned(),
-                );
-                d.cast::<u128>().write_unaligned(a);
-                d.add(n - 16).cast::<u128>().write_unaligned(b);
-            }
-            33..=64 => {
-                let a = s.cast::<u128>().read_unaligned();
-                let b = s.add(16).cast::<u128>().read_unaligned();
-                let c = s.add(n - 32).cast::<u128>().read_unaligned();
-                let e = s.add(n - 16).cast::<u128>().read_unaligned();
-                d.cast::<u128>().write_unaligned(a);
-                d.add(16).cast::<u128>().write_unaligned(b);
-                d.add(n - 32).cast::<u128>().write_unaligned(c);
-                d.add(n - 16).cast::<u128>().write_unaligned(e);
-            }
-            _ => std::ptr::copy_nonoverlapping(s, d, n),
         }
     }
 }
