@@ -113,16 +113,15 @@ impl Shared {
                 ),
             ));
         }
-        let (kept, omitted) = wire::kept_frames(sample.stack.len(), self.max_depth);
-        let len = wire::encoded_len(sample, kept);
+        let plan = wire::plan(sample, self.max_depth);
         let (result, wake) = s
             .buffer()
-            .push(len, |out| wire::encode(sample, kept, omitted, out));
+            .push(plan.len, |out| wire::encode(sample, &plan, out));
         let c = s.counters();
         match result {
             Push::Stored => {
                 c.samples_recorded.fetch_add(1, Ordering::Relaxed);
-                if omitted > 0 {
+                if plan.truncates() {
                     c.frames_truncated.fetch_add(1, Ordering::Relaxed);
                 }
             }

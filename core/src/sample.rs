@@ -6,6 +6,7 @@
 /// A string interned once in the process-wide table (see `Profiler::intern`). Ids stay valid
 /// for the life of the process, across profiler restarts and in forked children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(transparent)]
 pub struct StrId(pub(crate) u32);
 
 impl StrId {
@@ -47,6 +48,7 @@ impl<'a> Frame<'a> {
 
 /// One frame given as interned ids: the fastest way in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
 pub struct FrameIds {
     pub function: StrId,
     pub file: StrId,
