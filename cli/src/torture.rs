@@ -384,7 +384,7 @@ fn run_phase(
 }
 
 /// VmRSS of this process, where /proc has it.
-fn rss_kb() -> Option<u64> {
+pub(crate) fn rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

@@ -16,10 +16,15 @@ pub struct ChaosArgs {
     pub child_limit: Duration,
 }
 
+/// Every 10,000 forks, with this process's resident size: a soak that grows shows it here
+/// (and forks slow down as the page tables they copy grow).
 fn progress(p: &Progress) {
     if p.forks.is_multiple_of(10_000) || p.forks == p.of {
+        let rss = super::rss_kb()
+            .map(|k| format!(", parent rss {:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_default();
         println!(
-            "  {} of {} forks: {} children ok, {} failed, {} hung so far",
+            "  {} of {} forks: {} children ok, {} failed, {} hung so far{rss}",
             p.forks, p.of, p.children_ok, p.failed, p.hung
         );
     }
