@@ -271,8 +271,10 @@ fn mshutdown() {
     timer::stop();
     if STATE.load(Ordering::Acquire) == RUNNING {
         if let (Some(p), Some(s)) = (sampler::PROFILER.get(), SETTINGS.get()) {
-            // Bounded: with the agent hung, the process still exits after this long.
-            let _ = p.stop(s.shutdown_timeout);
+            // The process exits next: wait for the last profile to be encoded and written (a
+            // file) or sent (the agent), never for the agent's answer, so a hung agent delays
+            // no exit. Bounded for what is left (a connect that hangs, a slow disk).
+            let _ = p.stop_for_exit(s.shutdown_timeout);
         }
         STATE.store(STOPPED, Ordering::Release);
     }
