@@ -193,7 +193,9 @@ pub fn ensure_started(period_ns: u64) -> Result<(), i32> {
     let gen = STOP_GEN.load(Ordering::Acquire);
     // SAFETY: zeroed pthread_attr_t is initialised by pthread_attr_init before any use.
     let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
-    let mut tid: libc::pthread_t = 0;
+    // SAFETY: all-zero is a valid pthread_t (an integer on glibc, a pointer on musl); it is
+    // written by pthread_create before any use.
+    let mut tid: libc::pthread_t = unsafe { std::mem::zeroed() };
     // SAFETY: `attr` is a valid attr object for these calls; `tick_main` is an
     // `extern "C" fn(*mut c_void) -> *mut c_void` that never unwinds and reads only the
     // integer passed as its argument. pthread_create in a forked child meets only libc's
@@ -322,10 +324,7 @@ mod tests {
         let mut ticks = Vec::new();
         let mut schedule = Schedule::starting_at(0, period);
         let mut t = 0;
-        loop {
-            let Some(&(start, _)) = requests.iter().find(|&&(_, e)| e > t) else {
-                break;
-            };
+        while let Some(&(start, _)) = requests.iter().find(|&&(_, e)| e > t) {
             // Not inside a request: the futex wait ends when the next one starts.
             t = t.max(start);
             let (due, wait) = schedule.poll(clock_at(t), period);
