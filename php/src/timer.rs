@@ -11,9 +11,9 @@
 //!
 //! Started with `pthread_create` directly, not `std::thread`: a forked child (pcntl_fork)
 //! restarts it right after the fork, and std's thread start-up takes a process-wide lock that
-//! another parent thread may have held at fork time. The loop touches only atomics and
-//! `clock_nanosleep` (and a futex to sleep between requests); it allocates nothing and takes
-//! no lock.
+//! another parent thread may have held at fork time. The loop touches only atomics and one
+//! futex, which it sleeps on (a period, or until the next request); it allocates nothing and
+//! takes no lock.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
@@ -21,10 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, 
 pub static SAMPLE_DUE: AtomicBool = AtomicBool::new(false);
 /// The engine's `EG(vm_interrupt)` (a `zend_atomic_bool`, one byte), set at MINIT.
 pub static VM_INTERRUPT: AtomicPtr<AtomicBool> = AtomicPtr::new(std::ptr::null_mut());
-/// 1 between RINIT and RSHUTDOWN, else 0. Outside a request the tick thread sleeps on this
-/// word (a futex) instead of ticking, so an idle php-fpm worker's thread does not wake up
-/// every period.
+/// 1 between RINIT and RSHUTDOWN, else 0. Outside a request the tick thread sleeps until the
+/// next one instead of ticking, so an idle php-fpm worker's thread does not wake up every
+/// period.
 static IN_REQUEST: AtomicU32 = AtomicU32::new(0);
+/// The futex the tick thread sleeps on, bumped and woken when a request starts and at a stop:
+/// a sleep that began before either ends at once (the kernel compares the value it was given),
+/// so MSHUTDOWN's join does not wait out the rest of a period.
+static WAKE: AtomicU32 = AtomicU32::new(0);
 
 static PERIOD_NS: AtomicU64 = AtomicU64::new(10_000_000);
 /// The pid the tick thread runs in (0: none). A child inherits its parent's value, so a
@@ -51,21 +55,21 @@ fn futex_wake(word: &AtomicU32) {
     };
 }
 
-/// Sleeps while `word` is 0, at most `timeout_ns` (spurious and early wake-ups are fine:
-/// the caller re-checks).
-fn futex_wait_while_zero(word: &AtomicU32, timeout_ns: u64) {
+/// Sleeps while `word` holds `seen`, at most `timeout_ns` (spurious and early wake-ups are
+/// fine: the caller re-checks).
+fn futex_wait_while(word: &AtomicU32, seen: u32, timeout_ns: u64) {
     let ts = libc::timespec {
         tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: FUTEX_WAIT on a live, aligned 32-bit atomic with a valid relative timeout; the
-    // kernel returns at once if the word is no longer 0.
+    // kernel returns at once if the word no longer holds `seen`.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            0u32,
+            seen,
             &ts as *const libc::timespec,
         )
     };
@@ -155,7 +159,12 @@ pub fn request_started() {
     let word = REQ_CLOCK.load(Ordering::Relaxed);
     REQ_CLOCK.store(clock_started(word, monotonic_ns()), Ordering::Release);
     IN_REQUEST.store(1, Ordering::Release);
-    futex_wake(&IN_REQUEST);
+    wake_tick_thread();
+}
+
+fn wake_tick_thread() {
+    WAKE.fetch_add(1, Ordering::AcqRel);
+    futex_wake(&WAKE);
 }
 
 /// A request ended: the request clock stops (what is left of the period waits for the next
@@ -217,14 +226,14 @@ pub fn ensure_started(period_ns: u64) -> Result<(), i32> {
     Ok(())
 }
 
-/// Stops and joins this process's tick thread (it wakes within one period). Nothing to do
-/// in a process whose thread was the parent's.
+/// Stops and joins this process's tick thread (woken at once). Nothing to do in a process
+/// whose thread was the parent's.
 pub fn stop() {
     if !running_here() {
         return;
     }
     STOP_GEN.fetch_add(1, Ordering::AcqRel);
-    futex_wake(&IN_REQUEST);
+    wake_tick_thread();
     let tid = HANDLE.load(Ordering::Relaxed) as libc::pthread_t;
     // SAFETY: `tid` was created joinable in this process and is joined only here, once:
     // TIMER_PID is cleared right after.
@@ -237,12 +246,18 @@ extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: PR_SET_NAME names the calling thread (for top, ps -L, /proc); no lock.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"forkprof-tick".as_ptr()) };
     let mut schedule = Schedule::starting_at(request_clock_ns(), PERIOD_NS.load(Ordering::Relaxed));
-    while STOP_GEN.load(Ordering::Acquire) == gen {
+    loop {
+        // Read before the checks below: a start or stop that comes after them changes it, so
+        // the sleep that follows does not begin.
+        let seen = WAKE.load(Ordering::Acquire);
+        if STOP_GEN.load(Ordering::Acquire) != gen {
+            break;
+        }
         if IN_REQUEST.load(Ordering::Acquire) == 0 {
             // Between requests: sleep until the next one starts (or a stop). The request
             // clock stands still meanwhile, so the schedule needs no adjusting. The bound only
             // guards against a missed wake-up; the loop re-checks either way.
-            futex_wait_while_zero(&IN_REQUEST, 1_000_000_000);
+            futex_wait_while(&WAKE, seen, 1_000_000_000);
             continue;
         }
         let (due, wait) = schedule.poll(request_clock_ns(), PERIOD_NS.load(Ordering::Relaxed));
@@ -252,12 +267,7 @@ extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
         // Request time passes at the rate of real time while the request runs: `wait` from
         // now is when the next tick is due if it is still running then (if it ended, the
         // next wake-up sees that and sleeps until the next request).
-        let ts = libc::timespec {
-            tv_sec: (wait / 1_000_000_000) as libc::time_t,
-            tv_nsec: (wait % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: relative sleep on a valid timespec; EINTR just ends this sleep early.
-        unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &ts, std::ptr::null_mut()) };
+        futex_wait_while(&WAKE, seen, wait);
     }
     std::ptr::null_mut()
 }
