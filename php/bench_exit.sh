@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How long PHP takes to stop with forkprof-php, against without it (a benchmark: figures
-# printed, nothing asserted). Three configurations, alternating, RUNS times each, medians side
-# by side with their ratio to "without":
+# printed, nothing asserted). Three configurations, alternating (each round starting with the
+# next one), RUNS times each, medians side by side with their ratio to "without":
 #   none      php / php-fpm without the extension
 #   files     the extension, file export (the default)
 #   stalled   the extension, forkprof.endpoint on a loopback server that accepts every
@@ -115,8 +115,11 @@ fpm_run() {
 }
 
 php -n php/bench/exit.php >/dev/null # warm the page cache
+MODES=(none files stalled)
 for ((r = 0; r < RUNS; r++)); do
-  for mode in none files stalled; do
+  # Each round starts with the next configuration: none of them always runs first or last.
+  for ((m = 0; m < 3; m++)); do
+    mode=${MODES[$(((r + m) % 3))]}
     cli_run "$mode"
     fork_run "$mode"
     fpm_run "$mode"
