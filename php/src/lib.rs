@@ -349,6 +349,7 @@ fn counters() -> Vec<(&'static str, i64)> {
         ("ticks", timer::TICKS.load(Relaxed) as i64),
         ("request_time_ns", timer::request_clock_ns() as i64),
         ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),
+        ("tick_wakeups", timer::WAKEUPS.load(Relaxed) as i64),
         ("pcntl_forks", hooks::FORKS.load(Relaxed) as i64),
         ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
     ];

@@ -40,6 +40,10 @@ static STOP_GEN: AtomicU64 = AtomicU64::new(0);
 static HANDLE: AtomicU64 = AtomicU64::new(0);
 /// Ticks delivered in this process.
 pub static TICKS: AtomicU64 = AtomicU64::new(0);
+/// Turns of the tick thread's loop in this process: 0 with a tick thread started means it has
+/// not run yet (a starved machine can leave a just-forked child's thread unscheduled for
+/// longer than a short child lives).
+pub static WAKEUPS: AtomicU64 = AtomicU64::new(0);
 /// Tick threads started in this process (1 normally, 1 in each forked child).
 pub static STARTS: AtomicU64 = AtomicU64::new(0);
 
@@ -198,6 +202,7 @@ pub fn ensure_started(period_ns: u64) -> Result<(), i32> {
         // parent's.
         TICKS.store(0, Ordering::Relaxed);
         STARTS.store(0, Ordering::Relaxed);
+        WAKEUPS.store(0, Ordering::Relaxed);
     }
     let gen = STOP_GEN.load(Ordering::Acquire);
     // SAFETY: zeroed pthread_attr_t is initialised by pthread_attr_init before any use.
@@ -250,6 +255,7 @@ extern "C" fn tick_main(arg: *mut libc::c_void) -> *mut libc::c_void {
         // Read before the checks below: a start or stop that comes after them changes it, so
         // the sleep that follows does not begin.
         let seen = WAKE.load(Ordering::Acquire);
+        WAKEUPS.fetch_add(1, Ordering::Relaxed);
         if STOP_GEN.load(Ordering::Acquire) != gen {
             break;
         }
