@@ -167,6 +167,79 @@ fn the_last_export_during_stop_gives_up_at_the_deadline() {
     assert_eq!(server.attempts(), 1);
 }
 
+/// Attempt limits far beyond the stop's bound: a stop that waited for the hung agent's answer
+/// would end in `Error::Timeout`, and with a failed or written profile in its counters.
+fn patient_http() -> HttpOptions {
+    HttpOptions {
+        request_timeout: Duration::from_secs(120),
+        retry_budget: Duration::from_secs(120),
+        ..fast_http(0)
+    }
+}
+
+/// The profile file of a Datadog upload, from the request the server read.
+fn uploaded_profile(r: &Recorded) -> Vec<u8> {
+    let ct = r.header("content-type").unwrap_or_default().to_string();
+    parse_multipart(&ct, &r.body)
+        .into_iter()
+        .find(|p| p.filename.as_deref() == Some("profile.pprof"))
+        .map(|p| p.data)
+        .unwrap_or_default()
+}
+
+#[test]
+fn stop_for_exit_returns_once_the_last_profile_is_sent_to_a_hung_agent() {
+    let _w = Watchdog::new("stop_for_exit, hung agent", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    let p = start(&server.url(), patient_http(), 8);
+    record(&p, "last", 3);
+    let s = p.stop_for_exit(Duration::from_secs(30)).unwrap();
+    // Returned with the upload still waiting for its answer: neither written nor failed.
+    assert_eq!((s.profiles_written, s.profiles_failed), (0, 0), "{s:?}");
+    // Its request was written whole before that: the server reads all of it.
+    assert!(eventually(Duration::from_secs(20), || server
+        .requests()
+        .len()
+        == 1));
+    let profile = uploaded_profile(&server.requests()[0]);
+    assert!(!profile.is_empty(), "the request carries no profile");
+    assert!(!p.is_running());
+    drop(server);
+}
+
+#[test]
+fn stop_for_exit_does_not_wait_for_an_upload_hung_before_the_stop() {
+    let _w = Watchdog::new("stop_for_exit, upload in flight", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Hang);
+    let p = start(&server.url(), patient_http(), 8);
+    record(&p, "in_flight", 3);
+    p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server
+        .requests()
+        .len()
+        == 1));
+    record(&p, "last", 3);
+    let s = p.stop_for_exit(Duration::from_secs(30)).unwrap();
+    assert_eq!((s.profiles_written, s.profiles_failed), (0, 0), "{s:?}");
+    // The last profile stays queued behind the hung upload: it is never sent.
+    assert_eq!(server.attempts(), 1);
+    drop(server);
+}
+
+#[test]
+fn stop_for_exit_hands_the_last_profile_to_an_answering_agent() {
+    let _w = Watchdog::new("stop_for_exit, agent answers", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let p = start(&server.url(), patient_http(), 8);
+    record(&p, "last", 3);
+    p.stop_for_exit(Duration::from_secs(30)).unwrap();
+    assert!(eventually(Duration::from_secs(20), || server
+        .requests()
+        .len()
+        == 1));
+    assert!(!uploaded_profile(&server.requests()[0]).is_empty());
+}
+
 #[test]
 fn a_stuck_endpoint_makes_the_queue_drop_the_oldest_not_grow() {
     let _w = Watchdog::new("queue bound", Duration::from_secs(60));

@@ -165,3 +165,28 @@ fn flush_sync_writes_now_and_rotation_follows_the_period() {
         .sum();
     assert_eq!(total, 2);
 }
+
+#[test]
+fn stop_for_exit_writes_the_last_file() {
+    let _w = Watchdog::new(
+        "stop_for_exit_writes_the_last_file",
+        Duration::from_secs(30),
+    );
+    let dir = TempDir::new("stop-for-exit");
+    let p = Profiler::start(config(dir.path(), Compression::Gzip)).unwrap();
+    let frames = [Frame::new("last_fn", "last.rs", 3)];
+    p.record(&Sample::new(&frames, &[1, 1000])).unwrap();
+    // Files depend on no remote endpoint: the call returns once the file is written.
+    let s = p.stop_for_exit(Duration::from_secs(20)).unwrap();
+    assert_eq!(s.profiles_written, 1, "{s:?}");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pprof.gz"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        p.stop_for_exit(Duration::from_secs(1)).is_err(),
+        "already stopped"
+    );
+}

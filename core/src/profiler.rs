@@ -15,7 +15,7 @@ use crate::fork::restart::{self, ForkAware, RestartGate};
 use crate::fork::{self, CONTROL};
 use crate::platform::Platform;
 use crate::sample::{Sample, StrId};
-use crate::session::{Activity, Session};
+use crate::session::{Activity, Session, StopWait};
 use crate::stats::{Disabled, Stats};
 use crate::wire;
 
@@ -288,6 +288,21 @@ impl Profiler {
     /// `timeout` (an export that is still stuck is left to finish alone and the call returns
     /// `Error::Timeout`). Later `record()` calls are counted no-ops.
     pub fn stop(&self, timeout: Duration) -> Result<Stats> {
+        self.stop_waiting(timeout, StopWait::Exported)
+    }
+
+    /// [`Profiler::stop`] for a process about to exit, which must never wait on a remote
+    /// endpoint: returns once the last profile is encoded and queued and the exporter is either
+    /// done (files are written) or waiting on its endpoint, for the answer to an upload whose
+    /// request it has written or between two attempts. That upload is left to finish alone
+    /// (within its timeouts and `timeout`) or to end with the process, so its outcome is not in
+    /// the returned counters, and profiles queued behind it are not sent. `timeout` still
+    /// bounds the whole call (a connect that hangs, a slow disk): then `Error::Timeout`.
+    pub fn stop_for_exit(&self, timeout: Duration) -> Result<Stats> {
+        self.stop_waiting(timeout, StopWait::NotOnPeers)
+    }
+
+    fn stop_waiting(&self, timeout: Duration, wait: StopWait) -> Result<Stats> {
         let sh = &*self.shared;
         let Some(gen) = fork::generation_checked() else {
             // An unobserved child: CONTROL may be held forever by a thread that does not
@@ -325,7 +340,7 @@ impl Profiler {
             });
         }
         if ours {
-            let done = sh.session().shut_down(deadline);
+            let done = sh.session().shut_down(deadline, wait);
             crate::messages::deliver_on_call();
             if let Err(e) = done {
                 if let Some(why) = sh.session().startup_failure() {

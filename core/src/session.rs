@@ -80,6 +80,11 @@ pub(crate) struct Session {
     checked_in: Latch,
     /// 1 once the uploader thread has exited its loop.
     finished: Latch,
+    /// 1 once a stop has nothing left to wait for but a remote endpoint: the uploader finished,
+    /// or the collector finished and the exporter waits on its endpoint (`StopWait::NotOnPeers`).
+    handed_over: Latch,
+    /// The exporter waits on its endpoint (an answer, a pause between attempts).
+    waiting_on_peer: AtomicBool,
     collector_done: AtomicBool,
     collector_activity: AtomicU8,
     uploader_activity: AtomicU8,
@@ -106,6 +111,8 @@ impl Session {
             threads_in: AtomicU8::new(0),
             checked_in: Latch::default(),
             finished: Latch::default(),
+            handed_over: Latch::default(),
+            waiting_on_peer: AtomicBool::new(false),
             collector_done: AtomicBool::new(false),
             collector_activity: AtomicU8::new(Activity::Starting as u8),
             uploader_activity: AtomicU8::new(Activity::Starting as u8),
@@ -209,9 +216,10 @@ impl Session {
         self.uploader_parker.unpark();
     }
 
-    /// [`Session::request_stop`], then waits until the last profile is exported and joins the
-    /// threads, all by `deadline`. An export still stuck then is left to finish alone.
-    pub fn shut_down(&self, deadline: Instant) -> Result<()> {
+    /// [`Session::request_stop`], then waits until the last profile is exported (or, with
+    /// [`StopWait::NotOnPeers`], until only a remote endpoint is left to wait for) and joins
+    /// the threads, all by `deadline`. An export still stuck then is left to finish alone.
+    pub fn shut_down(&self, deadline: Instant, wait: StopWait) -> Result<()> {
         let _ = self.stop_deadline.set(deadline);
         self.request_stop();
         if !self
@@ -222,10 +230,19 @@ impl Session {
                 reason: Disabled::ThreadsDidNotStart.as_str(),
             });
         }
-        if !self.finished.wait_for(1, deadline) {
+        let done = match wait {
+            StopWait::Exported => &self.finished,
+            StopWait::NotOnPeers => &self.handed_over,
+        };
+        if !done.wait_for(1, deadline) {
             return Err(Error::Timeout {
                 what: "stop: the exporter did not finish before the deadline; its thread is left to finish alone",
             });
+        }
+        if self.finished.get() == 0 {
+            // Handed over: the upload waiting on its endpoint ends alone (by its own timeouts
+            // and the stop deadline), or with the process.
+            return Ok(());
         }
         let threads = std::mem::take(&mut *self.threads.lock());
         if self.generation != 0 {
@@ -306,7 +323,11 @@ impl Session {
 
     /// The collector wrote its last profile and is about to exit.
     pub fn collector_finished(&self) {
-        self.collector_done.store(true, Ordering::Release);
+        // SeqCst, with `waiting_on_peer`: of this store and the uploader's, one sees the other.
+        self.collector_done.store(true, Ordering::SeqCst);
+        if self.waiting_on_peer.load(Ordering::SeqCst) {
+            self.handed_over.raise_to(1);
+        }
         self.uploader_parker.unpark();
     }
 
@@ -342,12 +363,30 @@ impl Session {
 
     pub fn uploader_finished(&self) {
         self.finished.raise_to(1);
+        self.handed_over.raise_to(1);
     }
+}
+
+/// What a stop waits for, besides the collector's last profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopWait {
+    /// Every queued profile exported (written, or answered by its endpoint, or given up).
+    Exported,
+    /// Nothing but a remote endpoint: an upload waiting for its answer (its request is
+    /// written) or between attempts is not waited for.
+    NotOnPeers,
 }
 
 impl crate::export::UploadPause for Session {
     fn stop_deadline(&self) -> Option<Instant> {
         self.export_deadline()
+    }
+
+    fn waiting_on_peer(&self, waiting: bool) {
+        self.waiting_on_peer.store(waiting, Ordering::SeqCst);
+        if waiting && self.collector_done.load(Ordering::SeqCst) {
+            self.handed_over.raise_to(1);
+        }
     }
 
     fn pause(&self, d: Duration) {

@@ -222,6 +222,7 @@ fn rinit() {
                 }
             }
             STATE.store(RUNNING, Ordering::Release);
+            sampler::reset_interval();
         }
         RUNNING => {}
         _ => return,
@@ -229,8 +230,10 @@ fn rinit() {
     if !start_ticks() {
         return;
     }
-    sampler::reset_interval();
-    timer::SAMPLE_DUE.store(false, Ordering::Relaxed);
+    sampler::request_started();
+    // A tick that came after the previous request's last interrupt check is still due: the
+    // engine cleared its interrupt flag for this request, so it is raised again.
+    timer::rearm_if_due();
     timer::request_started();
 }
 
@@ -258,6 +261,9 @@ fn start_ticks() -> bool {
 
 fn rshutdown() {
     timer::request_ended();
+    if STATE.load(Ordering::Acquire) == RUNNING {
+        sampler::request_ended();
+    }
 }
 
 fn mshutdown() {
@@ -265,8 +271,10 @@ fn mshutdown() {
     timer::stop();
     if STATE.load(Ordering::Acquire) == RUNNING {
         if let (Some(p), Some(s)) = (sampler::PROFILER.get(), SETTINGS.get()) {
-            // Bounded: with the agent hung, the process still exits after this long.
-            let _ = p.stop(s.shutdown_timeout);
+            // The process exits next: wait for the last profile to be encoded and written (a
+            // file) or sent (the agent), never for the agent's answer, so a hung agent delays
+            // no exit. Bounded for what is left (a connect that hangs, a slow disk).
+            let _ = p.stop_for_exit(s.shutdown_timeout);
         }
         STATE.store(STOPPED, Ordering::Release);
     }
@@ -339,7 +347,9 @@ fn counters() -> Vec<(&'static str, i64)> {
         ("sample_cost_ns_median", sampler::median_cost_ns() as i64),
         ("record_errors", sampler::RECORD_ERRORS.load(Relaxed) as i64),
         ("ticks", timer::TICKS.load(Relaxed) as i64),
+        ("request_time_ns", timer::request_clock_ns() as i64),
         ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),
+        ("tick_wakeups", timer::WAKEUPS.load(Relaxed) as i64),
         ("pcntl_forks", hooks::FORKS.load(Relaxed) as i64),
         ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
     ];

@@ -15,9 +15,14 @@ pub static PROFILER: OnceLock<Profiler> = OnceLock::new();
 /// Frames kept per sample (the `forkprof.max_depth` setting).
 pub static MAX_DEPTH: AtomicU64 = AtomicU64::new(128);
 
-/// When the previous sample (or the start of the request, or the fork) was taken.
+/// When the previous sample (or the fork) was taken: on the request clock (see
+/// [`crate::timer`]), which stands still between requests, and on the thread CPU clock.
 static LAST_WALL_NS: AtomicU64 = AtomicU64::new(0);
 static LAST_CPU_NS: AtomicU64 = AtomicU64::new(0);
+/// CPU time spent in earlier requests since the previous sample, not yet in a sample: CPU
+/// carries over across idle time like the tick period does, and what a worker burns between
+/// requests (waiting for one) is nobody's.
+static CPU_CARRIED_NS: AtomicU64 = AtomicU64::new(0);
 
 /// This process's sampling counters (reset in a forked child).
 pub static SAMPLES: AtomicU64 = AtomicU64::new(0);
@@ -46,11 +51,23 @@ fn cpu_now() -> u64 {
     forkprof::thread_cpu_time_ns().unwrap_or(0)
 }
 
-/// Starts the next sample's interval now: at RINIT (idle time between requests is nobody's)
-/// and right after a fork (the child's thread CPU clock starts from zero).
+/// Starts the next sample's interval now: at the first request and right after a fork (the
+/// child's thread CPU clock starts from zero, and its first sample holds only its own time).
 pub fn reset_interval() {
-    LAST_WALL_NS.store(forkprof::monotonic_ns(), Relaxed);
+    LAST_WALL_NS.store(crate::timer::request_clock_ns(), Relaxed);
     LAST_CPU_NS.store(cpu_now(), Relaxed);
+    CPU_CARRIED_NS.store(0, Relaxed);
+}
+
+/// A request starts: its CPU time counts from now.
+pub fn request_started() {
+    LAST_CPU_NS.store(cpu_now(), Relaxed);
+}
+
+/// A request ends: its CPU time since the previous sample waits for the next sample.
+pub fn request_ended() {
+    let spent = cpu_now().saturating_sub(LAST_CPU_NS.load(Relaxed));
+    CPU_CARRIED_NS.fetch_add(spent, Relaxed);
 }
 
 /// Zeroes the counters a forked child inherited from its parent.
@@ -75,8 +92,12 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
     };
     let t0 = forkprof::monotonic_ns();
     let cpu = cpu_now();
-    let wall = t0.saturating_sub(LAST_WALL_NS.swap(t0, Relaxed));
-    let cpu_d = cpu.saturating_sub(LAST_CPU_NS.swap(cpu, Relaxed));
+    // Request time, not real time: a sample taken early in a request also stands for the
+    // end of the previous ones, whose remainder of the period carried over to it.
+    let clock = crate::timer::request_clock_ns();
+    let wall = clock.saturating_sub(LAST_WALL_NS.swap(clock, Relaxed));
+    let cpu_d =
+        cpu.saturating_sub(LAST_CPU_NS.swap(cpu, Relaxed)) + CPU_CARRIED_NS.swap(0, Relaxed);
     let values = [1, wall as i64, cpu_d as i64];
     let depth = MAX_DEPTH.load(Relaxed) as usize;
     let recorded = WALKER.with(|w| {

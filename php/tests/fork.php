@@ -28,8 +28,9 @@ function early_grandchild_work() { return spin(0.3); }
 
 function report(string $role): void {
     $s = forkprof_stats();
-    printf("%s %d samples=%d ticks=%d tick_thread_starts=%d running=%d\n", $role, getmypid(),
-        $s['samples'], $s['ticks'], $s['tick_thread_starts'], $s['running']);
+    printf("%s %d samples=%d ticks=%d tick_thread_starts=%d running=%d tick_wakeups=%d\n", $role,
+        getmypid(), $s['samples'], $s['ticks'], $s['tick_thread_starts'], $s['running'],
+        $s['tick_wakeups'] ?? 0);
 }
 
 // Waits for every pid in $pids, at most $seconds; a child still running then is a failure.

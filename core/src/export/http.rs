@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ureq::http::{HeaderValue, StatusCode};
+use ureq::unversioned::transport::Connector;
 
+use super::answer_wait::AnswerWait;
 use super::resolve::{Address, Endpoint, FixedResolver};
 use super::unix::UnixConnector;
 use super::{Delivered, ExportFailure};
@@ -255,11 +257,11 @@ impl HttpClient {
         let agent = match &endpoint.address {
             Address::Unix(path) => ureq::Agent::with_parts(
                 config.clone(),
-                UnixConnector { path: path.clone() },
+                UnixConnector { path: path.clone() }.chain(AnswerWait),
                 resolver,
             ),
             Address::Tcp { .. } => {
-                ureq::Agent::with_parts(config.clone(), tcp_connector(), resolver)
+                ureq::Agent::with_parts(config.clone(), tcp_connector().chain(AnswerWait), resolver)
             }
         };
         HttpClient {

@@ -26,6 +26,7 @@
 //! # Ok::<(), forkprof_core::Error>(())
 //! ```
 
+mod answer_wait;
 pub mod datadog;
 pub mod env;
 pub mod file;
@@ -56,6 +57,9 @@ pub(crate) trait UploadPause {
     fn stop_deadline(&self) -> Option<Instant>;
     /// Sleeps up to `d`, or until the profiler starts stopping.
     fn pause(&self, d: Duration);
+    /// The exporter starts (`true`) or stops waiting on its endpoint: for the answer to a sent
+    /// request, or between attempts.
+    fn waiting_on_peer(&self, _waiting: bool) {}
 }
 
 thread_local! {
@@ -97,10 +101,36 @@ pub(crate) fn stop_deadline() -> Option<Instant> {
 
 /// Sleeps up to `d` between attempts; a stop of the profiler ends the sleep early.
 pub(crate) fn pause(d: Duration) {
+    let _waiting = WaitingOnPeer::new();
     with_pause(|p| match p {
         Some(p) => p.pause(d),
         None => std::thread::sleep(d),
     })
+}
+
+/// While alive, the exporter on this thread waits on its endpoint (see
+/// [`UploadPause::waiting_on_peer`]).
+pub(crate) struct WaitingOnPeer(());
+
+impl WaitingOnPeer {
+    pub fn new() -> WaitingOnPeer {
+        with_pause(|p| {
+            if let Some(p) = p {
+                p.waiting_on_peer(true);
+            }
+        });
+        WaitingOnPeer(())
+    }
+}
+
+impl Drop for WaitingOnPeer {
+    fn drop(&mut self) {
+        with_pause(|p| {
+            if let Some(p) = p {
+                p.waiting_on_peer(false);
+            }
+        });
+    }
 }
 
 /// How a profile is compressed before export.
