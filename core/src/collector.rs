@@ -283,10 +283,10 @@ pub(crate) fn run(s: Arc<Session>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SampleType;
+    use crate::profile::tests::{t0, types};
     use crate::sample::{Frame, FrameIds, Label, Sample};
     use proptest::prelude::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::Duration;
 
     /// One generated sample, drawn from small pools so that stacks, labels and whole samples
     /// repeat (what the cache is for) while some stay unique.
@@ -382,17 +382,6 @@ mod tests {
             out.extend(wire::encode_to_vec(&sample, max_depth));
         }
         out
-    }
-
-    fn types() -> Vec<SampleType> {
-        vec![
-            SampleType::new("wall-time", "nanoseconds"),
-            SampleType::new("samples", "count"),
-        ]
-    }
-
-    fn t0() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
     /// Ingests `batches` (one drained buffer each) into `b` and returns its pprof.

@@ -603,7 +603,7 @@ impl ProfileBuilder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile_reference::profile::ProfileBuilder as Reference;
     use proptest::prelude::*;
@@ -663,14 +663,15 @@ mod tests {
         }};
     }
 
-    fn types() -> Vec<SampleType> {
+    /// The sample types every builder test uses (the collector's tests too).
+    pub(crate) fn types() -> Vec<SampleType> {
         vec![
             SampleType::new("wall-time", "nanoseconds"),
             SampleType::new("samples", "count"),
         ]
     }
 
-    fn t0() -> SystemTime {
+    pub(crate) fn t0() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
