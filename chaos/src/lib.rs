@@ -20,6 +20,7 @@
 
 mod disturb;
 mod shared;
+pub mod signals;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
