@@ -19,6 +19,7 @@
 //! forkprof's raw threads. Never `std::thread::spawn`, stdio, the environment or the resolver.
 
 mod disturb;
+pub mod line;
 mod shared;
 pub mod signals;
 
