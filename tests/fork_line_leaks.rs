@@ -11,6 +11,8 @@
 //! Its own test binary: the driver reaps every descendant of the process (it is their
 //! subreaper), which no other test's children must meet.
 
+#![cfg(target_os = "linux")] // /proc, PR_SET_CHILD_SUBREAPER
+
 mod support;
 
 use std::time::Duration;

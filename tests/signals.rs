@@ -10,6 +10,8 @@
 //! its own stack only. A child that hangs is reported with its stage and gdb's backtrace, and
 //! fails the test at once.
 
+#![cfg(target_os = "linux")] // per-thread CPU timers (SIGEV_THREAD_ID), /proc
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -34,6 +34,9 @@ pub struct LineOptions {
     pub backtrace_hangs: bool,
     /// Called every 1000 generations with the newest generation's counts.
     pub progress: Option<fn(u64, &Counts)>,
+    /// Every 1000 generations, delete the finished profile files in this directory (a long
+    /// line writes two per generation).
+    pub prune_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for LineOptions {
@@ -44,6 +47,7 @@ impl Default for LineOptions {
             limit: Duration::from_secs(10),
             backtrace_hangs: true,
             progress: None,
+            prune_dir: None,
         }
     }
 }
@@ -290,6 +294,9 @@ fn watch(slots: &Slots, opts: &LineOptions, report: &mut LineReport) {
             newest += 1;
             since = Instant::now();
             if newest.is_multiple_of(1000) {
+                if let Some(dir) = &opts.prune_dir {
+                    prune(dir);
+                }
                 if let Some(progress) = opts.progress {
                     let s = slots.get(newest - 1);
                     progress(
@@ -329,6 +336,18 @@ fn watch(slots: &Slots, opts: &LineOptions, report: &mut LineReport) {
         // cost of the poll, it orders nothing.
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// Deletes the finished files in `dir` (a file being written has a name starting with '.').
+fn prune(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 

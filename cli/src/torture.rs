@@ -12,7 +12,11 @@
 
 mod chaos;
 mod exporter;
+#[cfg(target_os = "linux")]
+mod line;
 mod server;
+#[cfg(target_os = "linux")]
+mod signals;
 mod watchdog;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +69,21 @@ pub struct Args {
     /// DEADLOCK (its gdb backtrace is printed).
     #[arg(long)]
     chaos: bool,
+    /// Signal sampling instead: samples are recorded from a SIGPROF handler (the process CPU
+    /// timer, per-thread CPU timers, then both: three phases sharing --forks) while threads
+    /// churn malloc and --threads threads fork; every child and grandchild re-arms its own
+    /// timers, records from its handler and stops with its signals still firing. Uses --forks,
+    /// --threads and --child-samples; a child hung for --watchdog seconds is a DEADLOCK (its
+    /// stage and gdb backtrace are printed).
+    #[arg(long, conflicts_with = "chaos")]
+    signals: bool,
+    /// A process line instead: N generations, each restarting the profiler it inherits,
+    /// recording, counting its own mappings, thread-stack guard pages and descriptors
+    /// (/proc/self/maps, /proc/self/fd), stopping, starting afresh and forking the next; fails
+    /// if the counts grow down the line. A generation stuck for --watchdog seconds is a
+    /// DEADLOCK. Linux only.
+    #[arg(long, value_name = "N", conflicts_with_all = ["chaos", "signals"])]
+    line: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -411,6 +430,27 @@ fn raise_fd_limit() {
 }
 
 pub fn main(args: Args) -> i32 {
+    #[cfg(target_os = "linux")]
+    {
+        if let Some(depth) = args.line {
+            return line::main(depth, args.watchdog);
+        }
+        if args.signals {
+            return signals::main(signals::SignalArgs {
+                forks: args.forks as u64,
+                threads: args.threads,
+                child_samples: args.child_samples,
+                child_limit: args.watchdog,
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    if args.line.is_some() || args.signals {
+        crate::usage_error(
+            "torture",
+            "--signals and --line are Linux-only (per-thread CPU timers, /proc)",
+        );
+    }
     if args.chaos {
         return chaos::main(chaos::ChaosArgs {
             forks: args.forks as u64,
