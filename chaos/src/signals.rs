@@ -182,6 +182,8 @@ pub enum Failure {
     StopFailed,
     /// A timer could not be created or armed.
     TimerFailed,
+    /// The handler ran on one of forkprof's threads, which must block the host's signals.
+    SignalOnForkprofThread,
     /// The child's churn thread could not be started, or did not end.
     ThreadFailed,
     /// The grandchild failed: its own exit code (as in this enum), or 30 + its signal.
@@ -206,6 +208,7 @@ impl Failure {
             Failure::GrandchildHung => 16,
             Failure::ThreadFailed => 17,
             Failure::TimerFailed => 18,
+            Failure::SignalOnForkprofThread => 19,
             Failure::NotProfiling(c) => 20 + c.min(9) as i32,
             Failure::GrandchildFailed(c) => 40 + c.clamp(0, 60),
             Failure::Signal(_) | Failure::Other(_) => 1,
@@ -227,6 +230,7 @@ impl Failure {
             16 => Failure::GrandchildHung,
             17 => Failure::ThreadFailed,
             18 => Failure::TimerFailed,
+            19 => Failure::SignalOnForkprofThread,
             c @ 20..=29 => Failure::NotProfiling((c - 20) as u32),
             c @ 40..=100 => Failure::GrandchildFailed(c - 40),
             c => Failure::Other(c),
@@ -344,6 +348,9 @@ static SIGNALS: AtomicU64 = AtomicU64::new(0);
 /// Records in this process that returned `Ok` (incremented after `record`).
 static RECORDED_OK: AtomicU64 = AtomicU64::new(0);
 static RECORD_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Signals whose handler ran on one of forkprof's own threads (named `forkprof-*`): they must
+/// block every signal a host may use.
+static ON_FORKPROF_THREAD: AtomicU64 = AtomicU64::new(0);
 /// Set in a fresh child: its next signal times its `record`.
 static TIME_FIRST: AtomicBool = AtomicBool::new(false);
 static FIRST_RECORD_NS: AtomicU64 = AtomicU64::new(0);
@@ -385,6 +392,9 @@ extern "C" fn on_sigprof(_sig: libc::c_int) {
     // SAFETY: this thread's errno, read and restored around the handler.
     let saved_errno = unsafe { *errno_ptr() };
     SIGNALS.fetch_add(1, Ordering::Relaxed);
+    if on_forkprof_thread() {
+        ON_FORKPROF_THREAD.fetch_add(1, Ordering::Relaxed);
+    }
     let p = PROFILER.load(Ordering::Acquire);
     if let (false, Some(stacks)) = (p.is_null(), STACKS.get()) {
         let role = ROLE.load(Ordering::Relaxed).min(2);
@@ -404,6 +414,15 @@ extern "C" fn on_sigprof(_sig: libc::c_int) {
     }
     // SAFETY: as above.
     unsafe { *errno_ptr() = saved_errno };
+}
+
+/// Whether the calling thread is one of forkprof's (by its name). `prctl(PR_GET_NAME)` is a
+/// plain system call on glibc and musl (no lock, no allocation), so the handler may use it.
+fn on_forkprof_thread() -> bool {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into `name`.
+    let ok = unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr(), 0, 0, 0) } == 0;
+    ok && name.starts_with(b"forkprof-")
 }
 
 fn install_handler() {
@@ -512,6 +531,17 @@ impl Drop for ThreadTimer {
     }
 }
 
+fn unblock_sigprof() {
+    // SAFETY: a signal set on the stack, filled by sigemptyset/sigaddset; pthread_sigmask
+    // changes only the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPROF);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 // ---- allocator churn: what the signals interrupt ----
 
 /// Allocates and frees blocks of varied sizes (some above glibc's mmap threshold) keeping a
@@ -609,6 +639,7 @@ fn child_main(
     SIGNALS.store(0, Ordering::Relaxed);
     RECORDED_OK.store(0, Ordering::Relaxed);
     RECORD_ERRORS.store(0, Ordering::Relaxed);
+    ON_FORKPROF_THREAD.store(0, Ordering::Relaxed);
     FIRST_RECORD_NS.store(0, Ordering::Relaxed);
     ROLE.store(role, Ordering::Relaxed);
     TIME_FIRST.store(true, Ordering::Relaxed);
@@ -633,6 +664,9 @@ fn child_main(
         CHURN_STOP.store(false, Ordering::Relaxed);
         CHURN_DONE.store(false, Ordering::Relaxed);
         match forkprof::thread::spawn(c"sig-churn", || {
+            // forkprof starts its raw threads with asynchronous signals blocked; a host thread
+            // that wants to be sampled unblocks its sampling signal.
+            unblock_sigprof();
             let timer = ThreadTimer::arm();
             let (mut st, mut keep) = (7u64, Default::default());
             while !CHURN_STOP.load(Ordering::Acquire) {
@@ -694,6 +728,9 @@ fn child_main(
     }
     if RECORD_ERRORS.load(Ordering::Relaxed) != 0 {
         return Failure::RecordFailed.code();
+    }
+    if ON_FORKPROF_THREAD.load(Ordering::Relaxed) != 0 {
+        return Failure::SignalOnForkprofThread.code();
     }
     slot.recorded.store(s.samples_recorded, Ordering::Relaxed);
     slot.first_record_ns
@@ -777,6 +814,7 @@ pub fn run(config: Config, phase: Phase, opts: &Options) -> Report {
     SIGNALS.store(0, Ordering::Relaxed);
     RECORDED_OK.store(0, Ordering::Relaxed);
     RECORD_ERRORS.store(0, Ordering::Relaxed);
+    ON_FORKPROF_THREAD.store(0, Ordering::Relaxed);
     // Leaked: a handler may be running with the previous phase's handle.
     PROFILER.store(Box::into_raw(Box::new(p.clone())), Ordering::Release);
 
@@ -829,6 +867,11 @@ pub fn run(config: Config, phase: Phase, opts: &Options) -> Report {
         report
             .failures
             .push((std::process::id() as i32, Failure::RecordFailed));
+    }
+    if ON_FORKPROF_THREAD.load(Ordering::Relaxed) != 0 {
+        report
+            .failures
+            .push((std::process::id() as i32, Failure::SignalOnForkprofThread));
     }
     if phase.timers.process {
         process_timer(false);
