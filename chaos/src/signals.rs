@@ -273,6 +273,8 @@ pub struct Report {
     pub fork_ns: Vec<u64>,
     /// Child side: each child's (and grandchild's) first `record` from its handler, ns.
     pub first_record_ns: Vec<u64>,
+    /// Child side: each child's (and grandchild's) `stop()`, its signals firing, ns.
+    pub stop_ns: Vec<u64>,
     /// Signals the parent's handler took, and how many of its records returned `Ok`.
     pub parent_signals: u64,
     pub parent_recorded_ok: u64,
@@ -359,6 +361,8 @@ static CHURN_STOP: AtomicBool = AtomicBool::new(false);
 static CHURN_DONE: AtomicBool = AtomicBool::new(false);
 
 const ONE: [i64; 1] = [1];
+/// The parent's churn threads churn for this long, then rest as long.
+const CHURN_PAUSE: Duration = Duration::from_micros(500);
 const ROLE_PARENT: usize = 0;
 const ROLE_CHILD: usize = 1;
 const ROLE_GRANDCHILD: usize = 2;
@@ -571,6 +575,7 @@ struct Slot {
     pid: AtomicI64,
     stage: AtomicU64,
     first_record_ns: AtomicU64,
+    stop_ns: AtomicU64,
     recorded: AtomicU64,
 }
 
@@ -708,7 +713,10 @@ fn child_main(
     // stop() while the signals still fire, on this thread and (mixed phase) the churn thread.
     set_stage(slot, Stage::Stopping);
     let accepted_before = RECORDED_OK.load(Ordering::Relaxed);
+    let t = Instant::now();
     let stopped = p.stop(Duration::from_secs(5));
+    slot.stop_ns
+        .store((t.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
     let signals_after = SIGNALS.load(Ordering::Relaxed);
     set_stage(slot, Stage::Checking);
     let s = match stopped {
@@ -827,7 +835,14 @@ pub fn run(config: Config, phase: Phase, opts: &Options) -> Report {
                 let timer = phase.timers.per_thread.then(ThreadTimer::arm).flatten();
                 let (mut st, mut keep) = (i as u64 + 1, Default::default());
                 while !stop.load(Ordering::Acquire) {
-                    churn(&mut st, &mut keep, 64);
+                    let burst = Instant::now();
+                    while burst.elapsed() < CHURN_PAUSE {
+                        churn(&mut st, &mut keep, 64);
+                    }
+                    // Half busy: enough CPU time for the timers to sample this thread often,
+                    // and enough left over for the children, which need CPU time of their own
+                    // before their timers fire.
+                    std::thread::sleep(CHURN_PAUSE);
                 }
                 drop(timer);
             })
@@ -963,6 +978,11 @@ fn forking_thread(
         ];
         let mut r = report.lock().unwrap();
         r.first_record_ns.extend(first.iter().filter(|&&v| v != 0));
+        let stops = [
+            child_slot.stop_ns.load(Ordering::Acquire),
+            gc_slot.stop_ns.load(Ordering::Acquire),
+        ];
+        r.stop_ns.extend(stops.iter().filter(|&&v| v != 0));
         match result {
             Some(Ok(ok)) => r.children_ok.push(ok),
             Some(Err(f)) => r.failures.push((pid, f)),

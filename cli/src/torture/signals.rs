@@ -45,7 +45,7 @@ fn us(mut v: Vec<u64>, p: usize) -> String {
 
 fn line(r: &Report) -> String {
     format!(
-        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>9} {:>8.1}",
+        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8.1}",
         r.phase,
         r.forks,
         r.grandchildren_ok(),
@@ -56,6 +56,8 @@ fn line(r: &Report) -> String {
         us(r.fork_ns.clone(), 99),
         us(r.first_record_ns.clone(), 50),
         us(r.first_record_ns.clone(), 99),
+        us(r.stop_ns.clone(), 50),
+        us(r.stop_ns.clone(), 99),
         r.parent_signals,
         r.parent_rss_kb
             .map(|k| format!("{:.1}", k as f64 / 1024.0))
@@ -126,7 +128,7 @@ pub fn main(a: SignalArgs) -> i32 {
 
     println!();
     println!(
-        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>9} {:>8}",
+        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
         "phase",
         "forks",
         "gchild",
@@ -137,6 +139,8 @@ pub fn main(a: SignalArgs) -> i32 {
         "fork p99",
         "1st rec p50",
         "1st rec p99",
+        "stop p50",
+        "stop p99",
         "signals",
         "rss MiB",
         "secs"
@@ -144,7 +148,7 @@ pub fn main(a: SignalArgs) -> i32 {
     for r in &reports {
         println!("{}", line(r));
     }
-    println!("(latencies in µs: fork() in the parent; a child's first record from its handler; signals: the parent's handler)");
+    println!("(latencies in µs: fork() in the parent; a child's first record from its handler; a child's stop() with its signals firing; signals: the parent's handler)");
     let mut deadlock = false;
     let mut failed = 0;
     for r in &reports {
