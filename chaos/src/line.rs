@@ -37,6 +37,10 @@ pub struct LineOptions {
     /// Every 1000 generations, delete the finished profile files in this directory (a long
     /// line writes two per generation).
     pub prune_dir: Option<std::path::PathBuf>,
+    /// Each process uploads a profile from its fresh profiler (`flush_sync`) before it forks
+    /// the next, so every child inherits an exporter holding an open connection (an HTTP
+    /// exporter pools it): a child must not keep it open for ever.
+    pub flush_before_fork: bool,
 }
 
 impl Default for LineOptions {
@@ -48,6 +52,7 @@ impl Default for LineOptions {
             backtrace_hangs: true,
             progress: None,
             prune_dir: None,
+            flush_before_fork: false,
         }
     }
 }
@@ -79,6 +84,8 @@ pub enum LineFailure {
     StartFailed,
     /// fork() failed.
     ForkFailed,
+    /// The upload before the fork failed.
+    FlushFailed,
     /// Killed by a signal.
     Signal(i32),
     /// Any other exit code (101: a panic).
@@ -93,6 +100,7 @@ impl LineFailure {
             LineFailure::StopFailed => 12,
             LineFailure::StartFailed => 13,
             LineFailure::ForkFailed => 14,
+            LineFailure::FlushFailed => 15,
             LineFailure::NotProfiling(c) => 20 + c.min(9) as i32,
             LineFailure::Signal(_) | LineFailure::Other(_) => 1,
         }
@@ -108,6 +116,7 @@ impl LineFailure {
             12 => LineFailure::StopFailed,
             13 => LineFailure::StartFailed,
             14 => LineFailure::ForkFailed,
+            15 => LineFailure::FlushFailed,
             c @ 20..=29 => LineFailure::NotProfiling((c - 20) as u32),
             c => LineFailure::Other(c),
         })
@@ -395,6 +404,12 @@ fn generation(
             Ok(f) => f,
             Err(_) => return LineFailure::StartFailed.code(),
         };
+        if opts.flush_before_fork {
+            let _ = fresh.record(&Sample::new(&frames, &[1]));
+            if fresh.flush_sync(Duration::from_secs(5)).is_err() {
+                return LineFailure::FlushFailed.code();
+            }
+        }
         if gen < opts.depth as usize {
             // SAFETY: the child carries on in this loop (fork-safe calls only) and `_exit`s
             // through the caller.
