@@ -500,7 +500,7 @@ mod scenario {
     static PAUSE_ACKED: AtomicU64 = AtomicU64::new(0);
     static HELPER_LOOKING_UP: AtomicBool = AtomicBool::new(false);
 
-    /// The design DESIGN.md forbids: prepare waits until the helper thread has parked.
+    /// The design the fork protocol forbids (docs/fork-protocol.md, rule 1): prepare waits until the helper thread has parked.
     extern "C" fn naive_prepare() {
         let want = PAUSE_REQUESTED.fetch_add(1, Ordering::AcqRel) + 1;
         while PAUSE_ACKED.load(Ordering::Acquire) < want {

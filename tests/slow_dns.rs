@@ -1,7 +1,7 @@
 //! A resolver that takes 5 s (as musl's does with an unreachable name server) must delay no
 //! fork: not while `start()` is looking the endpoint up, not while uploads are in flight.
 //! The lookup runs on the thread that calls `start()`, with no forkprof lock held; profiler
-//! threads never resolve (DESIGN.md rule 7).
+//! threads never resolve (docs/fork-protocol.md, rule 8).
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! The macOS deadlock, reproduced natively on musl.
 //!
 //! musl holds one atfork lock from before the first prepare handler until after the last
-//! parent/child handler, and `pthread_atfork` takes the same lock (PLATFORMS.md). macOS's
+//! parent/child handler, and `pthread_atfork` takes the same lock (musl's own `pthread_atfork` does). macOS's
 //! `getaddrinfo` registers atfork handlers lazily, so "a thread calls `pthread_atfork` while
 //! another forks" is exactly what a lookup on an upload thread does there. Each scenario runs
 //! in a fresh subprocess (this binary re-executed) under a watchdog that turns a hang into

@@ -40,6 +40,14 @@ impl Platform for LinuxAtfork {
     fn name_current_thread(&self, name: &std::ffi::CStr) {
         thread_name::set(name)
     }
+    fn can_try_join(&self) -> bool {
+        true
+    }
+    unsafe fn try_join(&self, thread: libc::pthread_t) -> bool {
+        // SAFETY: the caller passes a joinable thread of this process, joined at most once:
+        // EBUSY leaves it joinable, 0 joins it. Both glibc and musl have the call.
+        unsafe { libc::pthread_tryjoin_np(thread, std::ptr::null_mut()) == 0 }
+    }
     unsafe fn exclude_from_fork(&self, addr: *mut u8, len: usize) -> bool {
         // SAFETY: the caller guarantees a page-aligned range it owns and that no child touches.
         unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTFORK) == 0 }

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 
 pub use libdd_profiling::collections::string_table::wordpress_test_data::WORDPRESS_STRINGS;
 
-/// Frames per stack in every per-sample workload (the DESIGN.md anchor).
+/// Frames per stack in every per-sample workload (the stack depth the project's per-sample goals are set for).
 pub const DEPTH: usize = 18;
 /// Samples per criterion iteration.
 pub const BATCH: usize = 1000;

@@ -1,4 +1,4 @@
-//! The per-sample costs DESIGN.md sets targets for, measured side by side in one binary:
+//! The per-sample costs BENCHMARKS.md sets goals for, measured side by side in one binary:
 //!
 //! - `record/text`: `Profiler::record` of an 18-frame stack given as text, 2 labels
 //!   (target ≤ 0.25 µs on the host thread);

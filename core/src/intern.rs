@@ -6,7 +6,7 @@
 //! ids. Strings are leaked on purpose (bounded by [`MAX_STRINGS`] / [`MAX_BYTES`]): an id, once
 //! handed out, must resolve for the life of the process.
 //!
-//! Locking: `TABLE` is a [`BriefLock`]; the fork prepare handler takes it (see `fork.rs`) so a
+//! Locking: `TABLE` is a [`ForkLock`](crate::sync::ForkLock); the fork prepare handler takes it (see `fork/handlers.rs`) so a
 //! child never inherits it half-updated. Every critical section is therefore bounded whatever
 //! the table holds: a lookup walks one hash chain; an insert walks one chain, pushes one id and
 //! splits one bucket ([`HashIndex`] grows by linear hashing, never rehashing the table). The

@@ -53,6 +53,23 @@ pub trait Platform: Sync + 'static {
     /// first thing). A no-op where the platform has no way.
     fn name_current_thread(&self, _name: &std::ffi::CStr) {}
 
+    /// Joins `thread` if it has ended, without waiting (`pthread_tryjoin_np` where the libc
+    /// has it); false if it still runs or the platform cannot tell without waiting. A forked
+    /// child's `stop` joins its threads this way, within a bound, so their stacks are freed
+    /// even if a thread's exit were to block on a lock inherited from the parent.
+    ///
+    /// # Safety
+    /// `thread` is a joinable thread of this process, not joined or detached before; once this
+    /// returns true it must not be used again.
+    unsafe fn try_join(&self, _thread: libc::pthread_t) -> bool {
+        false
+    }
+
+    /// Whether [`Platform::try_join`] can ever return true here.
+    fn can_try_join(&self) -> bool {
+        false
+    }
+
     /// Undoes [`Platform::exclude_from_fork`].
     ///
     /// # Safety

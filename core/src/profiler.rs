@@ -159,9 +159,13 @@ impl ForkAware for Shared {
                     // never becomes the profiler's, so nobody else would end its threads.
                     new.request_stop();
                 } else {
-                    // The previous session is the parent's: overwrite the pointer, never drop it.
-                    self.session
-                        .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
+                    // The previous session is the parent's: overwrite the pointer, never drop
+                    // it; give back only what this child inherited of it and never uses.
+                    let parents = self
+                        .session
+                        .swap(Arc::into_raw(new) as *mut Session, Ordering::AcqRel);
+                    // SAFETY: a pointer from `Arc::into_raw`, leaked (never freed) in a child.
+                    unsafe { &*parents }.release_in_child();
                 }
             }
             Err(why) => self.disable(why),

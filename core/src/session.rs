@@ -57,6 +57,9 @@ impl Activity {
 /// well under a millisecond; the margin is for a machine that is heavily loaded.
 pub(crate) const START_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a forked child's `stop` keeps trying to join its threads once they finished.
+const CHILD_JOIN_LIMIT: Duration = Duration::from_secs(1);
+
 /// How long the uploader sleeps when the queue is empty before it looks again.
 pub(crate) const UPLOADER_IDLE_WAIT: Duration = Duration::from_millis(200);
 
@@ -96,8 +99,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub fn new(config: Arc<Config>, buffer: SampleBuffer, generation: u64, pid: u32) -> Session {
-        Session {
+    pub fn new(
+        config: Arc<Config>,
+        buffer: SampleBuffer,
+        generation: u64,
+        pid: u32,
+    ) -> Result<Session> {
+        Ok(Session {
             generation,
             pid,
             started_at: Instant::now(),
@@ -117,11 +125,11 @@ impl Session {
             collector_activity: AtomicU8::new(Activity::Starting as u8),
             uploader_activity: AtomicU8::new(Activity::Starting as u8),
             stop_deadline: OnceLock::new(),
-            collector_parker: Parker::default(),
-            uploader_parker: Parker::default(),
+            collector_parker: Parker::new()?,
+            uploader_parker: Parker::new()?,
             threads: BriefLock::new(Vec::new()),
             config,
-        }
+        })
     }
 
     // ---- what everyone reads ----
@@ -245,19 +253,49 @@ impl Session {
             return Ok(());
         }
         let threads = std::mem::take(&mut *self.threads.lock());
-        if self.generation != 0 {
-            // A forked child: the threads have done their work, but their exit can block for
-            // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
-            // resolver clean-up takes resolv_conf's lock, held if another parent thread was
-            // inside getaddrinfo). Joining could turn that into a stop() that never returns, so
-            // they exit alone (dropping a RawThread detaches it; its stack stays mapped).
-            drop(threads);
+        if self.generation == 0 {
+            for t in threads {
+                t.join();
+            }
             return Ok(());
         }
-        for t in threads {
-            t.join();
+        // A forked child: the threads have done their work, but their exit could block for
+        // good on a libc lock a vanished parent thread held at the fork (glibc's thread-exit
+        // resolver clean-up takes resolv_conf's lock). So they are joined without waiting,
+        // retried until a bound: a thread that has not ended by then is detached (its stack
+        // stays mapped) rather than turn stop() into a wait without end. Normally both have
+        // ended within microseconds and their stacks are unmapped, so a long line of forked
+        // processes does not pile up stacks.
+        let until = deadline.min(Instant::now() + CHILD_JOIN_LIMIT);
+        let mut left = threads;
+        if !self.buffer.platform().can_try_join() {
+            return Ok(()); // dropping them detaches them
         }
-        Ok(())
+        loop {
+            left = left
+                .into_iter()
+                .filter_map(|t| t.try_join().err())
+                .collect();
+            if left.is_empty() || Instant::now() >= until {
+                return Ok(()); // dropping what is left detaches it
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// In a forked child, for its parent's session (whose threads do not exist here): gives
+    /// back what the child inherited of it and will never use, so a line of forked processes
+    /// does not pile up descriptors and stacks: the wake-up pipes and what is mapped of the
+    /// threads' stacks. `close` and `munmap` only; the thread list is tried once, never waited
+    /// for (a parent thread could have held it at the fork).
+    pub fn release_in_child(&self) {
+        self.collector_parker.close();
+        self.uploader_parker.close();
+        if let Some(mut threads) = self.threads.try_lock() {
+            for t in threads.drain(..) {
+                t.forget_in_child();
+            }
+        }
     }
 
     /// Why this session cannot work, if its threads have not started within [`START_GRACE`].

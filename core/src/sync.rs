@@ -16,7 +16,7 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -207,13 +207,17 @@ fn wait_bounded(limit: Duration, mut acquire: impl FnMut() -> bool) -> bool {
 ///
 /// In place of `std::thread::park`, which needs std's handle of the current thread: forkprof's
 /// threads are not std threads (see `thread.rs`), and creating that handle lazily in a forked
-/// child could meet an inherited std lock. Waking costs one atomic swap unless the thread is
-/// asleep; a wake that comes before the sleep is not lost (the next sleep returns at once).
-#[derive(Default)]
+/// child could meet an inherited std lock. And in place of a mutex and condition variable: the
+/// collector is woken from `record`, which may run in a signal handler that interrupted a
+/// thread inside that very mutex. A wake is one atomic swap, plus one `write(2)` of a byte into
+/// a pipe when the thread is asleep (`write` is async-signal-safe); the sleeper `poll`s the
+/// pipe's other end. A wake that comes before the sleep is not lost (the next sleep returns at
+/// once).
 pub struct Parker {
     state: AtomicU8,
-    lock: Mutex<()>,
-    cond: Condvar,
+    /// The pipe's read and write ends; -1 once closed.
+    read_fd: AtomicI32,
+    write_fd: AtomicI32,
 }
 
 const EMPTY: u8 = 0;
@@ -221,6 +225,28 @@ const PARKED: u8 = 1;
 const NOTIFIED: u8 = 2;
 
 impl Parker {
+    pub fn new() -> crate::error::Result<Parker> {
+        let mut fds = [-1 as libc::c_int; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(crate::error::Error::last_os("pipe (thread wake-up)"));
+        }
+        for fd in fds {
+            // SAFETY: descriptors this call just created. Close-on-exec so a host's exec never
+            // hands them on; non-blocking so a full pipe (a wake already pending) never blocks
+            // a waker, and draining never blocks the sleeper.
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+            }
+        }
+        Ok(Parker {
+            state: AtomicU8::new(EMPTY),
+            read_fd: AtomicI32::new(fds[0]),
+            write_fd: AtomicI32::new(fds[1]),
+        })
+    }
+
     /// Sleeps until [`Parker::unpark`] or `timeout`, whichever comes first (spurious returns
     /// are allowed: callers re-check what they wait for).
     pub fn park_timeout(&self, timeout: Duration) {
@@ -231,7 +257,6 @@ impl Parker {
         {
             return;
         }
-        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         if self
             .state
             .compare_exchange(EMPTY, PARKED, Ordering::Acquire, Ordering::Relaxed)
@@ -241,22 +266,53 @@ impl Parker {
             self.state.store(EMPTY, Ordering::Release);
             return;
         }
-        let guard = match self.cond.wait_timeout(guard, timeout) {
-            Ok((g, _)) => g,
-            Err(e) => e.into_inner().0,
-        };
+        let fd = self.read_fd.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Rounded up: a sub-millisecond timeout must still sleep, not spin.
+            let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd; an interrupted poll is a spurious return.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+            let mut sink = [0u8; 64];
+            // SAFETY: reads into a local buffer from our own non-blocking pipe.
+            while unsafe { libc::read(fd, sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+        }
         self.state.store(EMPTY, Ordering::Release);
-        drop(guard);
     }
 
-    /// Wakes the sleeping thread, or makes its next sleep return at once.
+    /// Wakes the sleeping thread, or makes its next sleep return at once. Async-signal-safe.
+    #[inline]
     pub fn unpark(&self) {
-        if self.state.swap(NOTIFIED, Ordering::Release) == PARKED {
-            // Taken and released so the wake cannot fall between the sleeper's state change
-            // and its wait.
-            drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
-            self.cond.notify_one();
+        if self.state.swap(NOTIFIED, Ordering::AcqRel) == PARKED {
+            let fd = self.write_fd.load(Ordering::Relaxed);
+            if fd >= 0 {
+                // SAFETY: one byte from a local into our own non-blocking pipe; a full pipe
+                // (EAGAIN) already holds a wake.
+                unsafe { libc::write(fd, [1u8].as_ptr().cast(), 1) };
+            }
         }
+    }
+
+    /// Closes the pipe: when the parker is dropped, and in a forked child for the parker of
+    /// its parent's session, whose threads do not exist there (`close` takes no lock).
+    pub fn close(&self) {
+        for fd in [&self.read_fd, &self.write_fd] {
+            let fd = fd.swap(-1, Ordering::AcqRel);
+            if fd >= 0 {
+                // SAFETY: a descriptor this parker owns, closed once (swapped out above).
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+impl Drop for Parker {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -323,7 +379,7 @@ mod tests {
 
     #[test]
     fn an_early_unpark_is_not_lost() {
-        let p = Parker::default();
+        let p = Parker::new().unwrap();
         p.unpark();
         let t0 = Instant::now();
         p.park_timeout(Duration::from_secs(30));
@@ -332,7 +388,7 @@ mod tests {
 
     #[test]
     fn unpark_wakes_a_sleeper() {
-        let p = Arc::new(Parker::default());
+        let p = Arc::new(Parker::new().unwrap());
         let t = {
             let p = p.clone();
             std::thread::spawn(move || {

@@ -26,7 +26,7 @@
 
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ extern "C" {
 pub struct RawThread {
     handle: libc::pthread_t,
     stack: Option<ForkLocalRegion>,
+    platform: &'static dyn Platform,
+    /// Where the part of the stack children do not inherit ends (0: all of it is inherited).
+    excluded_to: Arc<AtomicUsize>,
 }
 
 // SAFETY: a pthread_t names a thread of the process and may be joined or detached from any
@@ -67,6 +70,8 @@ struct Start {
     /// The lowest usable stack address (just above the guard page), when the thread is to
     /// exclude its stack from children.
     exclude_from: Option<usize>,
+    /// Where the excluded part of the stack ends, once the thread excluded it (0 before).
+    excluded_to: Arc<AtomicUsize>,
     /// Set once the thread is named and about to run its body.
     running: Arc<AtomicBool>,
 }
@@ -79,7 +84,7 @@ extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn`, handed to this thread alone.
     let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
     if let Some(low) = start.exclude_from {
-        exclude_stack_below_here(low, start.platform);
+        exclude_stack_below_here(low, start.platform, &start.excluded_to);
     }
     // One allocation before the body: allocators that build a thread's state lazily under a
     // process-wide lock (mimalloc) build it now, not first in a child this thread forks, where
@@ -96,16 +101,26 @@ extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
 /// Marks this thread's stack from `stack_low` up to one page below the current frame as not
 /// inherited by children: what a deeper call touches later is never copied by a fork, while
 /// this frame and what libc keeps above it (descriptor, static TLS) stay inherited.
+/// Notes in `excluded_to` where the excluded range ends (before excluding it: a child forked
+/// in between then merely keeps a piece it could have unmapped), 0 if nothing is excluded.
 #[inline(never)]
-fn exclude_stack_below_here(stack_low: usize, platform: &'static dyn Platform) {
+fn exclude_stack_below_here(
+    stack_low: usize,
+    platform: &'static dyn Platform,
+    excluded_to: &AtomicUsize,
+) {
     let here = 0u8;
     let page = page_size();
     let top = (std::ptr::addr_of!(here) as usize & !(page - 1)).saturating_sub(page);
-    if top > stack_low {
-        // SAFETY: page-aligned pages of this thread's own stack, below every live frame, which
-        // no child ever touches (children do not run this thread). The range is unmapped only
-        // after the thread ended; unmapping clears the advice.
-        unsafe { platform.exclude_from_fork(stack_low as *mut u8, top - stack_low) };
+    if top <= stack_low {
+        return;
+    }
+    excluded_to.store(top, Ordering::Release);
+    // SAFETY: page-aligned pages of this thread's own stack, below every live frame, which
+    // no child ever touches (children do not run this thread). The range is unmapped only
+    // after the thread ended; unmapping clears the advice.
+    if !unsafe { platform.exclude_from_fork(stack_low as *mut u8, top - stack_low) } {
+        excluded_to.store(0, Ordering::Release);
     }
 }
 
@@ -156,11 +171,13 @@ impl RawThread {
             return Err(Error::last_os("mprotect (stack guard)"));
         }
         let running = Arc::new(AtomicBool::new(false));
+        let excluded_to = Arc::new(AtomicUsize::new(0));
         let start = Box::into_raw(Box::new(Start {
             name,
             platform,
             body,
             exclude_from: exclude_stack.then_some(base as usize + page),
+            excluded_to: excluded_to.clone(),
             running: running.clone(),
         }));
         // SAFETY: a zeroed pthread_attr_t is valid storage for pthread_attr_init.
@@ -212,6 +229,8 @@ impl RawThread {
         Ok(RawThread {
             handle,
             stack: Some(stack),
+            platform,
+            excluded_to,
         })
     }
 
@@ -234,6 +253,51 @@ impl RawThread {
             // the stack mapped rather than pull it from under a running thread.
             std::mem::forget(stack);
         }
+    }
+}
+
+impl RawThread {
+    /// Joins the thread if it has ended (then its stack is unmapped); gives the handle back
+    /// if it still runs or the platform cannot tell without waiting. Never waits.
+    pub fn try_join(mut self) -> std::result::Result<(), RawThread> {
+        // SAFETY: `handle` is a joinable thread of this process: this handle is its only owner
+        // and has neither joined nor detached it.
+        if unsafe { self.platform.try_join(self.handle) } {
+            drop(self.stack.take()); // the thread has ended: its stack is free to go
+            Ok(())
+        } else {
+            Err(self)
+        }
+    }
+
+    /// In a forked child, for a thread of the parent (it does not exist here): unmaps what the
+    /// child inherited of its stack, and makes no pthread call on a handle that names nothing
+    /// in this process. libc no longer refers to that stack once `fork()` returned in the
+    /// child (glibc and musl drop the other threads from their lists in the child).
+    ///
+    /// Only the inherited pieces are unmapped, never the whole range: the excluded part is a
+    /// hole in the child, where the kernel may already have placed the child's own mappings.
+    pub(crate) fn forget_in_child(mut self) {
+        if let Some(stack) = self.stack.take() {
+            let (base, end) = (
+                stack.as_ptr() as usize,
+                stack.as_ptr() as usize + stack.len(),
+            );
+            let excluded_to = self.excluded_to.load(Ordering::Acquire);
+            if excluded_to == 0 {
+                drop(stack); // all of it was inherited: munmap, a system call, no lock
+            } else {
+                let page = page_size();
+                // SAFETY: the guard page and the part above the excluded range, which the
+                // child inherited from a thread it does not have: nothing here uses them.
+                unsafe {
+                    libc::munmap(base as *mut libc::c_void, page);
+                    libc::munmap(excluded_to as *mut libc::c_void, end - excluded_to);
+                }
+                std::mem::forget(stack);
+            }
+        }
+        std::mem::forget(self);
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) fn start(
         config: &config,
         pid,
     })?;
-    let session = Arc::new(Session::new(config, buffer, generation, pid));
+    let session = Arc::new(Session::new(config, buffer, generation, pid)?);
     let collector = {
         let s = session.clone();
         RawThread::spawn_never_forking(

@@ -2,7 +2,7 @@
  * macOS fork semantics on glibc, for forkprof's tests (tests/macos_semantics.rs).
  *
  * Loaded with LD_PRELOAD into a test binary only. It replaces glibc's atfork machinery with
- * the one macOS's libpthread has (PLATFORMS.md, "macOS"):
+ * the one macOS's libpthread has (docs/fork-protocol.md, "Per platform"):
  *   - one non-recursive lock, taken before the first prepare handler and released only after
  *     the last parent handler; in the child it is re-initialised after the child handlers;
  *   - pthread_atfork takes the same lock, so registering during a fork blocks until the fork

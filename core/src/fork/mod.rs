@@ -8,12 +8,13 @@
 //! 2. **Forks can be concurrent** (glibc ≥ 2.36 runs several threads' prepare handlers at once):
 //!    prepares are counted ([`IN_FLIGHT`]); "which thread locked" is thread-local.
 //! 3. **Parent:** release the locks. Nothing is lost, nothing re-sent.
-//! 4. **Child handler:** atomics and lock re-initialisation only: bump [`GENERATION`], store
-//!    the pid, re-arm the sentinel. Every profiler sees the new generation on its next call and
-//!    leaks (never joins, drops or signals) the session it inherited; the parent's buffered
-//!    samples stay the parent's.
-//! 5. **Restart outside the handler,** lazily on the child's first profiler call or eagerly from
-//!    [`after_fork_child`], under the `Restart` policy; `Disable` turns profiling off.
+//! 4. **Child handler:** atomics and lock re-initialisation first: bump [`GENERATION`], store
+//!    the pid, re-arm the sentinel. The session each profiler inherited is leaked (never
+//!    joined, dropped or signalled); the parent's buffered samples stay the parent's.
+//! 5. **The child restarts before `fork()` returns in it:** the child handler (or
+//!    [`after_fork_child`] under interception) starts each profiler's new session with every
+//!    signal blocked, then runs the integrations' [`on_child_restart`] hooks; `record`, which
+//!    may run in a signal handler, never restarts anything. `Disable` turns profiling off.
 //! 6. **Unobserved forks** (`_Fork`, raw `clone`, a macOS fork nobody intercepted): the
 //!    sentinel word the kernel zeroes, or a pid comparison where there is no sentinel, reveals
 //!    them; profiling turns off in that child without touching any inherited lock or thread.
@@ -26,7 +27,10 @@
 //!    thread, a thread that never reaches its loop) turns profiling off with a reason
 //!    (`Stats::disabled`) and `record`/`stop` return at once.
 //! 10. **What the child never uses, it never inherits:** the sample buffer (where a sentinel
-//!     exists) and the lower part of each forkprof thread's stack are excluded from children.
+//!     exists) and the lower part of each forkprof thread's stack are excluded from children;
+//!     the rest of the parent's stacks and its wake-up pipes are given back in the child.
+//! 11. **Integrations follow every fork** through [`on_child_restart`], run from rule 5's path.
+//! 12. **`record` is async-signal-safe in every state** (`profiler.rs`).
 //!
 //! # Where each part lives
 //! - [`handlers`]: the `pthread_atfork` prepare / parent / child functions (glibc, musl) and
