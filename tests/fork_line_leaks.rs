@@ -135,5 +135,6 @@ fn max_of(counts: &[Counts]) -> Counts {
         mappings: m.mappings.max(c.mappings),
         guards: m.guards.max(c.guards),
         fds: m.fds.max(c.fds),
+        data_kb: m.data_kb.max(c.data_kb),
     })
 }

@@ -67,6 +67,9 @@ pub struct Counts {
     pub guards: u64,
     /// Entries of /proc/self/fd.
     pub fds: u64,
+    /// VmData of /proc/self/status, KiB: the heap and private mappings (reported, not
+    /// judged: an inherited session is memory a child never frees by design).
+    pub data_kb: u64,
 }
 
 /// What went wrong in a process of the line (its exit code).
@@ -143,6 +146,7 @@ struct Slot {
     mappings: AtomicU64,
     guards: AtomicU64,
     fds: AtomicU64,
+    data_kb: AtomicU64,
 }
 
 const FORKED: u64 = 1;
@@ -217,6 +221,13 @@ pub fn count_self() -> Option<Counts> {
         .ok()?
         .count()
         .saturating_sub(1) as u64;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    c.data_kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     Some(c)
 }
 
@@ -263,6 +274,7 @@ pub fn run(config: Config, opts: &LineOptions) -> LineReport {
             mappings: s.mappings.load(Ordering::Relaxed),
             guards: s.guards.load(Ordering::Relaxed),
             fds: s.fds.load(Ordering::Relaxed),
+            data_kb: s.data_kb.load(Ordering::Relaxed),
         });
     }
     // SAFETY: as above; the line is over.
@@ -314,6 +326,7 @@ fn watch(slots: &Slots, opts: &LineOptions, report: &mut LineReport) {
                             mappings: s.mappings.load(Ordering::Relaxed),
                             guards: s.guards.load(Ordering::Relaxed),
                             fds: s.fds.load(Ordering::Relaxed),
+                            data_kb: s.data_kb.load(Ordering::Relaxed),
                         },
                     );
                 }
@@ -395,6 +408,7 @@ fn generation(
         slot.mappings.store(c.mappings, Ordering::Relaxed);
         slot.guards.store(c.guards, Ordering::Relaxed);
         slot.fds.store(c.fds, Ordering::Relaxed);
+        slot.data_kb.store(c.data_kb, Ordering::Relaxed);
         slot.stage.store(COUNTED, Ordering::Release);
         if p.stop(Duration::from_secs(5)).is_err() {
             return LineFailure::StopFailed.code();

@@ -20,8 +20,8 @@ const MAPPING_JITTER: u64 = 4;
 fn progress(gen: u64, c: &Counts) {
     if gen.is_multiple_of(10_000) {
         println!(
-            "  generation {gen}: {} mappings, {} guard pages, {} descriptors",
-            c.mappings, c.guards, c.fds
+            "  generation {gen}: {} mappings, {} guard pages, {} descriptors, VmData {} KiB",
+            c.mappings, c.guards, c.fds, c.data_kb
         );
     }
 }
@@ -75,16 +75,18 @@ pub fn main(depth: u64, limit: Duration) -> i32 {
             mappings: m.mappings.max(c.mappings),
             guards: m.guards.max(c.guards),
             fds: m.fds.max(c.fds),
+            data_kb: m.data_kb.max(c.data_kb),
         });
     let last = r.counts.last().copied().unwrap_or_default();
     let peak = r.counts.iter().fold(Counts::default(), |m, c| Counts {
         mappings: m.mappings.max(c.mappings),
         guards: m.guards.max(c.guards),
         fds: m.fds.max(c.fds),
+        data_kb: m.data_kb.max(c.data_kb),
     });
     println!(
-        "{:<28} {:>9} {:>12} {:>12}",
-        "", "mappings", "guard pages", "descriptors"
+        "{:<28} {:>9} {:>12} {:>12} {:>12}",
+        "", "mappings", "guard pages", "descriptors", "VmData KiB"
     );
     for (name, c) in [
         (format!("settled (generation {WARM_UP})"), settled),
@@ -92,8 +94,8 @@ pub fn main(depth: u64, limit: Duration) -> i32 {
         (format!("last (generation {})", r.counts.len()), last),
     ] {
         println!(
-            "{name:<28} {:>9} {:>12} {:>12}",
-            c.mappings, c.guards, c.fds
+            "{name:<28} {:>9} {:>12} {:>12} {:>12}",
+            c.mappings, c.guards, c.fds, c.data_kb
         );
     }
     if let Some((gen, pid, stage, bt)) = &r.hang {
