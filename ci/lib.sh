@@ -30,7 +30,8 @@ apt_install() {
 install_deps() {
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     # chromium: cli/tests/flame_chromium.rs renders the demo's flame graph in it.
-    apt_install golang-go musl-tools pkg-config libzstd-dev valgrind chromium
+    # gdb: a fork or signal test that finds a hung child prints the child's backtrace.
+    apt_install golang-go musl-tools pkg-config libzstd-dev valgrind chromium gdb
     export FORKPROF_REQUIRE_CHROMIUM=1
   fi
   command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked

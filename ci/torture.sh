@@ -3,7 +3,11 @@
 # while 2 host threads record and the upload is stalled on a loopback endpoint, compared with
 # the same forks and no profiler. Non-zero on any failed child, lost parent sample or
 # DEADLOCK (exit 3); then the fork-chaos run (threads starting and exiting, stderr, the
-# environment, the resolver and the allocator busy while 4 threads fork). Roughly 1 min on 2 cores from a warm cache, most of it the build.
+# environment, the resolver and the allocator busy while 4 threads fork); then signal sampling
+# (samples recorded from a SIGPROF handler while threads churn malloc and 3 threads fork 2000
+# children that re-arm their timers, record and stop) and a 2000-generation process line
+# whose mappings, thread stacks and descriptors must not grow. Roughly 2 min on 2 cores from a
+# warm cache.
 # Usage: ci/torture.sh [--target TRIPLE] [extra forkprof torture options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +25,6 @@ step "build forkprof (release ${target_args[*]:-host})" cargo build --release --
 step "torture (restart)" "$bin" torture --forks 2000 --threads 4 "$@"
 step "torture (disable)" "$bin" torture --forks 2000 --threads 4 --policy disable "$@"
 step "torture --chaos" "$bin" torture --chaos --forks 2000 --threads 4
+step "torture --signals" "$bin" torture --signals --forks 2000 --threads 3
+step "torture --line" "$bin" torture --line 2000
 summary
