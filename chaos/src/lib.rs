@@ -19,8 +19,11 @@
 //! forkprof's raw threads. Never `std::thread::spawn`, stdio, the environment or the resolver.
 
 mod disturb;
+// Linux-only calls: /proc, PR_SET_CHILD_SUBREAPER, SIGEV_THREAD_ID timers.
+#[cfg(target_os = "linux")]
 pub mod line;
 mod shared;
+#[cfg(target_os = "linux")]
 pub mod signals;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
