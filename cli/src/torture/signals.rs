@@ -66,6 +66,27 @@ fn line(r: &Report) -> String {
     )
 }
 
+fn header() -> String {
+    format!(
+        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
+        "phase",
+        "forks",
+        "gchild",
+        "ok",
+        "failed",
+        "hung",
+        "fork p50",
+        "fork p99",
+        "1st rec p50",
+        "1st rec p99",
+        "stop p50",
+        "stop p99",
+        "signals",
+        "rss MiB",
+        "secs"
+    )
+}
+
 pub fn main(a: SignalArgs) -> i32 {
     if a.threads == 0 || a.forks < PHASES.len() as u64 {
         crate::usage_error(
@@ -122,29 +143,15 @@ pub fn main(a: SignalArgs) -> i32 {
             "phase {} ({forks} forks; process timer {}, per-thread timers {}, a churning thread in each child {}):",
             phase.name, phase.timers.process, phase.timers.per_thread, phase.timers.child_thread
         );
-        reports.push(signals::run(config, *phase, &opts));
+        let r = signals::run(config, *phase, &opts);
+        // Each phase's row as soon as it ends, so a long run shows its figures as it goes.
+        println!("  {}\n  {}", header(), line(&r));
+        reports.push(r);
     }
     let _ = std::fs::remove_dir_all(&dir);
 
     println!();
-    println!(
-        "{:<13} {:>7} {:>6} {:>7} {:>6} {:>5} {:>8} {:>8} {:>11} {:>11} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "phase",
-        "forks",
-        "gchild",
-        "ok",
-        "failed",
-        "hung",
-        "fork p50",
-        "fork p99",
-        "1st rec p50",
-        "1st rec p99",
-        "stop p50",
-        "stop p99",
-        "signals",
-        "rss MiB",
-        "secs"
-    );
+    println!("{}", header());
     for r in &reports {
         println!("{}", line(r));
     }
