@@ -20,10 +20,10 @@ use std::time::Duration;
 use forkprof::{ChildPolicy, Compression, Config};
 use forkprof_chaos::signals::{self, Options, Phase, Report, PHASES, STACK_NAMES};
 
-fn config(dir: &std::path::Path) -> Config {
+fn config(dir: &std::path::Path, policy: ChildPolicy) -> Config {
     Config::builder("sig")
         .sample_type("samples", "count")
-        .child_policy(ChildPolicy::Restart)
+        .child_policy(policy)
         // Only stop() writes: one file per process, read back below.
         .period(Duration::from_secs(600))
         .output_dir(dir, Compression::None)
@@ -34,17 +34,17 @@ fn config(dir: &std::path::Path) -> Config {
 /// Forks per phase: three phases make 2100 forks.
 const FORKS: u64 = 700;
 
-fn run_phase(phase: Phase) {
+fn run_phase(phase: Phase, policy: ChildPolicy, forks: u64) {
     let _serial = support::serial();
     // Every child has its own limit (10 s); this bounds the whole phase should the driver
     // itself (the parent's stop(), a forking thread) hang.
     let _watchdog = support::Watchdog::new("signal-sampling phase", Duration::from_secs(150));
     let dir = support::TempDir::new("signals");
     let opts = Options {
-        forks: FORKS,
+        forks,
         ..Options::default()
     };
-    let report = signals::run(config(dir.path()), phase, &opts);
+    let report = signals::run(config(dir.path(), policy), phase, &opts);
     let problems = report.problems();
     for h in &report.hangs {
         eprintln!(
@@ -63,16 +63,16 @@ fn run_phase(phase: Phase) {
         report.children_ok.len(),
         problems.join("\n")
     );
-    assert_eq!(report.forks, FORKS);
-    assert_eq!(report.children_ok.len() as u64, FORKS);
-    let expected_grandchildren = FORKS.div_ceil(opts.grandchild_every);
+    assert_eq!(report.forks, forks);
+    assert_eq!(report.children_ok.len() as u64, forks);
+    let expected_grandchildren = forks.div_ceil(opts.grandchild_every);
     assert_eq!(report.grandchildren_ok(), expected_grandchildren);
     assert!(
         report.parent_signals > 0,
         "the parent's handler never ran: no signal was delivered in phase {}",
         phase.name
     );
-    check_files(&report, dir.path());
+    check_files(&report, dir.path(), policy);
     let (mut fork, mut first) = (report.fork_ns.clone(), report.first_record_ns.clone());
     eprintln!(
         "phase {}: {} forks, {} grandchildren, fork p50 {} µs p99 {} µs, first record p50 {} µs p99 {} µs, parent signals {}, {:?}",
@@ -91,7 +91,10 @@ fn run_phase(phase: Phase) {
 /// Every process's files hold exactly the samples its `stop()` counted, all under its own
 /// role's stack: a child's profile never carries the parent's samples, nor a grandchild's its
 /// parent's.
-fn check_files(report: &Report, dir: &std::path::Path) {
+fn check_files(report: &Report, dir: &std::path::Path, policy: ChildPolicy) {
+    // Under Disable no child records anything (each child checked that it counted its
+    // handler's records as ignored): no child may write a file.
+    let children_record = policy == ChildPolicy::Restart;
     let profiles = support::read_profiles(dir);
     let mut by_pid: BTreeMap<u32, BTreeMap<String, i64>> = BTreeMap::new();
     for (path, prof) in &profiles {
@@ -119,10 +122,20 @@ fn check_files(report: &Report, dir: &std::path::Path) {
         );
     };
     for c in &report.children_ok {
-        assert!(c.recorded > 0, "child {} recorded nothing", c.pid);
+        assert_eq!(
+            c.recorded > 0,
+            children_record,
+            "child {} recorded {}",
+            c.pid,
+            c.recorded
+        );
         expect(c.pid, 1, c.recorded);
         if let Some((gc, recorded)) = c.grandchild {
-            assert!(recorded > 0, "grandchild {gc} recorded nothing");
+            assert_eq!(
+                recorded > 0,
+                children_record,
+                "grandchild {gc} recorded {recorded}"
+            );
             expect(gc, 2, recorded);
         }
     }
@@ -132,15 +145,22 @@ fn check_files(report: &Report, dir: &std::path::Path) {
 
 #[test]
 fn signals_process_timer() {
-    run_phase(PHASES[0]);
+    run_phase(PHASES[0], ChildPolicy::Restart, FORKS);
 }
 
 #[test]
 fn signals_per_thread_timers() {
-    run_phase(PHASES[1]);
+    run_phase(PHASES[1], ChildPolicy::Restart, FORKS);
 }
 
 #[test]
 fn signals_mixed_with_child_threads() {
-    run_phase(PHASES[2]);
+    run_phase(PHASES[2], ChildPolicy::Restart, FORKS);
+}
+
+/// Children under the Disable policy: `record` from their handlers is a counted no-op, as
+/// signal-safe as ever, and `stop()` says profiling is off.
+#[test]
+fn signals_children_under_disable() {
+    run_phase(PHASES[2], ChildPolicy::Disable, FORKS / 4);
 }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use forkprof::{Config, FrameIds, Profiler, Sample};
+use forkprof::{ChildPolicy, Config, FrameIds, Profiler, Sample};
 
 use crate::shared;
 
@@ -171,7 +171,8 @@ pub enum Failure {
     /// Profiling was off in the child, with this reason code (`Disabled::code`).
     NotProfiling(u32),
     /// `stop()`'s counters hold fewer samples than the handler had recorded before `stop()`
-    /// was called: samples recorded in the child were lost.
+    /// was called: samples recorded in the child were lost (under the Disable policy: fewer
+    /// counted as ignored).
     SamplesLost,
     /// `stop()`'s counters hold more samples than the handler ever tried in this process: the
     /// parent's samples are counted in the child.
@@ -184,6 +185,9 @@ pub enum Failure {
     TimerFailed,
     /// The handler ran on one of forkprof's threads, which must block the host's signals.
     SignalOnForkprofThread,
+    /// Under the Disable policy, the child's profiler was not off for that reason, or counted
+    /// samples as recorded.
+    NotDisabled,
     /// The child's churn thread could not be started, or did not end.
     ThreadFailed,
     /// The grandchild failed: its own exit code (as in this enum), or 30 + its signal.
@@ -209,6 +213,7 @@ impl Failure {
             Failure::ThreadFailed => 17,
             Failure::TimerFailed => 18,
             Failure::SignalOnForkprofThread => 19,
+            Failure::NotDisabled => 30,
             Failure::NotProfiling(c) => 20 + c.min(9) as i32,
             Failure::GrandchildFailed(c) => 40 + c.clamp(0, 60),
             Failure::Signal(_) | Failure::Other(_) => 1,
@@ -231,6 +236,7 @@ impl Failure {
             17 => Failure::ThreadFailed,
             18 => Failure::TimerFailed,
             19 => Failure::SignalOnForkprofThread,
+            30 => Failure::NotDisabled,
             c @ 20..=29 => Failure::NotProfiling((c - 20) as u32),
             c @ 40..=100 => Failure::GrandchildFailed(c - 40),
             c => Failure::Other(c),
@@ -723,15 +729,27 @@ fn child_main(
         .store((t.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
     let signals_after = SIGNALS.load(Ordering::Relaxed);
     set_stage(slot, Stage::Checking);
+    // Under the Disable policy profiling is off in every child: its records are counted
+    // no-ops (the same signal-safety applies), stop() says so, and nothing is written.
+    let disabled_policy = p.config().child_policy() == ChildPolicy::Disable;
     let s = match stopped {
+        Ok(_) if disabled_policy => return Failure::NotDisabled.code(),
         Ok(s) => s,
+        Err(forkprof::Error::NotRunning { .. }) if disabled_policy => p.stats(),
         Err(forkprof::Error::Timeout { .. }) => return Failure::StopTimedOut.code(),
         Err(_) => return Failure::StopFailed.code(),
     };
-    if let Some(why) = s.disabled {
-        return Failure::NotProfiling(why.code()).code();
-    }
-    let counted = s.samples_recorded + s.samples_dropped + s.samples_too_large;
+    let counted = if disabled_policy {
+        if s.disabled != Some(forkprof::Disabled::ChildPolicy) || s.samples_recorded != 0 {
+            return Failure::NotDisabled.code();
+        }
+        s.samples_ignored
+    } else {
+        if let Some(why) = s.disabled {
+            return Failure::NotProfiling(why.code()).code();
+        }
+        s.samples_recorded + s.samples_dropped + s.samples_too_large
+    };
     if counted < accepted_before {
         return Failure::SamplesLost.code();
     }
