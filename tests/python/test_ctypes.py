@@ -96,6 +96,24 @@ class Stats(Tagged):
     ] + [("disabled_reason", ctypes.c_uint32)]
 
 
+class GuardedStats(ctypes.Structure):
+    """Stats with bytes after them the library must never write: a library newer than this
+    declaration writing its longer struct in full would land there (or, unguarded, in
+    whatever the interpreter keeps next on its heap)."""
+
+    CANARY = 0xA5
+    _fields_ = [("stats", Stats), ("after", ctypes.c_ubyte * 64)]
+
+    def __init__(self):
+        super().__init__(stats=Stats(), after=(ctypes.c_ubyte * 64)(*[self.CANARY] * 64))
+
+    def checked(self, call):
+        written = [i for i, b in enumerate(self.after) if b != self.CANARY]
+        assert not written, f"{call} wrote {len(written)} bytes past the caller's Stats"
+        assert self.stats.size == ctypes.sizeof(Stats), f"{call} changed the size field"
+        return self.stats
+
+
 OK, ERR_NULL, ERR_INVALID, ERR_CONFIG, ERR_SAMPLE = 0, 1, 2, 3, 4
 ERR_FORK_ORDER, ERR_NOT_RUNNING, ERR_ABI = 7, 8, 12
 COMPRESSION_GZIP = 1
@@ -236,14 +254,14 @@ class Profiler:
         check("flush_sync", LIB.forkprof_flush_sync(self.handle, timeout_ms))
 
     def stats(self):
-        s = Stats()
-        check("stats_get", LIB.forkprof_stats_get(self.handle, ctypes.byref(s)))
-        return s
+        g = GuardedStats()
+        check("stats_get", LIB.forkprof_stats_get(self.handle, ctypes.byref(g.stats)))
+        return g.checked("forkprof_stats_get")
 
     def stop(self, timeout_ms=10_000):
-        s = Stats()
-        check("stop", LIB.forkprof_stop(self.handle, timeout_ms, ctypes.byref(s)))
-        return s
+        g = GuardedStats()
+        check("stop", LIB.forkprof_stop(self.handle, timeout_ms, ctypes.byref(g.stats)))
+        return g.checked("forkprof_stop")
 
     def free(self):
         LIB.forkprof_free(self.handle)
@@ -420,13 +438,16 @@ def scenario_record(out_dir):
     assert (unset.pid, unset.samples_recorded) == (0, 0)
 
     class NewerStats(Tagged):
-        _fields_ = Stats._fields_ + [("added_later", ctypes.c_uint64)]
+        # Far newer than any library this test meets (a 1.1 library's stats may well be
+        # 8 bytes longer than the 1.0 declaration above, and then accepted).
+        _fields_ = Stats._fields_ + [("added_later", ctypes.c_uint64 * 512)]
 
-    newer = NewerStats(added_later=7)
+    newer = NewerStats()
+    newer.added_later[0] = 7
     status = LIB.forkprof_stats_get(prof.handle, ctypes.cast(ctypes.pointer(newer), ctypes.POINTER(Stats)))
     assert status == ERR_ABI, status
     assert "newer forkprof.h" in LIB.forkprof_last_error().decode()
-    assert (newer.pid, newer.added_later) == (0, 7)
+    assert (newer.pid, newer.added_later[0]) == (0, 7)
     # The version query, and a binding declared from a newer minor refused cleanly.
     assert LIB.forkprof_abi_version() >> 16 == ABI_VERSION >> 16
     assert LIB.forkprof_abi_check(LIB.forkprof_abi_version() + 1) == ERR_ABI
