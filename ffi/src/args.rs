@@ -80,23 +80,21 @@ pub(crate) unsafe fn array<'a, T>(
 /// `Vec` otherwise.
 #[inline]
 pub(crate) fn with_mapped<T, U: Copy, E, R, const N: usize>(
-    src: impl ExactSizeIterator<Item = T>,
-    mut map: impl FnMut(T) -> Result<U, E>,
+    src: &[T],
+    mut map: impl FnMut(&T) -> Result<U, E>,
     k: impl FnOnce(&[U]) -> R,
 ) -> Result<R, E> {
     if src.len() <= N {
         let mut buf: [MaybeUninit<U>; N] = [const { MaybeUninit::uninit() }; N];
-        let mut written = 0;
         for (slot, item) in buf.iter_mut().zip(src) {
             slot.write(map(item)?);
-            written += 1;
         }
-        // SAFETY: the loop wrote the first `written` slots (an early error return reads
+        // SAFETY: the loop wrote the first `src.len()` slots (an early error return reads
         // none); `U: Copy`, so leaving them undropped is fine.
-        let done = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<U>(), written) };
+        let done = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<U>(), src.len()) };
         Ok(k(done))
     } else {
-        let v = src.map(map).collect::<Result<Vec<U>, E>>()?;
+        let v = src.iter().map(map).collect::<Result<Vec<U>, E>>()?;
         Ok(k(&v))
     }
 }

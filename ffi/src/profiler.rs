@@ -329,14 +329,14 @@ unsafe fn label_value<'a>(l: &forkprof_label) -> Result<RawValue<'a>, FfiError> 
 /// # Safety
 /// Every label's pointers are valid for their lengths during the call.
 unsafe fn with_labels(
-    labels: &TaggedArray<'_, forkprof_label>,
+    labels: &[forkprof_label],
     k: impl FnOnce(&[Label<'_>]) -> Result<(), FfiError>,
 ) -> Result<(), FfiError> {
     let mut k = Some(k);
     // SAFETY: per the contract.
     let fast = with_mapped::<_, _, _, _, STACK_LABELS>(
-        labels.iter(),
-        |l| unsafe { borrow_label(&l?) },
+        labels,
+        |l| unsafe { borrow_label(l) },
         |ls| (k.take().expect("called once"))(ls),
     );
     match fast {
@@ -344,9 +344,8 @@ unsafe fn with_labels(
         Err(LabelError::Ffi(e)) => Err(e),
         Err(LabelError::NotUtf8) => {
             // Rare: a key or unit with invalid UTF-8. Copy every one lossily.
-            let mut owned: Vec<(String, OwnedValue<'_>)> = Vec::with_capacity(labels.len());
-            for l in labels.iter() {
-                let l = &l?;
+            let mut owned: Vec<(String, OwnedValue<'_>)> = Vec::new();
+            for l in labels {
                 // SAFETY: per the contract.
                 let key = unsafe { bytes(l.key, l.key_len, "label key") }?;
                 // SAFETY: per the contract.
@@ -409,24 +408,27 @@ pub unsafe extern "C" fn forkprof_record(
             let frames = TaggedArray::new(frames, n_frames, "frames")?;
             let values = array(values, n_values, "values")?;
             let labels = TaggedArray::new(labels, n_labels, "labels")?;
-            with_labels(&labels, |labels| {
-                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
-                    frames.iter(),
-                    |f| {
-                        let f = f?;
-                        Ok(Frame::from_bytes(
-                            bytes(f.function, f.function_len, "frame function")?,
-                            bytes(f.file, f.file_len, "frame file")?,
-                            f.line,
-                        ))
-                    },
-                    |frames| {
-                        let mut sample = Sample::new(frames, values).labels(labels);
-                        sample.timestamp_ns = timestamp(timestamp_ns);
-                        prof.record(&sample)
-                    },
-                )?
-                .map_err(FfiError::from)
+            labels.with_slice::<STACK_LABELS, _>(|labels| {
+                with_labels(labels, |labels| {
+                    frames.with_slice::<STACK_FRAMES, _>(|frames| {
+                        with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                            frames,
+                            |f| {
+                                Ok(Frame::from_bytes(
+                                    bytes(f.function, f.function_len, "frame function")?,
+                                    bytes(f.file, f.file_len, "frame file")?,
+                                    f.line,
+                                ))
+                            },
+                            |frames| {
+                                let mut sample = Sample::new(frames, values).labels(labels);
+                                sample.timestamp_ns = timestamp(timestamp_ns);
+                                prof.record(&sample)
+                            },
+                        )?
+                        .map_err(FfiError::from)
+                    })
+                })
             })
         }
     })
@@ -456,24 +458,27 @@ pub unsafe extern "C" fn forkprof_record_ids(
             let frames = TaggedArray::new(frames, n_frames, "frames")?;
             let values = array(values, n_values, "values")?;
             let labels = TaggedArray::new(labels, n_labels, "labels")?;
-            with_labels(&labels, |labels| {
-                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
-                    frames.iter(),
-                    |f| {
-                        let f = f?;
-                        Ok(FrameIds {
-                            function: StrId::from_u32(f.function),
-                            file: StrId::from_u32(f.file),
-                            line: f.line,
-                        })
-                    },
-                    |frames| {
-                        let mut sample = Sample::with_ids(frames, values).labels(labels);
-                        sample.timestamp_ns = timestamp(timestamp_ns);
-                        prof.record(&sample)
-                    },
-                )?
-                .map_err(FfiError::from)
+            labels.with_slice::<STACK_LABELS, _>(|labels| {
+                with_labels(labels, |labels| {
+                    frames.with_slice::<STACK_FRAMES, _>(|frames| {
+                        with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                            frames,
+                            |f| {
+                                Ok(FrameIds {
+                                    function: StrId::from_u32(f.function),
+                                    file: StrId::from_u32(f.file),
+                                    line: f.line,
+                                })
+                            },
+                            |frames| {
+                                let mut sample = Sample::with_ids(frames, values).labels(labels);
+                                sample.timestamp_ns = timestamp(timestamp_ns);
+                                prof.record(&sample)
+                            },
+                        )?
+                        .map_err(FfiError::from)
+                    })
+                })
             })
         }
     })

@@ -82,12 +82,12 @@ unsafe fn read_prefix<T: SizeTagged>(at: *const u8, size: usize) -> T {
 }
 
 /// A caller's array of size-tagged structs: element `i` is at `i * array[0].size` bytes, and
-/// every element must carry the same size.
+/// every element must carry the same size (checked once, up front, so reading them is a plain
+/// copy per element on the recording path).
 pub(crate) struct TaggedArray<'a, T> {
     base: *const u8,
     len: usize,
     stride: usize,
-    what: &'static str,
     _elements: PhantomData<&'a [T]>,
 }
 
@@ -107,7 +107,6 @@ impl<'a, T: SizeTagged> TaggedArray<'a, T> {
             base: ptr.cast(),
             len: 0,
             stride: size_of::<T>(),
-            what,
             _elements: PhantomData,
         };
         if n == 0 {
@@ -117,7 +116,8 @@ impl<'a, T: SizeTagged> TaggedArray<'a, T> {
             return Err(FfiError::null(what));
         }
         // SAFETY: `n > 0`, so the first element's size field is readable.
-        let stride = checked_size::<T>(unsafe { size_at(array.base) }, &format_args!("{what}[0]"))?;
+        let first = unsafe { size_at(array.base) };
+        let stride = checked_size::<T>(first, &format_args!("{what}[0]"))?;
         if n.checked_mul(stride)
             .is_none_or(|b| b > isize::MAX as usize)
         {
@@ -125,40 +125,83 @@ impl<'a, T: SizeTagged> TaggedArray<'a, T> {
                 "`{what}` count {n} is larger than any array can be"
             )));
         }
+        for i in 1..n {
+            // SAFETY: `i < n` elements of `stride` bytes are readable (the contract), and
+            // `n * stride` fits.
+            let size = unsafe { size_at(array.base.add(i * stride)) };
+            if size != first {
+                return Err(mixed_sizes::<T>(what, i, size, first));
+            }
+        }
         array.len = n;
         array.stride = stride;
         Ok(array)
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Each element as a whole `T` (fields the caller's struct lacks are zero), or the error
-    /// for an element whose size differs from the first's.
+    /// The caller's array as it is, when it is laid out exactly as this library's `[T]` (a
+    /// caller built against the same header: the common case, read without a copy).
     #[inline]
-    pub(crate) fn iter(
-        &self,
-    ) -> impl ExactSizeIterator<Item = Result<T, FfiError>> + use<'_, 'a, T> {
-        (0..self.len).map(move |i| {
-            // SAFETY: `i < len` and the array holds `len` elements of `stride` bytes (`new`'s
-            // contract); the product was checked to fit.
-            let at = unsafe { self.base.add(i * self.stride) };
-            // SAFETY: as above, a whole element is readable at `at`.
-            let size = unsafe { size_at(at) } as usize;
-            if size != self.stride {
-                return Err(FfiError::invalid(format!(
-                    "`{what}[{i}].size` is {size} but `{what}[0].size` is {stride}: set every \
-                     element's size to sizeof({name})",
-                    what = self.what,
-                    stride = self.stride,
-                    name = T::NAME,
-                )));
+    fn as_slice(&self) -> Option<&'a [T]> {
+        let exact = self.stride == size_of::<T>() && self.base.cast::<T>().is_aligned();
+        // SAFETY: `len` elements of `size_of::<T>()` bytes, aligned, readable and unchanged
+        // for 'a (`new`'s contract); `len == 0` is the empty slice at a dangling pointer.
+        exact.then(|| unsafe {
+            if self.len == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(self.base.cast::<T>(), self.len)
             }
-            // SAFETY: `stride <= size_of::<T>()` readable bytes at `at` (checked in `new`).
-            Ok(unsafe { read_prefix::<T>(at, self.stride) })
         })
     }
+
+    /// Hands `f` the elements as a `[T]`: the caller's own array when it has this library's
+    /// layout, else whole copies (fields the caller's struct lacks are zero).
+    #[inline]
+    pub(crate) fn with_slice<const N: usize, R>(&self, f: impl FnOnce(&[T]) -> R) -> R {
+        match self.as_slice() {
+            Some(slice) => f(slice),
+            None => self.with_copies::<N, R>(f),
+        }
+    }
+
+    /// The copying side of [`with_slice`](Self::with_slice), out of line so its buffer is not
+    /// in the common path's stack frame: on the stack up to `N` elements, in one `Vec` beyond.
+    #[cold]
+    #[inline(never)]
+    fn with_copies<const N: usize, R>(&self, f: impl FnOnce(&[T]) -> R) -> R {
+        if self.len <= N {
+            let mut buf: [MaybeUninit<T>; N] = [const { MaybeUninit::uninit() }; N];
+            let mut written = 0;
+            for (slot, t) in buf.iter_mut().zip(self.iter()) {
+                slot.write(t);
+                written += 1;
+            }
+            // SAFETY: the loop wrote the first `written` slots; `T: Copy` needs no drop.
+            f(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<T>(), written) })
+        } else {
+            f(&self.iter().collect::<Vec<T>>())
+        }
+    }
+
+    /// Each element as a whole `T` (fields the caller's struct lacks are zero).
+    #[inline]
+    fn iter(&self) -> impl ExactSizeIterator<Item = T> + use<'_, 'a, T> {
+        (0..self.len).map(move |i| {
+            // SAFETY: `i < len` and the array holds `len` elements of `stride` bytes, with
+            // `stride <= size_of::<T>()` (both checked in `new`).
+            unsafe { read_prefix::<T>(self.base.add(i * self.stride), self.stride) }
+        })
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn mixed_sizes<T: SizeTagged>(what: &str, i: usize, size: u32, first: u32) -> FfiError {
+    FfiError::invalid(format!(
+        "`{what}[{i}].size` is {size} but `{what}[0].size` is {first}: set every element's \
+         size to sizeof({name})",
+        name = T::NAME,
+    ))
 }
 
 /// A caller's struct to fill, its size checked before the library does anything else, so a
