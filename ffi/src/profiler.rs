@@ -385,6 +385,13 @@ fn timestamp(ts: i64) -> Option<i64> {
 /// dropped and counted. After stop, or in a child under FORKPROF_CHILD_DISABLE, it is a
 /// counted no-op returning FORKPROF_OK. The profiler copies what it needs before returning.
 ///
+/// Async-signal-safe (it may be called from a SIGPROF handler on any thread, in a parent or in
+/// a freshly forked child, during and after forkprof_stop) when the stack has at most 128
+/// frames and 16 labels and the call is valid: it then takes no lock the interrupted code
+/// could hold, allocates nothing and calls no logger. A call that fails builds its error
+/// message (allocates): check arguments outside the handler first. `forkprof_record_ids` is
+/// the same; no other call of this library is async-signal-safe.
+///
 /// # Safety
 /// `p` is a live profiler handle; each array points to that many elements (NULL allowed
 /// when the count is 0), of `size` bytes each for frames and labels, and every string in them
