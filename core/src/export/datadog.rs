@@ -174,6 +174,7 @@ impl From<Datadog> for ExporterConfig {
 pub struct DatadogFactory {
     settings: Datadog,
     book: AddressBook,
+    setup: http::ClientSetup,
 }
 
 impl fmt::Debug for DatadogFactory {
@@ -186,6 +187,7 @@ impl DatadogFactory {
     fn new(settings: Datadog) -> DatadogFactory {
         DatadogFactory {
             book: AddressBook::new(settings.lookup.0),
+            setup: http::ClientSetup::new(settings.endpoint.as_ref().ok()),
             settings,
         }
     }
@@ -265,7 +267,7 @@ impl ExporterFactory for DatadogFactory {
             headers.push(("DD-API-KEY".to_string(), http::secret_header(&k.0)?));
         }
         Ok(Box::new(DatadogExporter {
-            client: HttpClient::new(endpoint, addrs, s.http, USER_AGENT, seed)
+            client: HttpClient::new(endpoint, addrs, s.http, &self.setup, USER_AGENT, seed)
                 .with_secrets(s.api_key.iter().map(|k| k.0.clone())),
             path: if s.api_key.is_some() {
                 INTAKE_PATH

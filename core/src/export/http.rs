@@ -146,6 +146,34 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What every client of one exporter configuration shares: built with the configuration, on
+/// the host thread that makes it, so that creating a client (also in a forked child's
+/// restart) builds nothing but the client itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientSetup {
+    /// https: the TLS client configuration, or why there is none.
+    #[cfg(feature = "tls")]
+    tls: Option<std::result::Result<super::tls::Tls, String>>,
+}
+
+impl ClientSetup {
+    pub fn new(endpoint: Option<&Endpoint>) -> ClientSetup {
+        #[cfg(feature = "tls")]
+        {
+            ClientSetup {
+                tls: endpoint
+                    .filter(|e| e.needs_tls())
+                    .map(|_| super::tls::Tls::new()),
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = endpoint;
+            ClientSetup {}
+        }
+    }
+}
+
 /// Sends requests to one endpoint; owned by one exporter on the uploader thread.
 pub(crate) struct HttpClient {
     endpoint: Endpoint,
@@ -230,11 +258,14 @@ impl HttpClient {
         endpoint: &Endpoint,
         addrs: Arc<Vec<SocketAddr>>,
         opts: HttpOptions,
+        setup: &ClientSetup,
         user_agent: &'static str,
         seed: u64,
     ) -> HttpClient {
         #[cfg(feature = "tls")]
-        let tls = endpoint.needs_tls().then(super::tls::Tls::new);
+        let tls = setup.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let _ = setup;
         HttpClient {
             endpoint: endpoint.clone(),
             addrs,
@@ -552,7 +583,14 @@ mod tests {
     fn backoff_doubles_with_jitter_and_is_capped() {
         let opts = HttpOptions::default();
         let e = Endpoint::parse("http://127.0.0.1:9", "e").unwrap();
-        let mut c = HttpClient::new(&e, Arc::new(vec![]), opts, "t", 42);
+        let mut c = HttpClient::new(
+            &e,
+            Arc::new(vec![]),
+            opts,
+            &ClientSetup::new(Some(&e)),
+            "t",
+            42,
+        );
         for retry in 0..10 {
             let base = opts
                 .initial_backoff
@@ -628,7 +666,7 @@ mod tests {
             ..HttpOptions::default()
         };
         let addrs = Arc::new(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
-        let mut c = HttpClient::new(&e, addrs, opts, "t", 1);
+        let mut c = HttpClient::new(&e, addrs, opts, &ClientSetup::new(Some(&e)), "t", 1);
         let req = Request {
             path: "/x".into(),
             content_type: "text/plain".into(),

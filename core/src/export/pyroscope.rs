@@ -204,6 +204,7 @@ impl From<Pyroscope> for ExporterConfig {
     fn from(p: Pyroscope) -> ExporterConfig {
         ExporterConfig::Pyroscope(Arc::new(PyroscopeFactory {
             book: AddressBook::new(super::resolve::system_lookup),
+            setup: http::ClientSetup::new(p.endpoint.as_ref().ok()),
             settings: p,
         }))
     }
@@ -212,6 +213,7 @@ impl From<Pyroscope> for ExporterConfig {
 pub struct PyroscopeFactory {
     settings: Pyroscope,
     book: AddressBook,
+    setup: http::ClientSetup,
 }
 
 impl fmt::Debug for PyroscopeFactory {
@@ -269,8 +271,15 @@ impl ExporterFactory for PyroscopeFactory {
         let name = format!("{}{{{}}}", clean(app), labels.join(","));
         let (headers, secrets) = s.request_headers()?;
         Ok(Box::new(PyroscopeExporter {
-            client: HttpClient::new(endpoint, addrs, s.http, USER_AGENT, http::seed(ctx.pid))
-                .with_secrets(secrets),
+            client: HttpClient::new(
+                endpoint,
+                addrs,
+                s.http,
+                &self.setup,
+                USER_AGENT,
+                http::seed(ctx.pid),
+            )
+            .with_secrets(secrets),
             name: percent_encode(&name),
             headers,
         }))
