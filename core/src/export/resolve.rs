@@ -1,14 +1,14 @@
-//! Endpoints and their addresses, resolved ahead of time (DESIGN rule 7: no profiler thread
-//! calls the libc resolver).
+//! Endpoints and their addresses, resolved ahead of time: no profiler thread calls the libc
+//! resolver.
 //!
 //! An [`Endpoint`] is parsed once, when the exporter is configured. Its host name is looked up
 //! by [`AddressBook::addresses`], which runs inside `ExporterFactory::create`: on the thread
 //! that calls `start()`, or on the host thread that restarts profiling in a forked child. The
-//! HTTP client never resolves anything: [`FixedResolver`] hands it the stored addresses.
+//! HTTP client never resolves anything: it connects to the stored addresses only.
 //!
 //! Re-resolution: the addresses are looked up again at each `start()` in the process that
-//! looked them up first (a host thread, so rules 1 and 7 hold), and never in a forked child,
-//! which reuses its parent's (PLATFORMS.md: `getaddrinfo` in a child can hang on an inherited
+//! looked them up first (a host thread, never a profiler thread), and never in a forked child,
+//! which reuses its parent's (`getaddrinfo` in a child can hang on an inherited
 //! resolver lock, or fault on macOS). A failed re-lookup keeps the previous addresses. During a
 //! run the addresses are not refreshed: if the endpoint moves, uploads fail and are counted
 //! (`profiles_failed`) until the host restarts the profiler. IP literals, `localhost` and Unix
