@@ -3,7 +3,8 @@
 //! would leave the child's logging hung for ever. The logger here notes every call made on a
 //! thread whose name starts with `forkprof-` (the collector and the uploader), at every level
 //! and target, while uploads run through every HTTP path (TCP, Unix socket, retries, failures,
-//! Retry-After, a forked child's own uploads) and the file exporter.
+//! Retry-After, a forked child's own uploads, and TLS handshakes when built with the `tls`
+//! feature) and the file exporter.
 //!
 //! The test first proves the logger would catch such a call: a custom exporter, which runs on
 //! the real uploader thread, logs once, and that call must be the one noted.
@@ -186,6 +187,19 @@ fn no_log_record_comes_from_a_forkprof_thread() {
         "files",
     );
     assert!(ok.requests().len() >= 2 && unix.requests().len() >= 2);
+    // https (the `tls` feature): the TLS client runs its handshake against a server that
+    // does not speak TLS, and fails.
+    #[cfg(feature = "tls")]
+    {
+        let plain = TestServer::tcp(|_| Reply::Status(200));
+        let s = run(
+            Datadog::agent(&plain.url().replace("http://", "https://"))
+                .http_options(fast_http(1))
+                .into(),
+            "tls",
+        );
+        assert!(s.profiles_failed >= 1, "{s:?}");
+    }
     assert!(flaky.attempts() >= 3);
 
     // A forked child uploads through its own client; its logger is the same tripwire.
