@@ -202,6 +202,12 @@ fn no_log_record_comes_from_a_forkprof_thread() {
     }
     assert!(flaky.attempts() >= 3);
 
+    let caught = taken(&ON_FORKPROF_THREADS);
+    assert!(
+        caught.is_empty(),
+        "logged from a forkprof thread: {caught:#?}"
+    );
+
     // A forked child uploads through its own client; its logger is the same tripwire.
     let child_server = TestServer::tcp(|_| Reply::Status(200));
     let cfg = Config::builder("fork")
