@@ -15,14 +15,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::fds::Tracked;
+use super::fds::TrackedFd;
 
 /// A connected socket whose reads and writes end by a deadline.
 #[derive(Debug)]
 pub(crate) struct Sock {
-    // Declared before `fd`: dropped (forgotten by forked children) before the close.
-    _tracked: Tracked,
-    fd: OwnedFd,
+    fd: TrackedFd,
     deadline: Instant,
 }
 
@@ -41,7 +39,7 @@ fn timed_out(detail: &str) -> io::Error {
 }
 
 /// A new close-on-exec stream socket of `family`, recorded for forked children.
-fn socket(family: libc::c_int) -> io::Result<(Tracked, OwnedFd)> {
+fn socket(family: libc::c_int) -> io::Result<TrackedFd> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -51,9 +49,8 @@ fn socket(family: libc::c_int) -> io::Result<(Tracked, OwnedFd)> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    let tracked = Tracked::new(fd);
-    // SAFETY: `fd` is a socket we just created and own; OwnedFd closes it on every path.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `fd` is a socket we just created and own; it is closed on every path.
+    let owned = TrackedFd::new(unsafe { OwnedFd::from_raw_fd(fd) });
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         // No SOCK_CLOEXEC here: set it at once (a program exec'd by another thread in
@@ -77,7 +74,7 @@ fn socket(family: libc::c_int) -> io::Result<(Tracked, OwnedFd)> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok((tracked, owned))
+    Ok(owned)
 }
 
 fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
@@ -165,8 +162,8 @@ fn connect_raw(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
     deadline: Instant,
-) -> io::Result<(Tracked, OwnedFd)> {
-    let (tracked, fd) = socket(family)?;
+) -> io::Result<TrackedFd> {
+    let fd = socket(family)?;
     let raw = fd.as_raw_fd();
     let unix = family == libc::AF_UNIX;
     if unix {
@@ -209,7 +206,7 @@ fn connect_raw(
     if !unix {
         set_nonblocking(raw, false)?;
     }
-    Ok((tracked, fd))
+    Ok(fd)
 }
 
 impl Sock {
@@ -248,13 +245,7 @@ impl Sock {
                 }
             };
             match r {
-                Ok((tracked, fd)) => {
-                    return Ok(Sock {
-                        _tracked: tracked,
-                        fd,
-                        deadline,
-                    })
-                }
+                Ok(fd) => return Ok(Sock { fd, deadline }),
                 Err(e) => last = io::Error::new(e.kind(), format!("{a}: {e}")),
             }
             if Instant::now() >= deadline {
@@ -285,18 +276,14 @@ impl Sock {
         }
         let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1)
             as libc::socklen_t;
-        let (tracked, fd) = connect_raw(
+        let fd = connect_raw(
             libc::AF_UNIX,
             (&addr as *const libc::sockaddr_un).cast(),
             len,
             deadline,
         )
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        Ok(Sock {
-            _tracked: tracked,
-            fd,
-            deadline,
-        })
+        Ok(Sock { fd, deadline })
     }
 
     /// Every later read and write fails with `TimedOut` once `deadline` has passed.

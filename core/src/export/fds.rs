@@ -14,21 +14,20 @@
 //! instead would let a child close a descriptor number another thread of the parent had
 //! reused in between: closing a host's descriptor is worse than leaking one of ours.
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// More than the exporters ever hold at once (one upload's socket, or one file): a full
-/// array only means a descriptor is not tracked, never an error.
+/// More than the exporters ever hold at once (one upload's socket or one file per running
+/// profiler): a full array only means a descriptor is not tracked, never an error.
 const SLOTS: usize = 8;
 const FREE: i32 = -1;
 
 static OPEN: [AtomicI32; SLOTS] = [const { AtomicI32::new(FREE) }; SLOTS];
 
-/// A descriptor recorded in the array while it is alive; closing it is its owner's job
-/// (through [`Tracked::close`] or drop of the object that owns the descriptor, after
-/// [`Tracked::forget`]).
+/// The record of one descriptor in the array; [`TrackedFd`] forgets it right before the
+/// descriptor is closed.
 #[derive(Debug)]
-pub(crate) struct Tracked {
+struct Tracked {
     slot: Option<usize>,
 }
 
@@ -56,6 +55,32 @@ impl Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         self.forget();
+    }
+}
+
+/// An owner of a descriptor (an `OwnedFd`, a `File`), recorded here while it is open: on
+/// drop the record goes first, then the owner closes the descriptor.
+#[derive(Debug)]
+pub(crate) struct TrackedFd<T: AsRawFd = OwnedFd> {
+    // Declared before `inner`: fields drop in order, so the record goes before the close.
+    _tracked: Tracked,
+    pub inner: T,
+}
+
+impl<T: AsRawFd> TrackedFd<T> {
+    /// Records `inner`'s descriptor, which the caller just got from the system call that
+    /// made it.
+    pub fn new(inner: T) -> TrackedFd<T> {
+        TrackedFd {
+            _tracked: Tracked::new(inner.as_raw_fd()),
+            inner,
+        }
+    }
+}
+
+impl<T: AsRawFd> AsRawFd for TrackedFd<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
     }
 }
 
@@ -95,7 +120,6 @@ pub(crate) fn recorded() -> Vec<RawFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn a_recorded_descriptor_is_listed_until_forgotten() {

@@ -11,11 +11,10 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::fds::Tracked;
+use super::fds::TrackedFd;
 use super::{Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter};
 use crate::error::{Error, Result};
 
@@ -61,24 +60,15 @@ fn stamp_text(micros: u64) -> String {
     )
 }
 
-/// A file an exporter has open, recorded for forked children (see `fds.rs`) until closed.
-struct OpenFile {
-    // Declared before `file`: forgotten before the close.
-    _tracked: Tracked,
-    file: fs::File,
-}
-
-/// Creates `path`, failing if it exists.
-fn create_new(path: &Path) -> io::Result<OpenFile> {
+/// Creates `path`, failing if it exists; the file is recorded for forked children (see
+/// `fds.rs`) until closed.
+fn create_new(path: &Path) -> io::Result<TrackedFd<fs::File>> {
     // std opens with O_CLOEXEC.
     let file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    Ok(OpenFile {
-        _tracked: Tracked::new(file.as_raw_fd()),
-        file,
-    })
+    Ok(TrackedFd::new(file))
 }
 
 /// Gives the finished `tmp` the name `path` unless that name exists (`AlreadyExists`).
@@ -160,7 +150,7 @@ impl FileExporter {
         // No fsync: the link or rename is what keeps a crashed process from leaving a partial
         // file under the final name; surviving power loss is not worth a disk flush per
         // profile (it made short-lived forked workers' `stop()` 10–30 ms slower).
-        f.file.write_all(&profile.bytes)?;
+        f.inner.write_all(&profile.bytes)?;
         drop(f);
         for _ in 0..NAME_TRIES {
             let path = self.path_for(profile);
