@@ -439,7 +439,7 @@ enum forkprof_status forkprof_config_drain_interval_ms(struct forkprof_config *c
 enum forkprof_status forkprof_config_max_pending_profiles(struct forkprof_config *cfg, size_t n);
 
 /**
- * Writes profiles as files `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`, compressed with
+ * Writes profiles as files `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`, compressed with
  * one of the FORKPROF_COMPRESSION_* constants. The directory is created at start.
  *
  * # Safety

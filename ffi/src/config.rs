@@ -331,7 +331,7 @@ pub unsafe extern "C" fn forkprof_config_max_pending_profiles(
     unsafe { update(cfg, |b| Ok(b.max_pending_profiles(n))) }
 }
 
-/// Writes profiles as files `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`, compressed with
+/// Writes profiles as files `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`, compressed with
 /// one of the FORKPROF_COMPRESSION_* constants. The directory is created at start.
 ///
 /// # Safety
