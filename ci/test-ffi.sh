@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# forkprof's C ABI end to end: header freshness, the C examples (shared and static), the
-# pre-fork server's per-worker profiles read by `go tool pprof`, valgrind's leak check of the
-# master, and the cdylib driven from CPython with ctypes across fork.
+# forkprof's C ABI end to end: header freshness, the soname, the ABI against the baseline of
+# its major version (abidiff, ffi/abi/), a program built against the baseline header run
+# against this library, the C examples (shared and static), the pre-fork server's per-worker
+# profiles read by `go tool pprof`, valgrind's leak check of the master, and the cdylib driven
+# from CPython with ctypes across fork.
 #
 # Usage: ci/test-ffi.sh            (from anywhere; needs cargo, a C compiler, go, valgrind,
-#                                   python3; installs cbindgen with cargo if missing)
+#                                   python3, abigail-tools, git history; installs cbindgen
+#                                   with cargo if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt_install golang-go valgrind gcc g++ python3
+  apt_install golang-go valgrind gcc g++ python3 abigail-tools binutils git
 fi
 command -v cbindgen >/dev/null 2>&1 || step "install cbindgen" cargo install cbindgen --locked
 
@@ -26,6 +29,20 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 step "build cdylib + staticlib" cargo build -p forkprof-ffi --locked
 
+MAJOR=$(sed -n 's/^#define FORKPROF_ABI_VERSION_MAJOR \([0-9][0-9]*\)$/\1/p' ffi/include/forkprof.h)
+[ -n "$MAJOR" ] || fail "no FORKPROF_ABI_VERSION_MAJOR in ffi/include/forkprof.h"
+# Installed the way ffi/README.md says: the file under its soname, and the unversioned name
+# the linker looks for (-lforkprof) pointing at it. Programs below link against this.
+PREFIX="$WORK/prefix"
+install_lib() {
+  mkdir -p "$PREFIX/lib" "$PREFIX/include"
+  install -m 0755 "$LIBDIR/libforkprof.so" "$PREFIX/lib/libforkprof.so.$MAJOR"
+  ln -sf "libforkprof.so.$MAJOR" "$PREFIX/lib/libforkprof.so"
+  install -m 0644 ffi/include/forkprof.h "$PREFIX/include/forkprof.h"
+}
+step "install into $PREFIX" install_lib
+SHARED=(-L"$PREFIX/lib" -lforkprof -Wl,-rpath,"$PREFIX/lib")
+
 header_fresh() {
   (cd ffi && cbindgen -q --config cbindgen.toml --output "$WORK/forkprof.h")
   diff -u ffi/include/forkprof.h "$WORK/forkprof.h" ||
@@ -39,6 +56,145 @@ header_cxx() {
 }
 step "header compiles as C++" header_cxx
 
+soname() {
+  local got
+  got=$(readelf -d "$LIBDIR/libforkprof.so" | sed -n 's/.*Library soname: \[\(.*\)\]$/\1/p')
+  echo "  soname: $got"
+  [ "$got" = "libforkprof.so.$MAJOR" ] ||
+    fail "the soname is '$got', not libforkprof.so.$MAJOR (FORKPROF_ABI_VERSION_MAJOR): see ffi/build.rs"
+}
+step "soname carries the ABI major" soname
+
+# The ABI check. Each committed revision of ffi/abi/v$MAJOR/ (and the working copy) is a
+# promise: this library and header must still keep it. Additions pass (new calls, enum values,
+# fields appended to size-tagged structs: ffi/abi/compatible.abignore); anything else fails,
+# unless FORKPROF_ABI_VERSION_MAJOR moved and the new major's baseline was recorded in the same
+# commit (ffi/abi/update-baseline.sh), since a new directory has no earlier promises.
+ABIDIFF=(abidiff --no-added-syms --suppressions ffi/abi/compatible.abignore)
+
+# abidiff, passing only when nothing was removed or changed: its exit status is 0 for no
+# change and 4 for any change, additions included (added types cannot be filtered out), so
+# a 4 is read from its summary lines.
+abidiff_compatible() {
+  local rc=0
+  "${ABIDIFF[@]}" "$@" >"$WORK/abidiff.out" 2>&1 || rc=$?
+  sed 's/^/  /' "$WORK/abidiff.out"
+  case $rc in
+    0) return 0 ;;
+    4)
+      grep 'summary:' "$WORK/abidiff.out" >"$WORK/abidiff.summary" || return 1
+      ! grep -Eqv ': 0 [Rr]emoved, (0 [Cc]hanged( \([0-9]+ filtered out\))?, )?[0-9]+ [Aa]dded' \
+        "$WORK/abidiff.summary"
+      ;;
+    *) return 1 ;;
+  esac
+}
+BREAK_HELP="undo the change, or move FORKPROF_ABI_VERSION_MAJOR (ffi/src/version.rs) to $((MAJOR + 1)) and record ffi/abi/v$((MAJOR + 1)) with ffi/abi/update-baseline.sh in the same commit (ffi/README.md, Compatibility)"
+
+# The baseline revisions to hold the build to: "<label> <dir>", one per line.
+baseline_revisions() {
+  local base=ffi/abi/v$MAJOR rev
+  echo "working-copy $base"
+  for rev in $(git log --format=%h -- "$base"); do
+    mkdir -p "$WORK/baseline-$rev/$base"
+    git show "$rev:$base/libforkprof.abi" >"$WORK/baseline-$rev/$base/libforkprof.abi"
+    git show "$rev:$base/forkprof.h" >"$WORK/baseline-$rev/$base/forkprof.h"
+    echo "$rev $WORK/baseline-$rev/$base"
+  done
+}
+
+# The header's view through C's debug info: every type it declares, as a C compiler lays it
+# out (the library's own debug info is Rust's).
+header_probe() {
+  printf '#include <forkprof.h>\nint forkprof_header_probe;\n' |
+    "$CC" -x c -g -fno-eliminate-unused-debug-types -shared -fPIC -I"$1" -o "$2" -
+}
+
+# Every `#define FORKPROF_*` of the baseline header keeps its value (only the minor may grow).
+header_constants() {
+  python3 - "$1" ffi/include/forkprof.h <<'PY'
+import re, sys
+def defines(path):
+    return dict(re.findall(r"^#define (FORKPROF_\w+) (.+)$", open(path).read(), re.M))
+old, new = defines(sys.argv[1]), defines(sys.argv[2])
+bad = []
+for name, value in old.items():
+    if name == "FORKPROF_H":
+        continue
+    if name == "FORKPROF_ABI_VERSION_MINOR":
+        if name not in new or int(new[name]) < int(value):
+            bad.append(f"{name}: {value} -> {new.get(name, 'removed')} (may only grow)")
+    elif new.get(name) != value:
+        bad.append(f"{name}: {value} -> {new.get(name, 'removed')}")
+for b in bad:
+    print("  changed constant " + b)
+sys.exit(1 if bad else 0)
+PY
+}
+
+abi_check() {
+  local base=ffi/abi/v$MAJOR
+  [ -f "$base/libforkprof.abi" ] && [ -f "$base/forkprof.h" ] ||
+    fail "FORKPROF_ABI_VERSION_MAJOR is $MAJOR but $base holds no baseline: a major version moves with its baseline, recorded by ffi/abi/update-baseline.sh in the same commit"
+  local newest
+  newest=$(find ffi/abi -maxdepth 1 -name 'v[0-9]*' -printf '%f\n' | sed 's/^v//' | sort -n | tail -1)
+  [ "$newest" = "$MAJOR" ] ||
+    fail "ffi/abi/v$newest is newer than FORKPROF_ABI_VERSION_MAJOR $MAJOR: the major version never moves back"
+  [ "$(git rev-parse --is-shallow-repository)" = false ] ||
+    fail "a shallow clone hides the earlier baselines: check out the full history (actions/checkout fetch-depth: 0)"
+  header_probe ffi/include "$WORK/probe-current.so"
+  local label dir failed=0 checked=0
+  baseline_revisions >"$WORK/revisions"
+  while read -r label dir; do
+    checked=$((checked + 1))
+    echo "--- against $dir ($label)"
+    if ! abidiff_compatible "$dir/libforkprof.abi" "$LIBDIR/libforkprof.so"; then
+      echo "  ^ the library breaks the ABI of $label"
+      failed=1
+    fi
+    header_probe "$dir" "$WORK/probe-$label.so"
+    if ! abidiff_compatible --non-reachable-types --headers-dir1 "$dir" --headers-dir2 ffi/include \
+      "$WORK/probe-$label.so" "$WORK/probe-current.so"; then
+      echo "  ^ ffi/include/forkprof.h breaks the types of $label's header"
+      failed=1
+    fi
+    if ! header_constants "$dir/forkprof.h"; then
+      echo "  ^ ffi/include/forkprof.h changes constants of $label's header"
+      failed=1
+    fi
+  done <"$WORK/revisions"
+  [ "$failed" = 0 ] || fail "incompatible ABI change within major $MAJOR: $BREAK_HELP"
+  echo "  compatible with $checked revision(s) of $base"
+}
+step "ABI against the baseline (abidiff)" abi_check
+
+old_caller() {
+  # Built against the baseline header, run against this library (ffi/tests/old_caller.c
+  # checks stats, labelled records, stop and a fork itself); then its profiles are read.
+  local base=ffi/abi/v$MAJOR
+  "$CC" -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -pedantic -I"$base" \
+    ffi/tests/old_caller.c "${SHARED[@]}" -o "$WORK/old_caller"
+  timeout 60 "$WORK/old_caller" "$WORK/old-caller" | tee "$WORK/old_caller.out"
+  local who pid expect raw worker=0
+  for who in parent child; do
+    worker=$((worker + 1))
+    pid=$(sed -n "s/^$who pid \([0-9]*\) .*/\1/p" "$WORK/old_caller.out")
+    [ -n "$pid" ] || fail "old_caller: the $who did not finish"
+    expect=old_caller_${who}_work
+    raw=$(go tool pprof -raw "$WORK/old-caller"/old-caller-"$pid"-*.pprof.gz 2>"$WORK/pprof.err") || {
+      cat "$WORK/pprof.err"
+      fail "old_caller: go tool pprof could not read the $who's profile"
+    }
+    grep -q "$expect" <<<"$raw" || fail "old_caller: $expect missing from the $who's profile"
+    grep -q "thread name:\\[$who\\]" <<<"$raw" && grep -q "worker:\\[$worker\\]" <<<"$raw" ||
+      fail "old_caller: the $who's profile lost its labels (thread name $who, worker $worker)"
+    [ "$(grep -c 'old_caller_.*_work' <<<"$raw")" = 1 ] ||
+      fail "old_caller: the $who's profile holds another process's samples"
+    echo "  $who pid $pid: $expect with its labels"
+  done
+}
+step "old caller (baseline header) against this library" old_caller
+
 quickstart() {
   # The READMEs' C snippets are exactly examples/quickstart.c.
   local readme
@@ -48,7 +204,7 @@ quickstart() {
     diff -u ffi/examples/quickstart.c "$WORK/readme_snippet.c" ||
       fail "the C block in $readme differs from ffi/examples/quickstart.c"
   done
-  "$CC" "${CFLAGS[@]}" ffi/examples/quickstart.c -L"$LIBDIR" -lforkprof -Wl,-rpath,"$LIBDIR" -o "$WORK/quickstart"
+  "$CC" "${CFLAGS[@]}" ffi/examples/quickstart.c "${SHARED[@]}" -o "$WORK/quickstart"
   "$CC" "${CFLAGS[@]}" ffi/examples/quickstart.c "$LIBDIR/libforkprof.a" -lpthread -ldl -lm -o "$WORK/quickstart_static"
   for exe in quickstart quickstart_static; do
     mkdir -p "$WORK/run-$exe" && (cd "$WORK/run-$exe" && timeout 60 "../$exe") | tee "$WORK/$exe.out"
@@ -85,7 +241,7 @@ check_prefork_profiles() {
 }
 
 prefork() {
-  "$CC" "${CFLAGS[@]}" -g ffi/examples/prefork_server.c -L"$LIBDIR" -lforkprof -Wl,-rpath,"$LIBDIR" -o "$WORK/prefork_server"
+  "$CC" "${CFLAGS[@]}" -g ffi/examples/prefork_server.c "${SHARED[@]}" -o "$WORK/prefork_server"
   timeout 60 "$WORK/prefork_server" "$WORK/prefork" | tee "$WORK/prefork.out"
   check_prefork_profiles "$WORK/prefork.out" "$WORK/prefork"
 }
@@ -131,7 +287,7 @@ fi
 log_callback() {
   # The log callback across a fork: each process logs its own failed upload, on its own
   # thread, and the child none of the parent's.
-  "$CC" "${CFLAGS[@]}" ffi/examples/log_callback.c -L"$LIBDIR" -lforkprof -Wl,-rpath,"$LIBDIR" -o "$WORK/log_callback"
+  "$CC" "${CFLAGS[@]}" ffi/examples/log_callback.c "${SHARED[@]}" -o "$WORK/log_callback"
   local port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   timeout 60 "$WORK/log_callback" "$port" | tee "$WORK/log_callback.out"
@@ -147,7 +303,7 @@ log_callback() {
 }
 step "C log callback across fork" log_callback
 
-step "CPython ctypes across fork" env FORKPROF_LIB="$LIBDIR/libforkprof.so" \
+step "CPython ctypes across fork" env FORKPROF_LIB="$PREFIX/lib/libforkprof.so.$MAJOR" \
   timeout 400 python3 tests/python/test_ctypes.py
 
 summary

@@ -137,13 +137,25 @@ fn record_never_delivers_and_stats_does_unless_the_host_drains_itself() {
     let _s = serial();
     let _w = Watchdog::new("record delivers nothing", Duration::from_secs(60));
     let log = capture();
-    let port = free_port();
-    let p = profiler(&format!("http://127.0.0.1:{port}"), fast_http(0), 8);
+    // Each request waits for the test's go before its 500, so every failure (and its
+    // message) comes after the `flush` that asked for the upload has returned: `flush`
+    // delivers what is pending in either mode, and must find nothing yet.
+    let (go, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let server = TestServer::tcp(move |_| {
+        let _ = gate.lock().unwrap().recv();
+        Reply::Status(500)
+    });
+    let mut http = fast_http(0);
+    http.request_timeout = Duration::from_secs(30);
+    let p = profiler(&server.url(), http, 8);
 
     // DrainOnly: neither record nor stats calls the host's logger; drain does.
     messages::set_delivery(Delivery::DrainOnly);
     record(&p, "f", 1);
     p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() == 1));
+    go.send(()).unwrap();
     assert!(eventually(Duration::from_secs(10), || p
         .stats()
         .profiles_failed
@@ -155,6 +167,8 @@ fn record_never_delivers_and_stats_does_unless_the_host_drains_itself() {
 
     // A second failure, waited for without delivering it.
     p.flush().unwrap();
+    assert!(eventually(Duration::from_secs(10), || server.attempts() == 2));
+    go.send(()).unwrap();
     assert!(eventually(Duration::from_secs(10), || p
         .stats()
         .profiles_failed
@@ -168,6 +182,7 @@ fn record_never_delivers_and_stats_does_unless_the_host_drains_itself() {
     let _ = p.stats();
     assert_eq!(texts(&log).len(), 2, "{:?}", texts(&log));
     assert_eq!(forkprof::drain_messages(), 0, "nothing left");
+    drop(go);
     let _ = p.stop(Duration::from_secs(5));
 }
 

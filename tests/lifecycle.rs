@@ -58,11 +58,18 @@ fn samples_are_aggregated_and_written() {
     let (path, prof) = &profiles[0];
     let name = path.file_name().unwrap().to_string_lossy();
     // Sequence numbers are per process: other tests in this process may have taken some.
+    // `lifecycle-<pid>-<stamp>-<seq>.pprof.gz`, the stamp `20261206T192439123456`.
     let prefix = format!("lifecycle-{}-", std::process::id());
-    let seq = name
+    let rest = name
         .strip_prefix(&prefix)
-        .and_then(|r| r.strip_suffix(".pprof.gz"));
-    assert!(seq.is_some_and(|s| s.parse::<u64>().is_ok()), "{name}");
+        .and_then(|r| r.strip_suffix(".pprof.gz"))
+        .and_then(|r| r.split_once('-'));
+    assert!(
+        rest.is_some_and(|(stamp, seq)| stamp.len() == 21
+            && stamp.as_bytes()[8] == b'T'
+            && seq.parse::<u64>().is_ok()),
+        "{name}"
+    );
     let totals = totals_by_stack([prof], 1);
     assert_eq!(totals["leaf_a;main"], 100_000);
     assert_eq!(totals["leaf_b;main"], 50_000);

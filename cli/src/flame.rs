@@ -33,7 +33,7 @@ pub struct Args {
     sample_type: Option<String>,
     /// Only samples of this process (repeat for several; both sides of a --diff): from the
     /// samples' pid labels, the profiles' `pid:N` comments, or file names
-    /// `<service>-<pid>-<seq>.pprof`.
+    /// `<service>-<pid>-<stamp>-<seq>.pprof`.
     #[arg(long, value_name = "PID")]
     pid: Vec<u32>,
     /// Only samples of this service (repeat for several): from `service:NAME` comments or the

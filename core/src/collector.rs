@@ -20,8 +20,8 @@ use crate::session::{Activity, Session};
 use crate::wire::{self, RecordFrame};
 
 /// The next profile's sequence number. Per process, not per session: exporters name profiles
-/// `<service>-<pid>-<seq>`, so a profiler stopped and started again in the same process must
-/// not number from 0 again (the file exporter would overwrite the earlier profiles). A forked
+/// after it (`<service>-<pid>-<stamp>-<seq>`), so a profiler stopped and started again in the
+/// same process must not number from 0 again. A forked
 /// child starts again from 0 (reset by the fork child handler: it has its own pid).
 static NEXT_SEQ: AtomicU64 = AtomicU64::new(0);
 

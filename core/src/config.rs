@@ -172,7 +172,7 @@ impl ConfigBuilder {
     pub fn exporter_config(&self) -> &ExporterConfig {
         &self.exporter
     }
-    /// Shorthand for the file exporter: `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`.
+    /// Shorthand for the file exporter: `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`.
     pub fn output_dir(mut self, dir: impl Into<PathBuf>, compression: Compression) -> Self {
         self.exporter = ExporterConfig::File {
             dir: dir.into(),

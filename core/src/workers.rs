@@ -1,17 +1,18 @@
 //! The one place that starts a session and its two threads: in `Profiler::start`, and again in
 //! a forked child when the profiler restarts there.
 //!
-//! Everything here runs on the host's thread and, in a child, before the child has a running
-//! profiler, so each step says which lock inherited from the parent it could meet:
+//! Everything here runs on the host's thread and, in a child, inside forkprof's atfork child
+//! handler (or `after_fork_child`) before the child has a running profiler, so each step says
+//! which lock inherited from the parent it could meet:
 //! - the sample buffer and the thread stacks: `mmap`, `madvise`, `mprotect` (no lock);
 //! - the exporter (`ExporterFactory::create`): the file exporter creates and probes its
-//!   directory (plain system calls); the HTTP exporters build a ureq agent from a configuration
-//!   made when the profiler was configured (building one reads the environment, so it is never
-//!   done here) and addresses looked up by the process that started the profiler (a child never
-//!   calls the resolver; `export/resolve.rs`), through forkprof's own address-book lock, tried
-//!   a bounded number of times;
-//! - the session: allocations only (glibc and musl reset malloc's locks in the child of fork;
-//!   jemalloc handles fork with its own handlers);
+//!   directory (plain system calls); the HTTP exporters build their client from a setup made
+//!   when the exporter was configured (the TLS configuration; reading the environment is never
+//!   done here), open no connection until an upload, and use addresses looked up by the process
+//!   that started the profiler (a child never calls the resolver; `export/resolve.rs`), through
+//!   forkprof's own address-book lock, tried a bounded number of times;
+//! - the session: allocations (glibc and musl reset malloc's locks in the child of fork;
+//!   jemalloc handles fork with its own handlers) and two pipes (`pipe`, `fcntl`: no lock);
 //! - the threads: `pthread_create` (`thread.rs`: libc's thread-list locks, reset in the child),
 //!   never `std::thread`, whose start-up lock a child can inherit held.
 //!

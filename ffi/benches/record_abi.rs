@@ -16,8 +16,12 @@ mod config;
 mod fork;
 #[path = "../src/profiler.rs"]
 mod profiler;
+#[path = "../src/sized.rs"]
+mod sized;
 #[path = "../src/status.rs"]
 mod status;
+#[path = "../src/version.rs"]
+mod version;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -53,6 +57,7 @@ fn main() {
     let c_frames: Vec<forkprof_frame> = names
         .iter()
         .map(|n| forkprof_frame {
+            size: size_of::<forkprof_frame>() as u32,
             function: n.as_ptr().cast(),
             function_len: n.len(),
             file: "bench.rs".as_ptr().cast(),
@@ -63,6 +68,7 @@ fn main() {
     let c_ids: Vec<forkprof_frame_ids> = ids
         .iter()
         .map(|f| forkprof_frame_ids {
+            size: size_of::<forkprof_frame_ids>() as u32,
             function: f.function.as_u32(),
             file: f.file.as_u32(),
             line: 7,
@@ -70,6 +76,7 @@ fn main() {
         .collect();
     let c_labels = [
         forkprof_label {
+            size: size_of::<forkprof_label>() as u32,
             key: "thread id".as_ptr().cast(),
             key_len: 9,
             kind: FORKPROF_LABEL_NUM,
@@ -80,6 +87,7 @@ fn main() {
             unit_len: 0,
         },
         forkprof_label {
+            size: size_of::<forkprof_label>() as u32,
             key: "thread name".as_ptr().cast(),
             key_len: 11,
             kind: FORKPROF_LABEL_STR,
@@ -96,8 +104,7 @@ fn main() {
     for _ in 0..ROUNDS {
         // A fresh profiler per round so the buffer never fills (a dropped sample is cheaper).
         let prof = Profiler::start(config.clone()).expect("start");
-        let handle = forkprof_profiler::wrap(prof.clone());
-        let h: *const forkprof_profiler = &handle;
+        let h = forkprof_profiler::wrap(prof.clone());
         let runs: [&dyn Fn(); 4] = [
             &|| {
                 prof.record(&Sample::new(&frames, &values).labels(&labels))
@@ -142,6 +149,8 @@ fn main() {
             }
             best[i] = best[i].min(t0.elapsed());
         }
+        // SAFETY: `h` came from `wrap` and no run uses it any more.
+        unsafe { forkprof_free(h) };
         let stats = prof.stop(Duration::from_secs(30)).expect("stop");
         assert_eq!(stats.samples_dropped, 0, "buffer too small for the bench");
     }

@@ -47,7 +47,9 @@ static void on_message(void *user_data, uint32_t level, uint32_t kind, const cha
     } while (0)
 
 static void record_one(forkprof_profiler *prof, const char *function) {
-    forkprof_frame frames[] = {{function, strlen(function), "log_callback.c", 14, 1}};
+    forkprof_frame frames[] = {{.size = sizeof(forkprof_frame), .line = 1, .function = function,
+                                .function_len = strlen(function), .file = "log_callback.c",
+                                .file_len = 14}};
     int64_t values[] = {1};
     CHECK(forkprof_record(prof, frames, 1, values, 1, NULL, 0, 0));
 }
@@ -72,6 +74,7 @@ int main(int argc, char **argv) {
 
     forkprof_config *cfg = NULL;
     forkprof_profiler *prof = NULL;
+    CHECK(forkprof_abi_check(FORKPROF_ABI_VERSION));
     CHECK(forkprof_config_new("logdemo", 7, &cfg));
     CHECK(forkprof_config_sample_type(cfg, "samples", 7, "count", 5));
     CHECK(forkprof_config_exporter_url(cfg, url, (size_t)url_len));
@@ -99,7 +102,7 @@ int main(int argc, char **argv) {
             _exit(3);
         }
         fail_one_upload(prof, "worker_work");
-        forkprof_stats stats;
+        forkprof_stats stats = {.size = sizeof(forkprof_stats)};
         CHECK(forkprof_stop(prof, 5000, &stats));
         if (logged != 1 || stats.profiles_failed != 1) {
             fprintf(stderr, "child: %d messages, %llu failed\n", logged,
@@ -116,7 +119,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "child failed: status 0x%x\n", status);
         return 1;
     }
-    forkprof_stats stats;
+    forkprof_stats stats = {.size = sizeof(forkprof_stats)};
     CHECK(forkprof_stop(prof, 5000, &stats));
     printf("master %d ok\n", (int)getpid());
     forkprof_free(prof);

@@ -61,7 +61,9 @@ static void die(const char *fmt, ...) {
     } while (0)
 
 static forkprof_frame text_frame(const char *function, const char *file, uint32_t line) {
-    forkprof_frame f = {function, strlen(function), file, strlen(file), line};
+    forkprof_frame f = {.size = sizeof(forkprof_frame), .line = line, .function = function,
+                        .function_len = strlen(function), .file = file,
+                        .file_len = strlen(file)};
     return f;
 }
 
@@ -111,12 +113,16 @@ static void worker_main(const forkprof_profiler *prof, int index, uint32_t idle_
         text_frame("main", __FILE__, __LINE__),
     };
     forkprof_label labels[2] = {
-        {.key = "worker", .key_len = 6, .kind = FORKPROF_LABEL_NUM, .num = index},
-        {.key = "thread name", .key_len = 11, .kind = FORKPROF_LABEL_STR,
-         .str = thread_name, .str_len = strlen(thread_name)},
+        {.size = sizeof(forkprof_label), .key = "worker", .key_len = 6,
+         .kind = FORKPROF_LABEL_NUM, .num = index},
+        {.size = sizeof(forkprof_label), .key = "thread name", .key_len = 11,
+         .kind = FORKPROF_LABEL_STR, .str = thread_name, .str_len = strlen(thread_name)},
     };
     /* Ids interned by the master before the fork are valid here too. */
-    forkprof_frame_ids idle[2] = {{idle_id, file_id, 200}, {idle_id, file_id, 1}};
+    forkprof_frame_ids idle[2] = {
+        {.size = sizeof(forkprof_frame_ids), .function = idle_id, .file = file_id, .line = 200},
+        {.size = sizeof(forkprof_frame_ids), .function = idle_id, .file = file_id, .line = 1},
+    };
 
     for (int i = 0; i < SAMPLES_PER_WORKER; i++) {
         int64_t values[2];
@@ -126,7 +132,7 @@ static void worker_main(const forkprof_profiler *prof, int index, uint32_t idle_
         CHECK(forkprof_record_ids(prof, idle, 2, values, 2, labels, 1, 0));
     }
 
-    forkprof_stats stats;
+    forkprof_stats stats = {.size = sizeof(forkprof_stats)};
     CHECK(forkprof_flush_sync(prof, TIMEOUT_MS));
     CHECK(forkprof_stop(prof, TIMEOUT_MS, &stats));
     /* Counters in a child describe the child alone. */
@@ -149,6 +155,7 @@ int main(int argc, char **argv) {
     master_pid = getpid();
     const char *dir = argv[1];
 
+    CHECK(forkprof_abi_check(FORKPROF_ABI_VERSION));
     forkprof_config *cfg = NULL;
     CHECK(forkprof_config_new("prefork", 7, &cfg));
     CHECK(forkprof_config_sample_type(cfg, "cpu-time", 8, "nanoseconds", 11));
@@ -197,7 +204,7 @@ int main(int argc, char **argv) {
         }
     }
 
-    forkprof_stats stats;
+    forkprof_stats stats = {.size = sizeof(forkprof_stats)};
     CHECK(forkprof_stop(prof, TIMEOUT_MS, &stats));
     printf("master pid %d recorded %llu samples, wrote %llu profiles\n", (int)master_pid,
            (unsigned long long)stats.samples_recorded,

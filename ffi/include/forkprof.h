@@ -6,6 +6,11 @@
  *
  * Conventions: strings are pointer + length (no NUL needed); every call returns a
  * forkprof_status and, when it is not FORKPROF_OK, forkprof_last_error() says why.
+ *
+ * Compatibility (ffi/README.md): call forkprof_abi_check(FORKPROF_ABI_VERSION) first. Every
+ * struct passed to the library starts with `uint32_t size`: set it to sizeof(the struct), in
+ * every element of an array too; the library reads and writes no byte past it. Link against
+ * libforkprof.so.<FORKPROF_ABI_VERSION_MAJOR>.
  */
 
 #ifndef FORKPROF_H
@@ -133,6 +138,24 @@
 #define FORKPROF_DISABLED_THREADS_DID_NOT_START 4
 
 /**
+ * The ABI's major version: it moves when a change breaks callers built against an earlier
+ * header of the same major (a removed call, a changed signature, a field moved or removed),
+ * and it is the number in the soname, `libforkprof.so.<major>`.
+ */
+#define FORKPROF_ABI_VERSION_MAJOR 1
+
+/**
+ * The ABI's minor version: it moves when calls, constants or fields at the end of a
+ * size-tagged struct are added.
+ */
+#define FORKPROF_ABI_VERSION_MINOR 0
+
+/**
+ * The ABI this header describes, `major << 16 | minor`: pass it to `forkprof_abi_check`.
+ */
+#define FORKPROF_ABI_VERSION ((FORKPROF_ABI_VERSION_MAJOR << 16) | FORKPROF_ABI_VERSION_MINOR)
+
+/**
  * What a forkprof call returns. `FORKPROF_OK` is 0; on any other value
  * `forkprof_last_error()` says what went wrong and what to fix.
  */
@@ -183,6 +206,11 @@ typedef enum forkprof_status {
    * A bug inside forkprof was caught at the ABI boundary; the message has the details.
    */
   FORKPROF_ERR_PANIC = 11,
+  /**
+   * The caller was built against a newer forkprof.h than this library speaks: a struct
+   * `size` larger than the library knows, or `forkprof_abi_check` with a newer version.
+   */
+  FORKPROF_ERR_ABI = 12,
 } forkprof_status;
 
 /**
@@ -215,11 +243,15 @@ typedef void (*forkprof_log_fn)(void *user_data,
  * thread. A name of length 0 may have a NULL pointer.
  */
 typedef struct forkprof_frame {
+  /**
+   * `sizeof(forkprof_frame)`, set by the caller in every element.
+   */
+  uint32_t size;
+  uint32_t line;
   const char *function;
   size_t function_len;
   const char *file;
   size_t file_len;
-  uint32_t line;
 } forkprof_frame;
 
 /**
@@ -227,9 +259,13 @@ typedef struct forkprof_frame {
  * FORKPROF_LABEL_STR or FORKPROF_LABEL_NUM; the fields of the other kind are ignored.
  */
 typedef struct forkprof_label {
+  /**
+   * `sizeof(forkprof_label)`, set by the caller in every element.
+   */
+  uint32_t size;
+  uint32_t kind;
   const char *key;
   size_t key_len;
-  uint32_t kind;
   const char *str;
   size_t str_len;
   int64_t num;
@@ -241,15 +277,24 @@ typedef struct forkprof_label {
  * One frame given as ids from `forkprof_intern`: the fastest way in.
  */
 typedef struct forkprof_frame_ids {
+  /**
+   * `sizeof(forkprof_frame_ids)`, set by the caller in every element.
+   */
+  uint32_t size;
   uint32_t function;
   uint32_t file;
   uint32_t line;
 } forkprof_frame_ids;
 
 /**
- * A snapshot of this process's profiler counters (zero-based in a forked child).
+ * A snapshot of this process's profiler counters (zero-based in a forked child). Set `size`
+ * before the call; the library fills the fields that fit in it.
  */
 typedef struct forkprof_stats {
+  /**
+   * `sizeof(forkprof_stats)`, set by the caller; the library writes no byte past it.
+   */
+  uint32_t size;
   uint32_t pid;
   /**
    * Samples accepted into the buffer.
@@ -394,7 +439,7 @@ enum forkprof_status forkprof_config_drain_interval_ms(struct forkprof_config *c
 enum forkprof_status forkprof_config_max_pending_profiles(struct forkprof_config *cfg, size_t n);
 
 /**
- * Writes profiles as files `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`, compressed with
+ * Writes profiles as files `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`, compressed with
  * one of the FORKPROF_COMPRESSION_* constants. The directory is created at start.
  *
  * # Safety
@@ -574,11 +619,6 @@ int64_t forkprof_thread_cpu_time_ns(void);
 uint64_t forkprof_monotonic_ns(void);
 
 /**
- * The library version, e.g. "0.1.0". Static storage; never NULL.
- */
-const char *forkprof_version(void);
-
-/**
  * Sends forkprof's messages at `min_level` or more serious (FORKPROF_LOG_ERROR ..
  * FORKPROF_LOG_DEBUG) to `callback`. NULL turns messages off again (the library then logs
  * through Rust's `log` facade, which is silent in a C program). Set it once at start-up,
@@ -637,9 +677,17 @@ enum forkprof_status forkprof_start(const struct forkprof_config *cfg,
  * dropped and counted. After stop, or in a child under FORKPROF_CHILD_DISABLE, it is a
  * counted no-op returning FORKPROF_OK. The profiler copies what it needs before returning.
  *
+ * Async-signal-safe (it may be called from a SIGPROF handler on any thread, in a parent or in
+ * a freshly forked child, during and after forkprof_stop) when the stack has at most 128
+ * frames and 16 labels and the call is valid: it then takes no lock the interrupted code
+ * could hold, allocates nothing and calls no logger. A call that fails builds its error
+ * message (allocates): check arguments outside the handler first. `forkprof_record_ids` is
+ * the same; no other call of this library is async-signal-safe.
+ *
  * # Safety
  * `p` is a live profiler handle; each array points to that many elements (NULL allowed
- * when the count is 0) and every string in them to its length in readable bytes.
+ * when the count is 0), of `size` bytes each for frames and labels, and every string in them
+ * to its length in readable bytes.
  */
 enum forkprof_status forkprof_record(const struct forkprof_profiler *p,
                                      const struct forkprof_frame *frames,
@@ -696,11 +744,12 @@ enum forkprof_status forkprof_flush_sync(const struct forkprof_profiler *p, uint
 /**
  * Writes the last profile and joins the profiler's threads if they finish within
  * `timeout_ms` (FORKPROF_ERR_TIMEOUT otherwise; a stuck export is left to finish alone).
- * Later records are counted no-ops. Fills `*out_stats` when it is not NULL. The handle
- * must still be freed with `forkprof_free`.
+ * Later records are counted no-ops. Fills `*out_stats` when it is not NULL (its `size` set
+ * first; a bad size is refused before stopping). The handle must still be freed with
+ * `forkprof_free`.
  *
  * # Safety
- * `p` is a live profiler handle; `out_stats` is NULL or writable.
+ * `p` is a live profiler handle; `out_stats` is NULL or a writable struct of `size` bytes.
  */
 enum forkprof_status forkprof_stop(const struct forkprof_profiler *p,
                                    uint64_t timeout_ms,
@@ -720,10 +769,10 @@ enum forkprof_status forkprof_stop(const struct forkprof_profiler *p,
 enum forkprof_status forkprof_stop_at_exit(const struct forkprof_profiler *p, uint64_t timeout_ms);
 
 /**
- * Fills `*out` with this process's counters.
+ * Fills `*out` with this process's counters; set `out->size` first.
  *
  * # Safety
- * `p` is a live profiler handle; `out` is writable.
+ * `p` is a live profiler handle; `out` is a writable struct of `out->size` bytes.
  */
 enum forkprof_status forkprof_stats_get(const struct forkprof_profiler *p,
                                         struct forkprof_stats *out);
@@ -759,6 +808,26 @@ const char *forkprof_last_error(void);
  * Takes an int so any value a caller holds is safe to pass. Never NULL; static storage.
  */
 const char *forkprof_status_name(int32_t status);
+
+/**
+ * The ABI this library speaks, `major << 16 | minor` (compare with `FORKPROF_ABI_VERSION`).
+ */
+uint32_t forkprof_abi_version(void);
+
+/**
+ * Checks that this library can serve a caller compiled against the header whose
+ * `FORKPROF_ABI_VERSION` is `header_version`: FORKPROF_OK when the majors are equal and the
+ * library's minor is at least the header's; FORKPROF_ERR_ABI otherwise, with a message naming
+ * both versions. Call it once, before anything else:
+ * `forkprof_abi_check(FORKPROF_ABI_VERSION)`.
+ */
+enum forkprof_status forkprof_abi_check(uint32_t header_version);
+
+/**
+ * The library's release, e.g. "0.1.0" (not the ABI's: see `forkprof_abi_version`). Static
+ * storage; never NULL.
+ */
+const char *forkprof_version(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -28,6 +28,12 @@ pub const FORKPROF_CHILD_DISABLE: u32 = 1;
 /// An opaque configuration being built. Create with `forkprof_config_new`, free with
 /// `forkprof_config_free`. Not thread-safe: build it on one thread.
 pub struct forkprof_config {
+    // What C sees: nothing. The pointer is a `ConfigHandle`, whose layout is the library's
+    // own business and so stays out of the ABI (and out of what abidiff compares).
+    _opaque: [u8; 0],
+}
+
+pub(crate) struct ConfigHandle {
     builder: ConfigBuilder,
     /// Upload settings, applied at build to whichever HTTP exporter is configured then, so
     /// the order of the setter calls does not matter.
@@ -73,7 +79,23 @@ impl PyroscopeOverrides {
     }
 }
 
-impl forkprof_config {
+/// # Safety
+/// `cfg` is NULL or a live handle from `forkprof_config_new`.
+pub(crate) unsafe fn config_ref<'a>(
+    cfg: *const forkprof_config,
+) -> Result<&'a ConfigHandle, FfiError> {
+    // SAFETY: per the contract, a non-null `cfg` came from a `Box<ConfigHandle>`.
+    unsafe { cfg.cast::<ConfigHandle>().as_ref() }.ok_or_else(|| FfiError::null("cfg"))
+}
+
+/// # Safety
+/// As [`config_ref`], and no other thread uses the handle.
+unsafe fn config_mut<'a>(cfg: *mut forkprof_config) -> Result<&'a mut ConfigHandle, FfiError> {
+    // SAFETY: per the contract, a non-null `cfg` came from a `Box<ConfigHandle>`.
+    unsafe { cfg.cast::<ConfigHandle>().as_mut() }.ok_or_else(|| FfiError::null("cfg"))
+}
+
+impl ConfigHandle {
     pub(crate) fn build(&self) -> Result<Config, FfiError> {
         let mut exporter = self.builder.exporter_config().clone();
         if self.pyroscope.any() {
@@ -129,7 +151,7 @@ unsafe fn update_extra(
 ) -> forkprof_status {
     guard(|| {
         // SAFETY: per this function's contract.
-        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let cfg = unsafe { config_mut(cfg) }?;
         let (mut http, mut pyro) = (cfg.http.clone(), cfg.pyroscope.clone());
         f(&mut http, &mut pyro)?;
         cfg.http = http;
@@ -149,7 +171,7 @@ unsafe fn update(
 ) -> forkprof_status {
     guard(|| {
         // SAFETY: per this function's contract.
-        let cfg = unsafe { cfg.as_mut() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let cfg = unsafe { config_mut(cfg) }?;
         cfg.builder = f(cfg.builder.clone())?;
         Ok(())
     })
@@ -175,13 +197,13 @@ pub unsafe extern "C" fn forkprof_config_new(
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: per the contract.
         let service = unsafe { text(service, service_len, "service") }?;
-        let handle = Box::new(forkprof_config {
+        let handle = Box::new(ConfigHandle {
             builder: Config::builder(service),
             http: HttpOverrides::default(),
             pyroscope: PyroscopeOverrides::default(),
         });
         // SAFETY: as above.
-        unsafe { out.write(Box::into_raw(handle)) };
+        unsafe { out.write(Box::into_raw(handle).cast()) };
         Ok(())
     })
 }
@@ -194,8 +216,9 @@ pub unsafe extern "C" fn forkprof_config_new(
 pub unsafe extern "C" fn forkprof_config_free(cfg: *mut forkprof_config) {
     if !cfg.is_null() {
         let _ = guard(|| {
-            // SAFETY: per the contract, `cfg` came from `Box::into_raw` and is freed once.
-            drop(unsafe { Box::from_raw(cfg) });
+            // SAFETY: per the contract, `cfg` came from `Box::into_raw` of a `ConfigHandle` and
+            // is freed once.
+            drop(unsafe { Box::from_raw(cfg.cast::<ConfigHandle>()) });
             Ok(())
         });
     }
@@ -308,7 +331,7 @@ pub unsafe extern "C" fn forkprof_config_max_pending_profiles(
     unsafe { update(cfg, |b| Ok(b.max_pending_profiles(n))) }
 }
 
-/// Writes profiles as files `<dir>/<service>-<pid>-<seq>.pprof[.gz|.zst]`, compressed with
+/// Writes profiles as files `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`, compressed with
 /// one of the FORKPROF_COMPRESSION_* constants. The directory is created at start.
 ///
 /// # Safety
@@ -573,7 +596,7 @@ pub unsafe extern "C" fn forkprof_config_sampling_period(
 pub unsafe extern "C" fn forkprof_config_validate(cfg: *const forkprof_config) -> forkprof_status {
     guard(|| {
         // SAFETY: per the contract.
-        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let cfg = unsafe { config_ref(cfg) }?;
         cfg.build().map(drop)
     })
 }

@@ -5,8 +5,6 @@
 //! On Linux the `pthread_atfork` handlers do the work and these hooks are harmless; on macOS
 //! they are required (no prepare handler is registered there).
 
-use std::ffi::c_char;
-
 use crate::status::{forkprof_status, guard, guard_with, FfiError};
 
 /// Call right before the host forks. Pairs with exactly one `forkprof_after_fork_parent` (in
@@ -57,10 +55,4 @@ pub extern "C" fn forkprof_thread_cpu_time_ns() -> i64 {
 #[no_mangle]
 pub extern "C" fn forkprof_monotonic_ns() -> u64 {
     guard_with(0, || Ok(forkprof::monotonic_ns())).0
-}
-
-/// The library version, e.g. "0.1.0". Static storage; never NULL.
-#[no_mangle]
-pub extern "C" fn forkprof_version() -> *const c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }

@@ -14,6 +14,11 @@
 //! - null pointers and impossible lengths are errors, never dereferenced;
 //! - enums coming *in* from C are plain integers checked against constants, because a Rust
 //!   enum holding an unknown discriminant is undefined behaviour.
+//!
+//! And the compatibility rules (ffi/README.md): every struct that crosses the ABI starts with
+//! a caller-set `size` and is read and written through `sized.rs` only, never past that size;
+//! handles are opaque to C (their Rust layout stays out of the ABI); the ABI's version is in
+//! `version.rs`, and its major is the soname's.
 #![deny(unsafe_op_in_unsafe_fn)]
 // The exported names are C names, so the header and the Rust source read the same.
 #![allow(non_camel_case_types)]
@@ -23,13 +28,16 @@ mod config;
 mod fork;
 mod log;
 mod profiler;
+mod sized;
 mod status;
+mod version;
 
 pub use config::*;
 pub use fork::*;
 pub use log::*;
 pub use profiler::*;
 pub use status::*;
+pub use version::*;
 
 #[cfg(test)]
 #[path = "../tests/abi.rs"]

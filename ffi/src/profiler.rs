@@ -7,7 +7,8 @@ use std::time::Duration;
 use forkprof::{Frame, FrameIds, Label, LabelValue, Profiler, Sample, StrId};
 
 use crate::args::{array, bytes, with_mapped};
-use crate::config::forkprof_config;
+use crate::config::{config_ref, forkprof_config};
+use crate::sized::{OutSlot, SizeTagged, TaggedArray};
 use crate::status::{forkprof_status, guard, FfiError};
 
 /// A running profiler. Any thread may record into it at once. Create with `forkprof_start`,
@@ -15,6 +16,12 @@ use crate::status::{forkprof_status, guard, FfiError};
 /// handle: its first call there starts the child's own profiling (or disables it, per the
 /// child policy).
 pub struct forkprof_profiler {
+    // What C sees: nothing. The pointer is a `ProfilerHandle`, whose layout is the library's
+    // own business and so stays out of the ABI (and out of what abidiff compares).
+    _opaque: [u8; 0],
+}
+
+struct ProfilerHandle {
     inner: Profiler,
 }
 
@@ -24,20 +31,36 @@ pub struct forkprof_profiler {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct forkprof_frame {
+    /// `sizeof(forkprof_frame)`, set by the caller in every element.
+    pub size: u32,
+    pub line: u32,
     pub function: *const c_char,
     pub function_len: usize,
     pub file: *const c_char,
     pub file_len: usize,
-    pub line: u32,
+}
+
+// SAFETY: repr(C), `size: u32` first, integers and raw pointers only.
+unsafe impl SizeTagged for forkprof_frame {
+    const NAME: &'static str = "forkprof_frame";
+    const MIN_SIZE: usize = std::mem::offset_of!(forkprof_frame, file_len) + size_of::<usize>();
 }
 
 /// One frame given as ids from `forkprof_intern`: the fastest way in.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct forkprof_frame_ids {
+    /// `sizeof(forkprof_frame_ids)`, set by the caller in every element.
+    pub size: u32,
     pub function: u32,
     pub file: u32,
     pub line: u32,
+}
+
+// SAFETY: repr(C), `size: u32` first, integers only.
+unsafe impl SizeTagged for forkprof_frame_ids {
+    const NAME: &'static str = "forkprof_frame_ids";
+    const MIN_SIZE: usize = std::mem::offset_of!(forkprof_frame_ids, line) + size_of::<u32>();
 }
 
 /// A label whose value is `str` / `str_len`.
@@ -50,9 +73,11 @@ pub const FORKPROF_LABEL_NUM: u32 = 1;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct forkprof_label {
+    /// `sizeof(forkprof_label)`, set by the caller in every element.
+    pub size: u32,
+    pub kind: u32,
     pub key: *const c_char,
     pub key_len: usize,
-    pub kind: u32,
     pub str: *const c_char,
     pub str_len: usize,
     pub num: i64,
@@ -60,10 +85,19 @@ pub struct forkprof_label {
     pub unit_len: usize,
 }
 
-/// A snapshot of this process's profiler counters (zero-based in a forked child).
+// SAFETY: repr(C), `size: u32` first, integers and raw pointers only.
+unsafe impl SizeTagged for forkprof_label {
+    const NAME: &'static str = "forkprof_label";
+    const MIN_SIZE: usize = std::mem::offset_of!(forkprof_label, unit_len) + size_of::<usize>();
+}
+
+/// A snapshot of this process's profiler counters (zero-based in a forked child). Set `size`
+/// before the call; the library fills the fields that fit in it.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct forkprof_stats {
+    /// `sizeof(forkprof_stats)`, set by the caller; the library writes no byte past it.
+    pub size: u32,
     pub pid: u32,
     /// Samples accepted into the buffer.
     pub samples_recorded: u64,
@@ -90,6 +124,35 @@ pub struct forkprof_stats {
     /// Why profiling is off in this process: 0 when it is not, else one of the
     /// `FORKPROF_DISABLED_*` values; `forkprof_disabled_reason_text` says it in words.
     pub disabled_reason: u32,
+}
+
+// SAFETY: repr(C), `size: u32` first, integers only.
+unsafe impl SizeTagged for forkprof_stats {
+    const NAME: &'static str = "forkprof_stats";
+    const MIN_SIZE: usize =
+        std::mem::offset_of!(forkprof_stats, disabled_reason) + size_of::<u32>();
+}
+
+impl Default for forkprof_stats {
+    /// All zero, `size` set: ready to be filled.
+    fn default() -> Self {
+        forkprof_stats {
+            size: size_of::<forkprof_stats>() as u32,
+            pid: 0,
+            samples_recorded: 0,
+            samples_dropped: 0,
+            samples_too_large: 0,
+            samples_ignored: 0,
+            frames_truncated: 0,
+            profiles_written: 0,
+            profiles_failed: 0,
+            profiles_dropped: 0,
+            profiles_too_large: 0,
+            bytes_written: 0,
+            uploads_retried: 0,
+            disabled_reason: 0,
+        }
+    }
 }
 
 /// A forked child under `FORKPROF_CHILD_DISABLE`.
@@ -125,6 +188,7 @@ pub extern "C" fn forkprof_disabled_reason_text(reason: u32) -> *const c_char {
 impl From<forkprof::Stats> for forkprof_stats {
     fn from(s: forkprof::Stats) -> Self {
         forkprof_stats {
+            size: size_of::<forkprof_stats>() as u32,
             pid: s.pid,
             samples_recorded: s.samples_recorded,
             samples_dropped: s.samples_dropped,
@@ -150,21 +214,22 @@ const STACK_LABELS: usize = 16;
 // The header promises any thread may use a handle at once.
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
-    shareable::<forkprof_profiler>()
+    shareable::<ProfilerHandle>()
 };
 
 impl forkprof_profiler {
-    /// A handle around a profiler started from Rust (the ABI benchmark uses it).
-    pub fn wrap(inner: Profiler) -> Self {
-        forkprof_profiler { inner }
+    /// A handle around a profiler started from Rust (the ABI benchmark uses it); free it with
+    /// `forkprof_free`.
+    pub fn wrap(inner: Profiler) -> *mut forkprof_profiler {
+        Box::into_raw(Box::new(ProfilerHandle { inner })).cast()
     }
 }
 
 /// # Safety
 /// `p` is NULL or a live handle from `forkprof_start`.
 unsafe fn profiler<'a>(p: *const forkprof_profiler) -> Result<&'a Profiler, FfiError> {
-    // SAFETY: per the contract.
-    unsafe { p.as_ref() }
+    // SAFETY: per the contract, a non-null `p` came from a `Box<ProfilerHandle>`.
+    unsafe { p.cast::<ProfilerHandle>().as_ref() }
         .map(|p| &p.inner)
         .ok_or_else(|| FfiError::null("profiler"))
 }
@@ -186,10 +251,10 @@ pub unsafe extern "C" fn forkprof_start(
         // SAFETY: `out` is non-null and writable per the contract.
         unsafe { out.write(std::ptr::null_mut()) };
         // SAFETY: per the contract.
-        let cfg = unsafe { cfg.as_ref() }.ok_or_else(|| FfiError::null("cfg"))?;
+        let cfg = unsafe { config_ref(cfg) }?;
         let inner = Profiler::start(cfg.build()?)?;
         // SAFETY: as above.
-        unsafe { out.write(Box::into_raw(Box::new(forkprof_profiler { inner }))) };
+        unsafe { out.write(forkprof_profiler::wrap(inner)) };
         Ok(())
     })
 }
@@ -320,9 +385,17 @@ fn timestamp(ts: i64) -> Option<i64> {
 /// dropped and counted. After stop, or in a child under FORKPROF_CHILD_DISABLE, it is a
 /// counted no-op returning FORKPROF_OK. The profiler copies what it needs before returning.
 ///
+/// Async-signal-safe (it may be called from a SIGPROF handler on any thread, in a parent or in
+/// a freshly forked child, during and after forkprof_stop) when the stack has at most 128
+/// frames and 16 labels and the call is valid: it then takes no lock the interrupted code
+/// could hold, allocates nothing and calls no logger. A call that fails builds its error
+/// message (allocates): check arguments outside the handler first. `forkprof_record_ids` is
+/// the same; no other call of this library is async-signal-safe.
+///
 /// # Safety
 /// `p` is a live profiler handle; each array points to that many elements (NULL allowed
-/// when the count is 0) and every string in them to its length in readable bytes.
+/// when the count is 0), of `size` bytes each for frames and labels, and every string in them
+/// to its length in readable bytes.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)] // a flat C signature is easiest to call from any FFI
 pub unsafe extern "C" fn forkprof_record(
@@ -339,26 +412,30 @@ pub unsafe extern "C" fn forkprof_record(
         // SAFETY: the caller's contract covers every pointer below for the whole call.
         unsafe {
             let prof = profiler(p)?;
-            let frames = array(frames, n_frames, "frames")?;
+            let frames = TaggedArray::new(frames, n_frames, "frames")?;
             let values = array(values, n_values, "values")?;
-            let labels = array(labels, n_labels, "labels")?;
-            with_labels(labels, |labels| {
-                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
-                    frames,
-                    |f| {
-                        Ok(Frame::from_bytes(
-                            bytes(f.function, f.function_len, "frame function")?,
-                            bytes(f.file, f.file_len, "frame file")?,
-                            f.line,
-                        ))
-                    },
-                    |frames| {
-                        let mut sample = Sample::new(frames, values).labels(labels);
-                        sample.timestamp_ns = timestamp(timestamp_ns);
-                        prof.record(&sample)
-                    },
-                )?
-                .map_err(FfiError::from)
+            let labels = TaggedArray::new(labels, n_labels, "labels")?;
+            labels.with_slice::<STACK_LABELS, _>(|labels| {
+                with_labels(labels, |labels| {
+                    frames.with_slice::<STACK_FRAMES, _>(|frames| {
+                        with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                            frames,
+                            |f| {
+                                Ok(Frame::from_bytes(
+                                    bytes(f.function, f.function_len, "frame function")?,
+                                    bytes(f.file, f.file_len, "frame file")?,
+                                    f.line,
+                                ))
+                            },
+                            |frames| {
+                                let mut sample = Sample::new(frames, values).labels(labels);
+                                sample.timestamp_ns = timestamp(timestamp_ns);
+                                prof.record(&sample)
+                            },
+                        )?
+                        .map_err(FfiError::from)
+                    })
+                })
             })
         }
     })
@@ -385,26 +462,30 @@ pub unsafe extern "C" fn forkprof_record_ids(
         // SAFETY: the caller's contract covers every pointer below for the whole call.
         unsafe {
             let prof = profiler(p)?;
-            let frames = array(frames, n_frames, "frames")?;
+            let frames = TaggedArray::new(frames, n_frames, "frames")?;
             let values = array(values, n_values, "values")?;
-            let labels = array(labels, n_labels, "labels")?;
-            with_labels(labels, |labels| {
-                with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
-                    frames,
-                    |f| {
-                        Ok(FrameIds {
-                            function: StrId::from_u32(f.function),
-                            file: StrId::from_u32(f.file),
-                            line: f.line,
-                        })
-                    },
-                    |frames| {
-                        let mut sample = Sample::with_ids(frames, values).labels(labels);
-                        sample.timestamp_ns = timestamp(timestamp_ns);
-                        prof.record(&sample)
-                    },
-                )?
-                .map_err(FfiError::from)
+            let labels = TaggedArray::new(labels, n_labels, "labels")?;
+            labels.with_slice::<STACK_LABELS, _>(|labels| {
+                with_labels(labels, |labels| {
+                    frames.with_slice::<STACK_FRAMES, _>(|frames| {
+                        with_mapped::<_, _, FfiError, _, STACK_FRAMES>(
+                            frames,
+                            |f| {
+                                Ok(FrameIds {
+                                    function: StrId::from_u32(f.function),
+                                    file: StrId::from_u32(f.file),
+                                    line: f.line,
+                                })
+                            },
+                            |frames| {
+                                let mut sample = Sample::with_ids(frames, values).labels(labels);
+                                sample.timestamp_ns = timestamp(timestamp_ns);
+                                prof.record(&sample)
+                            },
+                        )?
+                        .map_err(FfiError::from)
+                    })
+                })
             })
         }
     })
@@ -464,11 +545,12 @@ pub unsafe extern "C" fn forkprof_flush_sync(
 
 /// Writes the last profile and joins the profiler's threads if they finish within
 /// `timeout_ms` (FORKPROF_ERR_TIMEOUT otherwise; a stuck export is left to finish alone).
-/// Later records are counted no-ops. Fills `*out_stats` when it is not NULL. The handle
-/// must still be freed with `forkprof_free`.
+/// Later records are counted no-ops. Fills `*out_stats` when it is not NULL (its `size` set
+/// first; a bad size is refused before stopping). The handle must still be freed with
+/// `forkprof_free`.
 ///
 /// # Safety
-/// `p` is a live profiler handle; `out_stats` is NULL or writable.
+/// `p` is a live profiler handle; `out_stats` is NULL or a writable struct of `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn forkprof_stop(
     p: *const forkprof_profiler,
@@ -478,10 +560,16 @@ pub unsafe extern "C" fn forkprof_stop(
     guard(|| {
         // SAFETY: per the contract.
         let prof = unsafe { profiler(p) }?;
+        // Checked before stopping, so a refused size leaves the profiler running.
+        let slot = if out_stats.is_null() {
+            None
+        } else {
+            // SAFETY: per the contract.
+            Some(unsafe { OutSlot::new(out_stats, "out_stats") }?)
+        };
         let stats = prof.stop(Duration::from_millis(timeout_ms))?;
-        if !out_stats.is_null() {
-            // SAFETY: non-null and writable per the contract.
-            unsafe { out_stats.write(stats.into()) };
+        if let Some(slot) = slot {
+            slot.write(&stats.into());
         }
         Ok(())
     })
@@ -508,23 +596,20 @@ pub unsafe extern "C" fn forkprof_stop_at_exit(
     })
 }
 
-/// Fills `*out` with this process's counters.
+/// Fills `*out` with this process's counters; set `out->size` first.
 ///
 /// # Safety
-/// `p` is a live profiler handle; `out` is writable.
+/// `p` is a live profiler handle; `out` is a writable struct of `out->size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn forkprof_stats_get(
     p: *const forkprof_profiler,
     out: *mut forkprof_stats,
 ) -> forkprof_status {
     guard(|| {
-        if out.is_null() {
-            return Err(FfiError::null("out"));
-        }
         // SAFETY: per the contract.
-        let stats = unsafe { profiler(p) }?.stats();
-        // SAFETY: non-null and writable per the contract.
-        unsafe { out.write(stats.into()) };
+        let slot = unsafe { OutSlot::new(out, "out") }?;
+        // SAFETY: per the contract.
+        slot.write(&unsafe { profiler(p) }?.stats().into());
         Ok(())
     })
 }
@@ -553,8 +638,9 @@ pub unsafe extern "C" fn forkprof_is_running(p: *const forkprof_profiler) -> i32
 pub unsafe extern "C" fn forkprof_free(p: *mut forkprof_profiler) {
     if !p.is_null() {
         let _ = guard(|| {
-            // SAFETY: per the contract, `p` came from `Box::into_raw` and is freed once.
-            let handle = unsafe { Box::from_raw(p) };
+            // SAFETY: per the contract, `p` came from `Box::into_raw` of a `ProfilerHandle`
+            // and is freed once.
+            let handle = unsafe { Box::from_raw(p.cast::<ProfilerHandle>()) };
             forkprof::exit::cancel_stop_at_exit(&handle.inner);
             drop(handle);
             Ok(())

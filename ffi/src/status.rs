@@ -34,6 +34,9 @@ pub enum forkprof_status {
     FORKPROF_ERR_INTERNER_FULL = 10,
     /// A bug inside forkprof was caught at the ABI boundary; the message has the details.
     FORKPROF_ERR_PANIC = 11,
+    /// The caller was built against a newer forkprof.h than this library speaks: a struct
+    /// `size` larger than the library knows, or `forkprof_abi_check` with a newer version.
+    FORKPROF_ERR_ABI = 12,
 }
 
 use forkprof_status::*;
@@ -54,6 +57,12 @@ impl FfiError {
     pub(crate) fn invalid(message: String) -> Self {
         FfiError {
             status: FORKPROF_ERR_INVALID,
+            message,
+        }
+    }
+    pub(crate) fn abi(message: String) -> Self {
+        FfiError {
+            status: FORKPROF_ERR_ABI,
             message,
         }
     }
@@ -172,6 +181,7 @@ pub extern "C" fn forkprof_status_name(status: i32) -> *const c_char {
         9 => b"FORKPROF_ERR_TIMEOUT\0",
         10 => b"FORKPROF_ERR_INTERNER_FULL\0",
         11 => b"FORKPROF_ERR_PANIC\0",
+        12 => b"FORKPROF_ERR_ABI\0",
         _ => b"FORKPROF_UNKNOWN_STATUS\0",
     };
     name.as_ptr().cast()

@@ -65,6 +65,7 @@ fn start(dir: &Path) -> *mut forkprof_profiler {
 
 fn frame(function: &[u8], file: &[u8], line: u32) -> forkprof_frame {
     forkprof_frame {
+        size: size_of::<forkprof_frame>() as u32,
         function: ptr(function),
         function_len: function.len(),
         file: ptr(file),
@@ -75,6 +76,7 @@ fn frame(function: &[u8], file: &[u8], line: u32) -> forkprof_frame {
 
 fn str_label(key: &[u8], value: &[u8]) -> forkprof_label {
     forkprof_label {
+        size: size_of::<forkprof_label>() as u32,
         key: ptr(key),
         key_len: key.len(),
         kind: FORKPROF_LABEL_STR,
@@ -192,9 +194,7 @@ fn null_pointers_are_errors_with_messages() {
     let bad = forkprof_frame {
         function: null(),
         function_len: 3,
-        file: null(),
-        file_len: 0,
-        line: 1,
+        ..frame(b"", b"", 1)
     };
     assert_eq!(record(p, &[bad], &[1]), FORKPROF_ERR_NULL);
     assert!(last_error().contains("frame function"), "{}", last_error());
@@ -210,11 +210,8 @@ fn bad_lengths_and_constants_are_invalid() {
     let dir = TempDir::new("ffi-invalid");
     let p = start(dir.path());
     let huge = forkprof_frame {
-        function: ptr(b"f"),
         function_len: usize::MAX,
-        file: null(),
-        file_len: 0,
-        line: 1,
+        ..frame(b"f", b"", 1)
     };
     assert_eq!(record(p, &[huge], &[1]), FORKPROF_ERR_INVALID);
     assert!(last_error().contains("length"), "{}", last_error());
@@ -373,6 +370,7 @@ fn interned_ids_record_and_stats_count() {
         );
         assert_eq!(again, f, "interning is idempotent");
         let frames = [forkprof_frame_ids {
+            size: size_of::<forkprof_frame_ids>() as u32,
             function: f,
             file,
             line: 9,
@@ -854,4 +852,307 @@ fn pyroscope_auth_and_tenant_through_the_abi() {
         assert!(last_error().contains("upload settings"), "{}", last_error());
         forkprof_config_free(cfg);
     }
+}
+
+// ---- The size-tag rule (ffi/README.md, "Compatibility") ----
+
+/// A caller's struct followed by bytes the library must never touch.
+#[repr(C, align(8))]
+struct Guarded<T> {
+    value: T,
+    after: [u8; 64],
+}
+
+const CANARY: u8 = 0xA5;
+
+fn guarded_stats(size: usize) -> Guarded<forkprof_stats> {
+    // All canary bytes, `size` set: whatever the library writes shows.
+    // SAFETY: forkprof_stats is integers only, so any bytes are a valid value.
+    let mut g: Guarded<forkprof_stats> = unsafe { std::mem::transmute([CANARY; 168]) };
+    g.value.size = size as u32;
+    g
+}
+
+fn bytes_of<T>(v: &T) -> &[u8] {
+    // SAFETY: reading a live value's bytes; callers only look at bytes the value was filled
+    // with (canaries or fields the library wrote).
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }
+}
+
+#[test]
+fn stats_are_written_up_to_the_callers_size_and_no_further() {
+    assert_eq!(size_of::<Guarded<forkprof_stats>>(), 168);
+    let dir = TempDir::new("ffi-stats-size");
+    let p = start(dir.path());
+    assert_eq!(record(p, &[frame(b"f", b"f.c", 1)], &[1]), FORKPROF_OK);
+    let full = size_of::<forkprof_stats>();
+    let min = <forkprof_stats as crate::sized::SizeTagged>::MIN_SIZE;
+    assert!(min > size_of::<u32>() && min <= full);
+
+    // The smallest size a 1.x caller can have: every byte from there on stays the caller's.
+    let mut g = guarded_stats(min);
+    // SAFETY: `g.value` is writable for its size.
+    assert_eq!(unsafe { forkprof_stats_get(p, &mut g.value) }, FORKPROF_OK);
+    assert_eq!(g.value.size as usize, min, "the size field is the caller's");
+    assert_eq!(g.value.pid, std::process::id());
+    assert_eq!(g.value.samples_recorded, 1);
+    assert_eq!(g.value.disabled_reason, 0);
+    let raw = bytes_of(&g);
+    assert!(
+        raw[min..].iter().all(|&b| b == CANARY),
+        "bytes past size {min} were written: {:?}",
+        &raw[min..full]
+    );
+
+    // Size 0 (never set), and a size from a newer header: refused, nothing written.
+    for (size, status, says) in [
+        (0, FORKPROF_ERR_INVALID, "set it to sizeof(forkprof_stats)"),
+        (
+            min - 1,
+            FORKPROF_ERR_INVALID,
+            "set it to sizeof(forkprof_stats)",
+        ),
+        (full + 8, FORKPROF_ERR_ABI, "newer forkprof.h"),
+    ] {
+        let mut g = guarded_stats(size);
+        // SAFETY: as above; the library must not write at all.
+        assert_eq!(
+            unsafe { forkprof_stats_get(p, &mut g.value) },
+            status,
+            "size {size}"
+        );
+        assert!(last_error().contains(says), "size {size}: {}", last_error());
+        assert!(
+            bytes_of(&g)[size_of::<u32>()..]
+                .iter()
+                .all(|&b| b == CANARY),
+            "size {size}: the library wrote into a struct it refused"
+        );
+        // SAFETY: as above. A refused size is checked before stopping.
+        assert_eq!(unsafe { forkprof_stop(p, 10_000, &mut g.value) }, status);
+        // SAFETY: `p` is live.
+        assert_eq!(
+            unsafe { forkprof_is_running(p) },
+            1,
+            "refused, so not stopped"
+        );
+    }
+    let stats = stop(p);
+    assert_eq!(stats.size as usize, full);
+    assert_eq!(stats.samples_recorded, 1);
+}
+
+#[test]
+fn every_array_element_carries_the_same_size() {
+    let dir = TempDir::new("ffi-array-size");
+    let p = start(dir.path());
+    let mut frames = [frame(b"leaf", b"a.c", 1), frame(b"root", b"a.c", 2)];
+    frames[1].size = 0;
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_ERR_INVALID);
+    assert!(
+        last_error().contains("`frames[1].size` is 0"),
+        "{}",
+        last_error()
+    );
+    frames[0].size = 0;
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_ERR_INVALID);
+    assert!(
+        last_error().contains("`frames[0].size` is 0"),
+        "{}",
+        last_error()
+    );
+
+    let frames = [frame(b"leaf", b"a.c", 1)];
+    let mut labels = [str_label(b"k", b"v")];
+    labels[0].size += 8;
+    assert_eq!(record_labeled(p, &frames, &[1], &labels), FORKPROF_ERR_ABI);
+    assert!(
+        last_error().contains("`labels[0].size`"),
+        "{}",
+        last_error()
+    );
+
+    // A newer caller's frames, 8 bytes longer each: refused, not read at the wrong stride.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct NewerFrame {
+        frame: forkprof_frame,
+        added: u64,
+    }
+    let mut newer = [NewerFrame {
+        frame: frame(b"leaf", b"a.c", 1),
+        added: 7,
+    }; 2];
+    for f in &mut newer {
+        f.frame.size = size_of::<NewerFrame>() as u32;
+    }
+    // SAFETY: two live elements of the size they carry.
+    let status = unsafe {
+        forkprof_record(
+            p,
+            newer.as_ptr().cast(),
+            2,
+            [1i64].as_ptr(),
+            1,
+            null(),
+            0,
+            0,
+        )
+    };
+    assert_eq!(status, FORKPROF_ERR_ABI);
+    assert!(
+        last_error().contains("newer forkprof.h"),
+        "{}",
+        last_error()
+    );
+
+    let ids = [forkprof_frame_ids {
+        size: 0,
+        function: 0,
+        file: 0,
+        line: 0,
+    }];
+    // SAFETY: one live element.
+    let status =
+        unsafe { forkprof_record_ids(p, ids.as_ptr(), 1, [1i64].as_ptr(), 1, null(), 0, 0) };
+    assert_eq!(status, FORKPROF_ERR_INVALID);
+    assert!(
+        last_error().contains("sizeof(forkprof_frame_ids)"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        stop(p).samples_recorded,
+        0,
+        "nothing refused may be recorded"
+    );
+}
+
+/// The mechanism itself, on a struct that grew: version 1 had `a` and `b`, version 2 added
+/// `c`. A version-1 caller's arrays are read at its own stride with `c` as zero, and a
+/// version-1 caller's struct is filled up to `b` and not a byte further.
+#[test]
+fn a_struct_can_grow_without_an_older_caller_noticing() {
+    use crate::sized::{OutSlot, SizeTagged, TaggedArray};
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct V1 {
+        size: u32,
+        a: u32,
+        b: u64,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct V2 {
+        size: u32,
+        a: u32,
+        b: u64,
+        c: u64,
+    }
+    // SAFETY: repr(C), `size: u32` first, integers only.
+    unsafe impl SizeTagged for V2 {
+        const NAME: &'static str = "v2";
+        const MIN_SIZE: usize = size_of::<V1>();
+    }
+    let v1_size = size_of::<V1>() as u32;
+    let old = [
+        V1 {
+            size: v1_size,
+            a: 1,
+            b: 10,
+        },
+        V1 {
+            size: v1_size,
+            a: 2,
+            b: 20,
+        },
+    ];
+    // SAFETY: two live elements of `v1_size` bytes, as a version-1 caller passes them.
+    let array = unsafe { TaggedArray::<V2>::new(old.as_ptr().cast(), 2, "old") }
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    let read: Vec<V2> = array.with_slice::<4, _>(|s| s.to_vec());
+    assert_eq!(
+        read,
+        [
+            V2 {
+                size: v1_size,
+                a: 1,
+                b: 10,
+                c: 0
+            },
+            V2 {
+                size: v1_size,
+                a: 2,
+                b: 20,
+                c: 0
+            }
+        ]
+    );
+
+    let mut g = Guarded {
+        value: V1 {
+            size: v1_size,
+            a: 0,
+            b: 0,
+        },
+        after: [CANARY; 64],
+    };
+    // SAFETY: `g.value` is writable for the size it carries.
+    let slot = unsafe { OutSlot::<V2>::new(std::ptr::from_mut(&mut g.value).cast(), "old") }
+        .unwrap_or_else(|e| panic!("{}", e.message));
+    slot.write(&V2 {
+        size: 24,
+        a: 3,
+        b: 30,
+        c: u64::MAX,
+    });
+    assert_eq!(
+        g.value,
+        V1 {
+            size: v1_size,
+            a: 3,
+            b: 30
+        }
+    );
+    assert!(
+        g.after.iter().all(|&b| b == CANARY),
+        "c was written past the caller's struct"
+    );
+}
+
+#[test]
+fn the_abi_version_is_checked_against_the_callers_header() {
+    assert_eq!(forkprof_abi_version(), FORKPROF_ABI_VERSION);
+    assert_eq!(FORKPROF_ABI_VERSION >> 16, FORKPROF_ABI_VERSION_MAJOR);
+    assert_eq!(forkprof_abi_check(FORKPROF_ABI_VERSION), FORKPROF_OK);
+    // An older minor of the same major is served.
+    assert_eq!(
+        forkprof_abi_check(FORKPROF_ABI_VERSION_MAJOR << 16),
+        FORKPROF_OK
+    );
+    let newer_minor = FORKPROF_ABI_VERSION + 1;
+    assert_eq!(forkprof_abi_check(newer_minor), FORKPROF_ERR_ABI);
+    let msg = last_error();
+    assert!(
+        msg.contains(&format!(
+            "ABI {FORKPROF_ABI_VERSION_MAJOR}.{}",
+            FORKPROF_ABI_VERSION_MINOR + 1
+        )) && msg.contains("or later"),
+        "{msg}"
+    );
+    for other in [
+        FORKPROF_ABI_VERSION_MAJOR - 1,
+        FORKPROF_ABI_VERSION_MAJOR + 1,
+    ] {
+        assert_eq!(forkprof_abi_check(other << 16), FORKPROF_ERR_ABI);
+        assert!(
+            last_error().contains(&format!("libforkprof.so.{other}")),
+            "{}",
+            last_error()
+        );
+    }
+    // SAFETY: static NUL-terminated strings.
+    let name = unsafe { CStr::from_ptr(forkprof_status_name(FORKPROF_ERR_ABI as i32)) };
+    assert_eq!(name.to_str(), Ok("FORKPROF_ERR_ABI"));
 }

@@ -315,7 +315,7 @@ fn serve(s: &Shared, mut conn: impl Conn, _tcp: bool) {
             }
         }
         let body: Vec<u8> = buf.drain(..len).collect();
-        // Last first: the headers an exporter adds itself (auth, keys) come after ureq's own,
+        // Last first: the headers an exporter adds itself (auth, keys) come after the fixed ones,
         // and the error snippet forkprof keeps is short.
         let echoed: String = headers
             .iter()

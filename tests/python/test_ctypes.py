@@ -34,24 +34,41 @@ SERVICE = "pyctypes"
 
 
 # ---------------------------------------------------------------------------------------------
-# The binding: a thin ctypes layer over include/forkprof.h.
+# The binding: a thin ctypes layer over include/forkprof.h, declared from ABI 1.0.
+
+ABI_VERSION = 1 << 16 | 0  # FORKPROF_ABI_VERSION of the header these declarations follow
 
 
-class Frame(ctypes.Structure):
+class Tagged(ctypes.Structure):
+    """A size-tagged struct (ffi/README.md, "Compatibility"): `size` comes first and is set
+    to ctypes.sizeof at construction, so the library reads and writes no more than this
+    declaration has, whatever its own version."""
+
+    def __init__(self, **fields):
+        super().__init__(size=ctypes.sizeof(self), **fields)
+
+
+class Frame(Tagged):
     _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("line", ctypes.c_uint32),
         ("function", ctypes.c_char_p),
         ("function_len", ctypes.c_size_t),
         ("file", ctypes.c_char_p),
         ("file_len", ctypes.c_size_t),
-        ("line", ctypes.c_uint32),
     ]
 
 
-class Label(ctypes.Structure):
+def text_frame(function, function_len, file, file_len, line):
+    return Frame(function=function, function_len=function_len, file=file, file_len=file_len, line=line)
+
+
+class Label(Tagged):
     _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
         ("key", ctypes.c_char_p),
         ("key_len", ctypes.c_size_t),
-        ("kind", ctypes.c_uint32),
         ("str", ctypes.c_char_p),
         ("str_len", ctypes.c_size_t),
         ("num", ctypes.c_int64),
@@ -60,8 +77,8 @@ class Label(ctypes.Structure):
     ]
 
 
-class Stats(ctypes.Structure):
-    _fields_ = [("pid", ctypes.c_uint32)] + [
+class Stats(Tagged):
+    _fields_ = [("size", ctypes.c_uint32), ("pid", ctypes.c_uint32)] + [
         (name, ctypes.c_uint64)
         for name in (
             "samples_recorded",
@@ -79,8 +96,26 @@ class Stats(ctypes.Structure):
     ] + [("disabled_reason", ctypes.c_uint32)]
 
 
+class GuardedStats(ctypes.Structure):
+    """Stats with bytes after them the library must never write: a library newer than this
+    declaration writing its longer struct in full would land there (or, unguarded, in
+    whatever the interpreter keeps next on its heap)."""
+
+    CANARY = 0xA5
+    _fields_ = [("stats", Stats), ("after", ctypes.c_ubyte * 64)]
+
+    def __init__(self):
+        super().__init__(stats=Stats(), after=(ctypes.c_ubyte * 64)(*[self.CANARY] * 64))
+
+    def checked(self, call):
+        written = [i for i, b in enumerate(self.after) if b != self.CANARY]
+        assert not written, f"{call} wrote {len(written)} bytes past the caller's Stats"
+        assert self.stats.size == ctypes.sizeof(Stats), f"{call} changed the size field"
+        return self.stats
+
+
 OK, ERR_NULL, ERR_INVALID, ERR_CONFIG, ERR_SAMPLE = 0, 1, 2, 3, 4
-ERR_FORK_ORDER, ERR_NOT_RUNNING = 7, 8
+ERR_FORK_ORDER, ERR_NOT_RUNNING, ERR_ABI = 7, 8, 12
 COMPRESSION_GZIP = 1
 CHILD_RESTART = 0
 LABEL_STR, LABEL_NUM = 0, 1
@@ -139,11 +174,16 @@ def load_library():
         "forkprof_set_log_rate_limit_ms": (st, [u64]),
         "forkprof_set_log_delivery": (st, [u32]),
         "forkprof_drain_log": (sz, []),
+        "forkprof_abi_version": (u32, []),
+        "forkprof_abi_check": (st, [u32]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
         fn.restype = restype
         fn.argtypes = argtypes
+    # Before any other call: a library older than these declarations is refused here.
+    if lib.forkprof_abi_check(ABI_VERSION) != OK:
+        raise SystemExit(f"{path}: {lib.forkprof_last_error().decode()}")
     return lib
 
 
@@ -198,7 +238,7 @@ class Profiler:
             fn = getattr(code, "co_qualname", code.co_name).encode()
             file = code.co_filename.encode()
             names.extend((fn, file))
-            frames.append(Frame(fn, len(fn), file, len(file), f.f_lineno or 0))
+            frames.append(text_frame(fn, len(fn), file, len(file), f.f_lineno or 0))
             f = f.f_back
         return self.record_frames(frames, values, labels)
 
@@ -214,14 +254,14 @@ class Profiler:
         check("flush_sync", LIB.forkprof_flush_sync(self.handle, timeout_ms))
 
     def stats(self):
-        s = Stats()
-        check("stats_get", LIB.forkprof_stats_get(self.handle, ctypes.byref(s)))
-        return s
+        g = GuardedStats()
+        check("stats_get", LIB.forkprof_stats_get(self.handle, ctypes.byref(g.stats)))
+        return g.checked("forkprof_stats_get")
 
     def stop(self, timeout_ms=10_000):
-        s = Stats()
-        check("stop", LIB.forkprof_stop(self.handle, timeout_ms, ctypes.byref(s)))
-        return s
+        g = GuardedStats()
+        check("stop", LIB.forkprof_stop(self.handle, timeout_ms, ctypes.byref(g.stats)))
+        return g.checked("forkprof_stop")
 
     def free(self):
         LIB.forkprof_free(self.handle)
@@ -230,7 +270,7 @@ class Profiler:
 
 def thread_label(name):
     key, value = b"thread name", name.encode()
-    return Label(key, len(key), LABEL_STR, value, len(value), 0, None, 0)
+    return Label(key=key, key_len=len(key), kind=LABEL_STR, str=value, str_len=len(value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +402,7 @@ def scenario_record(out_dir):
     # A function name with invalid UTF-8 is accepted and replaced in the profile.
     bad = b"broken_\xff_name"
     file = b"native.c"
-    check("record", prof.record_frames([Frame(bad, len(bad), file, len(file), 3)], [1, 1]))
+    check("record", prof.record_frames([text_frame(bad, len(bad), file, len(file), 3)], [1, 1]))
 
     # Errors: the wrong number of values, NULL pointers with a length, unknown constants.
     status = prof.record([1], [])
@@ -373,10 +413,10 @@ def scenario_record(out_dir):
     assert "frames" in LIB.forkprof_last_error().decode()
     status = LIB.forkprof_record(None, None, 0, None, 0, None, 0, 0)
     assert status == ERR_NULL, status
-    frame = Frame(None, 5, None, 0, 1)
+    frame = text_frame(None, 5, None, 0, 1)
     status = prof.record_frames([frame], [1, 1])
     assert status == ERR_NULL, status
-    huge = Frame(b"x", 2**63, None, 0, 1)
+    huge = text_frame(b"x", 2**63, None, 0, 1)
     assert prof.record_frames([huge], [1, 1]) == ERR_INVALID
     cfg = ctypes.c_void_p()
     check("config_new", LIB.forkprof_config_new(*buf("svc"), ctypes.byref(cfg)))
@@ -389,6 +429,28 @@ def scenario_record(out_dir):
     LIB.forkprof_config_free(cfg)
     # Fork hooks out of order.
     assert LIB.forkprof_after_fork_parent() == ERR_FORK_ORDER
+
+    # Size tags: an unset size, and a struct from a newer binding, are refused untouched.
+    unset = Stats()
+    unset.size = 0
+    assert LIB.forkprof_stats_get(prof.handle, ctypes.byref(unset)) == ERR_INVALID
+    assert "sizeof(forkprof_stats)" in LIB.forkprof_last_error().decode()
+    assert (unset.pid, unset.samples_recorded) == (0, 0)
+
+    class NewerStats(Tagged):
+        # Far newer than any library this test meets (a 1.1 library's stats may well be
+        # 8 bytes longer than the 1.0 declaration above, and then accepted).
+        _fields_ = Stats._fields_ + [("added_later", ctypes.c_uint64 * 512)]
+
+    newer = NewerStats()
+    newer.added_later[0] = 7
+    status = LIB.forkprof_stats_get(prof.handle, ctypes.cast(ctypes.pointer(newer), ctypes.POINTER(Stats)))
+    assert status == ERR_ABI, status
+    assert "newer forkprof.h" in LIB.forkprof_last_error().decode()
+    assert (newer.pid, newer.added_later[0]) == (0, 7)
+    # The version query, and a binding declared from a newer minor refused cleanly.
+    assert LIB.forkprof_abi_version() >> 16 == ABI_VERSION >> 16
+    assert LIB.forkprof_abi_check(LIB.forkprof_abi_version() + 1) == ERR_ABI
 
     prof.flush_sync()
     stats = prof.stop()

@@ -62,19 +62,35 @@ impl Origin {
     }
 }
 
-/// `<service>-<pid>-<seq>.pprof[.gz|.zst]`, the file exporter's naming (the service may hold
-/// dashes itself).
+/// `<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`, the file exporter's naming (the stamp is
+/// `20261206T192439123456`; the service may hold dashes itself), or the older
+/// `<service>-<pid>-<seq>.pprof[.gz|.zst]`.
 fn from_file_name(path: &Path) -> Option<(String, u32)> {
     let name = path.file_name()?.to_str()?;
     let stem = name.split(".pprof").next()?;
-    let mut parts = stem.rsplitn(3, '-');
-    let seq = parts.next()?;
-    let pid = parts.next()?;
-    let service = parts.next()?;
-    if service.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (rest, seq) = stem.rsplit_once('-')?;
+    if !digits(seq) {
+        return None;
+    }
+    let rest = match rest.rsplit_once('-') {
+        Some((before, stamp)) if is_stamp(stamp) => before,
+        _ => rest,
+    };
+    let (service, pid) = rest.rsplit_once('-')?;
+    if service.is_empty() || !digits(pid) {
         return None;
     }
     Some((service.to_string(), pid.parse().ok()?))
+}
+
+/// `20261206T192439123456`.
+fn is_stamp(s: &str) -> bool {
+    s.len() == 21
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            _ => b.is_ascii_digit(),
+        })
 }
 
 #[cfg(test)]
@@ -90,6 +106,16 @@ mod tests {
         );
         assert_eq!(
             from_file_name(Path::new("api-7-0.pprof")),
+            Some(("api".into(), 7))
+        );
+        assert_eq!(
+            from_file_name(Path::new(
+                "/d/forkprof-demo-4242-20261206T192439123456-3.pprof.gz"
+            )),
+            Some(("forkprof-demo".into(), 4242))
+        );
+        assert_eq!(
+            from_file_name(Path::new("api-7-20261206T192439123456-0.pprof")),
             Some(("api".into(), 7))
         );
         assert_eq!(from_file_name(Path::new("cpu.pprof")), None);

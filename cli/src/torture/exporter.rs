@@ -1,4 +1,4 @@
-//! The torture run's uploader: forkprof's real Datadog exporter (ureq, multipart, zstd),
+//! The torture run's uploader: forkprof's real Datadog exporter (HTTP, multipart, zstd),
 //! pointed at the stalled loopback endpoint with a request timeout longer than the run, so one
 //! upload stays stuck mid-body for the whole fork phase. A thin wrapper counts what it does:
 //! delivered profiles are decoded and their sample values summed, which is how the run checks

@@ -170,11 +170,11 @@ impl From<Datadog> for ExporterConfig {
 }
 
 /// Builds Datadog exporters; holds what every process's exporter shares: the settings, the
-/// ureq configuration and the endpoint's addresses.
+/// endpoint's addresses.
 pub struct DatadogFactory {
     settings: Datadog,
-    ureq: ureq::config::Config,
     book: AddressBook,
+    setup: http::ClientSetup,
 }
 
 impl fmt::Debug for DatadogFactory {
@@ -186,8 +186,8 @@ impl fmt::Debug for DatadogFactory {
 impl DatadogFactory {
     fn new(settings: Datadog) -> DatadogFactory {
         DatadogFactory {
-            ureq: http::ureq_config(&settings.http, USER_AGENT),
             book: AddressBook::new(settings.lookup.0),
+            setup: http::ClientSetup::new(settings.endpoint.as_ref().ok()),
             settings,
         }
     }
@@ -256,18 +256,18 @@ impl ExporterFactory for DatadogFactory {
         let mut headers = vec![
             (
                 "DD-EVP-ORIGIN".to_string(),
-                ORIGIN.parse().expect("static header"),
+                http::HeaderValue::fixed(ORIGIN),
             ),
             (
                 "DD-EVP-ORIGIN-VERSION".to_string(),
-                env!("CARGO_PKG_VERSION").parse().expect("static header"),
+                http::HeaderValue::fixed(env!("CARGO_PKG_VERSION")),
             ),
         ];
         if let Some(k) = &s.api_key {
             headers.push(("DD-API-KEY".to_string(), http::secret_header(&k.0)?));
         }
         Ok(Box::new(DatadogExporter {
-            client: HttpClient::new(endpoint, addrs, s.http, &self.ureq, seed)
+            client: HttpClient::new(endpoint, addrs, s.http, &self.setup, USER_AGENT, seed)
                 .with_secrets(s.api_key.iter().map(|k| k.0.clone())),
             path: if s.api_key.is_some() {
                 INTAKE_PATH
@@ -306,7 +306,7 @@ struct DatadogExporter {
     /// Every tag but the pid, which comes from each profile.
     tags: String,
     family: String,
-    headers: Vec<(String, ureq::http::HeaderValue)>,
+    headers: Vec<(String, http::HeaderValue)>,
     max_request_bytes: usize,
     seed: u64,
     /// Kept only to scrub it from failure messages (a proxy could echo it in a body).
@@ -454,7 +454,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar, counting
 /// in 400-year eras (146,097 days each) that start on March 1st so the leap day is last.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // day of era, 0..=146096

@@ -26,7 +26,7 @@
 //! The environment is read once, by the call that builds the configuration, on the caller's
 //! thread. Nothing reads it later: not `start()`, not a forked child's restart, never a
 //! profiler thread (Rust's env lock, held by another thread at fork time, stays held in the
-//! child; PLATFORMS.md).
+//! child).
 
 use std::path::Path;
 use std::time::Duration;

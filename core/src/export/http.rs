@@ -1,17 +1,15 @@
-//! The HTTP upload shared by the Datadog and Pyroscope exporters: one ureq agent per exporter
-//! (so a forked child never shares its parent's connections), addresses from the
-//! `AddressBook` (in `resolve.rs`) instead of DNS, timeouts on every step, and
-//! retries with exponential backoff and jitter inside a time budget and the stop deadline.
+//! The HTTP upload shared by the Datadog and Pyroscope exporters: a fresh connection per
+//! upload, closed when it ends (no pool: uploads come once a minute, and a pooled socket
+//! would be inherited, idle and never closed, by every forked child), addresses from the
+//! `AddressBook` (in `resolve.rs`) instead of DNS, timeouts on every step, and retries with
+//! exponential backoff and jitter inside a time budget and the stop deadline.
 //!
-//! Not used from ureq, on purpose: its proxy support (a proxy host would need a DNS lookup on
-//! the uploader thread), redirects (to hosts nobody resolved), its default resolver and its
-//! default connector chain. One thing ureq still does on the uploader thread is emit `log`
-//! records at debug and trace level; a host whose logger takes a lock (stderr, a file) and
-//! enables those levels for the `ureq` targets gets that lock taken on a profiler thread, so
-//! such hosts should filter `ureq*` out. At TRACE, `ureq_proto` also hex-dumps the raw request
-//! bytes, auth headers included: no setting of ureq turns that off, so the README tells hosts
-//! to keep `ureq*` below TRACE (forkprof's own messages never carry a secret: every reason this
-//! client gives is scrubbed of the exporter's secrets, see `HttpClient::with_secrets`).
+//! The client is forkprof's own (`conn.rs`, `http1.rs`, `tls.rs`): no proxy (a proxy host
+//! would need a DNS lookup on the uploader thread), no redirects (to hosts nobody resolved),
+//! and no logging: nothing it does calls the host's `log` logger, whose lock a fork could
+//! find held by the uploader thread (forkprof's own messages reach the host through
+//! `messages.rs`, on the host's threads). Every reason this client gives is scrubbed of the
+//! exporter's secrets (see `HttpClient::with_secrets`).
 //!
 //! Retries: connection errors, timeouts, 408, 429 and 5xx; never other 4xx. A 429 or 503 with
 //! `Retry-After` (seconds or an HTTP date, `retry_after.rs`) pauses at least that long, within
@@ -19,17 +17,14 @@
 //! that reason and the next profile waits until the time the server gave.
 
 use std::fmt;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ureq::http::{HeaderValue, StatusCode};
-use ureq::unversioned::transport::Connector;
-
-use super::answer_wait::AnswerWait;
-use super::resolve::{Address, Endpoint, FixedResolver};
-use super::unix::UnixConnector;
+use super::conn::{Conn, Sock};
+use super::http1;
+pub(crate) use super::http1::HeaderValue;
+use super::resolve::{Address, Endpoint};
 use super::{Delivered, ExportFailure};
 use crate::error::{Error, Result};
 
@@ -98,25 +93,6 @@ pub const MAX_RESPONSE_BODY: u64 = 64 << 10;
 /// Response headers accepted at most.
 const MAX_RESPONSE_HEADERS: usize = 16 << 10;
 
-/// The ureq configuration, built once when the exporter is configured. Building a ureq
-/// `Config` reads the proxy variables of the environment, so it must not happen in `create()`
-/// (which also runs in a forked child, where the env lock may be held forever); the proxy is
-/// then switched off because a proxy host would need a DNS lookup on the uploader thread.
-pub(crate) fn ureq_config(opts: &HttpOptions, user_agent: &str) -> ureq::config::Config {
-    ureq::config::Config::builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        // A redirect could name a host nobody resolved ahead of time.
-        .max_redirects(0)
-        .save_redirect_history(false)
-        .user_agent(user_agent)
-        .max_response_header_size(MAX_RESPONSE_HEADERS)
-        .max_idle_connections(1)
-        .max_idle_connections_per_host(1)
-        .timeout_connect(Some(opts.connect_timeout))
-        .build()
-}
-
 /// One request to send: everything except the endpoint.
 pub(crate) struct Request<'a> {
     /// Path and query, starting with `/`.
@@ -126,17 +102,16 @@ pub(crate) struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// A header value that must never be shown: marked sensitive for ureq's and http's logging.
+/// A header value that must never be shown: marked sensitive, so `Debug` hides it.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue> {
     secret_header_for("api_key", value)
 }
 
 /// [`secret_header`] for the setting `field`; the error never shows the value.
 pub(crate) fn secret_header_for(field: &'static str, value: &str) -> Result<HeaderValue> {
-    let mut v = HeaderValue::from_str(value)
-        .map_err(|_| Error::config(field, "contains characters not allowed in an HTTP header"))?;
-    v.set_sensitive(true);
-    Ok(v)
+    HeaderValue::new(value)
+        .map(HeaderValue::sensitive)
+        .ok_or_else(|| Error::config(field, "contains characters not allowed in an HTTP header"))
 }
 
 /// Standard base64 with padding (RFC 4648), for basic auth.
@@ -171,10 +146,43 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What every client of one exporter configuration shares: built with the configuration, on
+/// the host thread that makes it, so that creating a client (also in a forked child's
+/// restart) builds nothing but the client itself.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClientSetup {
+    /// https: the TLS client configuration, or why there is none.
+    #[cfg(feature = "tls")]
+    tls: Option<std::result::Result<super::tls::Tls, String>>,
+}
+
+impl ClientSetup {
+    pub fn new(endpoint: Option<&Endpoint>) -> ClientSetup {
+        #[cfg(feature = "tls")]
+        {
+            ClientSetup {
+                tls: endpoint
+                    .filter(|e| e.needs_tls())
+                    .map(|_| super::tls::Tls::new()),
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = endpoint;
+            ClientSetup {}
+        }
+    }
+}
+
 /// Sends requests to one endpoint; owned by one exporter on the uploader thread.
 pub(crate) struct HttpClient {
-    agent: ureq::Agent,
     endpoint: Endpoint,
+    addrs: Arc<Vec<SocketAddr>>,
+    /// `Host:` of every request.
+    host: String,
+    user_agent: &'static str,
+    #[cfg(feature = "tls")]
+    tls: Option<std::result::Result<super::tls::Tls, String>>,
     opts: HttpOptions,
     rng: u64,
     /// Texts that must never appear in a reason or a message (keys, passwords, tokens and
@@ -244,29 +252,27 @@ fn pause_until(until: Instant) -> Result<(), Instant> {
 }
 
 impl HttpClient {
-    /// A fresh agent (no pooled connection of any other process) using `addrs` only.
-    /// `secrets` are scrubbed from every reason the client gives.
+    /// A client connecting to `addrs` only (or the endpoint's Unix socket), with no
+    /// connection of its own yet. `secrets` are scrubbed from every reason the client gives.
     pub fn new(
         endpoint: &Endpoint,
         addrs: Arc<Vec<SocketAddr>>,
         opts: HttpOptions,
-        config: &ureq::config::Config,
+        setup: &ClientSetup,
+        user_agent: &'static str,
         seed: u64,
     ) -> HttpClient {
-        let resolver = FixedResolver { addrs };
-        let agent = match &endpoint.address {
-            Address::Unix(path) => ureq::Agent::with_parts(
-                config.clone(),
-                UnixConnector { path: path.clone() }.chain(AnswerWait),
-                resolver,
-            ),
-            Address::Tcp { .. } => {
-                ureq::Agent::with_parts(config.clone(), tcp_connector().chain(AnswerWait), resolver)
-            }
-        };
+        #[cfg(feature = "tls")]
+        let tls = setup.tls.clone();
+        #[cfg(not(feature = "tls"))]
+        let _ = setup;
         HttpClient {
-            agent,
             endpoint: endpoint.clone(),
+            addrs,
+            host: endpoint.host_header(),
+            user_agent,
+            #[cfg(feature = "tls")]
+            tls,
             opts,
             rng: seed | 1,
             secrets: Vec::new(),
@@ -343,7 +349,6 @@ impl HttpClient {
             self.not_before = None;
         }
         let attempts = self.opts.max_retries.saturating_add(1);
-        let url = self.endpoint.uri(&req.path);
         let mut retries = 0u32;
         loop {
             let now = Instant::now();
@@ -356,7 +361,7 @@ impl HttpClient {
             }
             let timeout = self.opts.request_timeout.min(end - now);
             let n = retries + 1;
-            let (why, asked) = match self.attempt(&url, req, timeout) {
+            let (why, asked) = match self.attempt(req, timeout) {
                 Attempt::Done(bytes) => return Ok(Delivered { bytes, retries }),
                 Attempt::Fatal { reason, too_large } => {
                     return Err(self.fail(
@@ -431,52 +436,64 @@ impl HttpClient {
         format!("{}{}", self.endpoint, path.split('?').next().unwrap_or(""))
     }
 
-    fn attempt(&self, url: &str, req: &Request<'_>, timeout: Duration) -> Attempt {
-        let mut b = self
-            .agent
-            .post(url)
-            .header("Content-Type", req.content_type.as_str());
-        for (name, value) in &req.headers {
-            b = b.header(name.as_str(), value.clone());
+    /// Opens a connection by `deadline` (and within the connect timeout).
+    fn connect(&self, deadline: Instant) -> std::io::Result<Conn> {
+        let connect_by = (Instant::now() + self.opts.connect_timeout).min(deadline);
+        let mut sock = match &self.endpoint.address {
+            Address::Unix(path) => Sock::unix(path, connect_by)?,
+            Address::Tcp { .. } => Sock::tcp(&self.addrs, connect_by)?,
+        };
+        sock.set_deadline(deadline);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            let tls = tls.as_ref().map_err(|e| std::io::Error::other(e.clone()))?;
+            let Address::Tcp { host, .. } = &self.endpoint.address else {
+                return Ok(Conn::Plain(sock));
+            };
+            return tls.wrap(host, sock);
         }
-        let result = b
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .send(req.body);
-        match result {
-            Ok(mut resp) => {
-                let status = resp.status();
+        Ok(Conn::Plain(sock))
+    }
+
+    /// One try: connect, send, read the answer, close.
+    fn attempt(&self, req: &Request<'_>, timeout: Duration) -> Attempt {
+        let deadline = Instant::now() + timeout;
+        let retry = |what: &str, e: std::io::Error| Attempt::Retry {
+            why: format!("{what}: {e}"),
+            after: None,
+        };
+        let mut conn = match self.connect(deadline) {
+            Ok(c) => c,
+            Err(e) => return retry("connecting", e),
+        };
+        let head = http1::request_head(
+            &self.endpoint.path(&req.path),
+            &self.host,
+            self.user_agent,
+            &req.content_type,
+            req.body.len(),
+            &req.headers,
+        );
+        let sent = http1::write_request(&mut conn, &head, req.body);
+        // Every wait for input here is a wait for the answer to a request already written
+        // (forkprof sends no `Expect: 100-continue` and uses no proxy): the session may end
+        // the wait early when the host is exiting.
+        let answer = {
+            let _waiting = super::WaitingOnPeer::new();
+            http1::read_response(&mut conn, MAX_RESPONSE_HEADERS, MAX_RESPONSE_BODY as usize)
+        };
+        drop(conn);
+        match (sent, answer) {
+            // An endpoint may answer (413) before it has read the whole body, then close.
+            (_, Ok(resp)) => {
                 let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
+                    .retry_after
+                    .as_deref()
                     .and_then(|v| super::retry_after::parse(v, std::time::SystemTime::now()));
-                // Read (a bounded part of) the body so the connection can be reused, and
-                // for the error message.
-                let mut body = Vec::new();
-                let _ = resp
-                    .body_mut()
-                    .as_reader()
-                    .take(MAX_RESPONSE_BODY)
-                    .read_to_end(&mut body);
-                classify(status, &body, req.body.len() as u64, retry_after)
+                classify(resp.status, &resp.body, req.body.len() as u64, retry_after)
             }
-            Err(e) => match e {
-                ureq::Error::Io(_)
-                | ureq::Error::Timeout(_)
-                | ureq::Error::ConnectionFailed
-                | ureq::Error::HostNotFound
-                | ureq::Error::Protocol(_)
-                | ureq::Error::BodyStalled => Attempt::Retry {
-                    why: e.to_string(),
-                    after: None,
-                },
-                other => Attempt::Fatal {
-                    reason: other.to_string(),
-                    too_large: false,
-                },
-            },
+            (Err(e), Err(_)) => retry("sending the request", e),
+            (Ok(()), Err(e)) => retry("reading the response", e),
         }
     }
 
@@ -504,9 +521,8 @@ impl HttpClient {
 
 /// What a response means. 408, 429 and 5xx are retried (429 and 503 as `Retry-After` asks);
 /// every other 4xx is final: sending the same request again cannot fix it.
-fn classify(status: StatusCode, body: &[u8], sent: u64, retry_after: Option<Duration>) -> Attempt {
-    let code = status.as_u16();
-    if status.is_success() {
+fn classify(code: u16, body: &[u8], sent: u64, retry_after: Option<Duration>) -> Attempt {
+    if (200..300).contains(&code) {
         return Attempt::Done(sent);
     }
     let snippet: String = String::from_utf8_lossy(&body[..body.len().min(200)])
@@ -532,17 +548,6 @@ fn classify(status: StatusCode, body: &[u8], sent: u64, retry_after: Option<Dura
             too_large: false,
         },
     }
-}
-
-#[cfg(feature = "tls")]
-fn tcp_connector() -> impl ureq::unversioned::transport::Connector {
-    use ureq::unversioned::transport::{Connector, RustlsConnector, TcpConnector};
-    TcpConnector::default().chain(RustlsConnector::default())
-}
-
-#[cfg(not(feature = "tls"))]
-fn tcp_connector() -> impl ureq::unversioned::transport::Connector {
-    ureq::unversioned::transport::TcpConnector::default()
 }
 
 /// Refuses https when the `tls` feature is off, at configuration time.
@@ -578,8 +583,14 @@ mod tests {
     fn backoff_doubles_with_jitter_and_is_capped() {
         let opts = HttpOptions::default();
         let e = Endpoint::parse("http://127.0.0.1:9", "e").unwrap();
-        let cfg = ureq_config(&opts, "t");
-        let mut c = HttpClient::new(&e, Arc::new(vec![]), opts, &cfg, 42);
+        let mut c = HttpClient::new(
+            &e,
+            Arc::new(vec![]),
+            opts,
+            &ClientSetup::new(Some(&e)),
+            "t",
+            42,
+        );
         for retry in 0..10 {
             let base = opts
                 .initial_backoff
@@ -596,14 +607,8 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         let wait = Some(Duration::from_secs(7));
-        assert!(matches!(
-            classify(StatusCode::OK, b"", 5, None),
-            Attempt::Done(5)
-        ));
-        assert!(matches!(
-            classify(StatusCode::ACCEPTED, b"", 5, None),
-            Attempt::Done(5)
-        ));
+        assert!(matches!(classify(200, b"", 5, None), Attempt::Done(5)));
+        assert!(matches!(classify(202, b"", 5, None), Attempt::Done(5)));
         for (s, after) in [
             (429, wait),
             (503, wait),
@@ -611,27 +616,25 @@ mod tests {
             (502, None),
             (408, None),
         ] {
-            let s = StatusCode::from_u16(s).unwrap();
             match classify(s, b"x", 1, wait) {
                 Attempt::Retry { after: a, .. } => assert_eq!(a, after, "{s}"),
                 _ => panic!("{s} is retried"),
             }
         }
         for s in [400, 401, 403, 404, 409, 422] {
-            let s = StatusCode::from_u16(s).unwrap();
             assert!(
                 matches!(classify(s, b"x", 1, wait), Attempt::Fatal { .. }),
                 "{s} is not retried"
             );
         }
         assert!(matches!(
-            classify(StatusCode::PAYLOAD_TOO_LARGE, b"", 1, None),
+            classify(413, b"", 1, None),
             Attempt::Fatal {
                 too_large: true,
                 ..
             }
         ));
-        match classify(StatusCode::FORBIDDEN, b"bad\nkey", 1, None) {
+        match classify(403, b"bad\nkey", 1, None) {
             Attempt::Fatal { reason, too_large } => {
                 assert!(!too_large);
                 assert_eq!(reason, "HTTP 403: bad key");
@@ -662,9 +665,8 @@ mod tests {
             max_retries: 0,
             ..HttpOptions::default()
         };
-        let cfg = ureq_config(&opts, "t");
         let addrs = Arc::new(vec![SocketAddr::from(([127, 0, 0, 1], port))]);
-        let mut c = HttpClient::new(&e, addrs, opts, &cfg, 1);
+        let mut c = HttpClient::new(&e, addrs, opts, &ClientSetup::new(Some(&e)), "t", 1);
         let req = Request {
             path: "/x".into(),
             content_type: "text/plain".into(),

@@ -26,16 +26,30 @@
 //! # Ok::<(), forkprof_core::Error>(())
 //! ```
 
-mod answer_wait;
+mod conn;
 pub mod datadog;
 pub mod env;
+mod fds;
 pub mod file;
 pub mod http;
+mod http1;
 mod multipart;
 pub mod pyroscope;
 mod resolve;
 mod retry_after;
-mod unix;
+#[cfg(feature = "tls")]
+mod tls;
+
+// Called by a forked child before it starts its own uploader (see `fds.rs`).
+#[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
+pub(crate) use fds::close_inherited_fds;
+
+/// [`close_inherited_fds`] for the fork tests, which call it where a child's restart does.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub fn close_inherited_fds_for_tests() -> usize {
+    close_inherited_fds()
+}
 
 pub use datadog::Datadog;
 pub use http::HttpOptions;

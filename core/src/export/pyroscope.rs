@@ -13,14 +13,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use super::http::{self, HttpClient, HttpOptions, Request, Secret};
+use super::http::{self, HeaderValue, HttpClient, HttpOptions, Request, Secret};
 use super::resolve::{AddressBook, Endpoint};
 use super::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
 };
 use crate::error::{Error, Result};
-use ureq::http::HeaderValue;
 
 /// Largest body sent to Pyroscope; its server refuses larger ingest requests by default.
 pub const PYROSCOPE_MAX_REQUEST_BYTES: usize = 10 << 20;
@@ -158,7 +157,7 @@ impl Pyroscope {
             secrets.extend([token.0.clone(), value]);
         }
         if let Some(t) = &self.tenant_id {
-            let value = HeaderValue::from_str(t).map_err(|_| {
+            let value = HeaderValue::new(t).ok_or_else(|| {
                 Error::config(
                     "tenant_id",
                     "contains characters not allowed in an HTTP header",
@@ -170,7 +169,7 @@ impl Pyroscope {
             headers.push(("X-Scope-OrgID".to_string(), value));
         }
         for (name, value) in &self.headers {
-            if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            if !super::http1::valid_header_name(name) {
                 return Err(Error::config(
                     "headers",
                     format!("`{name}` is not a valid HTTP header name"),
@@ -204,8 +203,8 @@ impl Pyroscope {
 impl From<Pyroscope> for ExporterConfig {
     fn from(p: Pyroscope) -> ExporterConfig {
         ExporterConfig::Pyroscope(Arc::new(PyroscopeFactory {
-            ureq: http::ureq_config(&p.http, USER_AGENT),
             book: AddressBook::new(super::resolve::system_lookup),
+            setup: http::ClientSetup::new(p.endpoint.as_ref().ok()),
             settings: p,
         }))
     }
@@ -213,8 +212,8 @@ impl From<Pyroscope> for ExporterConfig {
 
 pub struct PyroscopeFactory {
     settings: Pyroscope,
-    ureq: ureq::config::Config,
     book: AddressBook,
+    setup: http::ClientSetup,
 }
 
 impl fmt::Debug for PyroscopeFactory {
@@ -272,9 +271,15 @@ impl ExporterFactory for PyroscopeFactory {
         let name = format!("{}{{{}}}", clean(app), labels.join(","));
         let (headers, secrets) = s.request_headers()?;
         Ok(Box::new(PyroscopeExporter {
-            client: HttpClient::new(endpoint, addrs, s.http, &self.ureq, http::seed(ctx.pid))
-                .with_secrets(secrets),
-            base_path: endpoint.base_path.clone(),
+            client: HttpClient::new(
+                endpoint,
+                addrs,
+                s.http,
+                &self.setup,
+                USER_AGENT,
+                http::seed(ctx.pid),
+            )
+            .with_secrets(secrets),
             name: percent_encode(&name),
             headers,
         }))
@@ -283,7 +288,6 @@ impl ExporterFactory for PyroscopeFactory {
 
 struct PyroscopeExporter {
     client: HttpClient,
-    base_path: String,
     /// The series name, already percent-encoded.
     name: String,
     headers: Headers,
@@ -313,8 +317,8 @@ impl Exporter for PyroscopeExporter {
         self.client.send(
             &Request {
                 path: format!(
-                    "{}/ingest?name={}&from={from}&until={until}&format=pprof&spyName=forkprof",
-                    self.base_path, self.name
+                    "/ingest?name={}&from={from}&until={until}&format=pprof&spyName=forkprof",
+                    self.name
                 ),
                 content_type: "application/octet-stream".into(),
                 headers: self.headers.clone(),
@@ -349,13 +353,13 @@ mod tests {
         let (h, secrets) = p.request_headers().unwrap();
         assert_eq!(h[0].0, "Authorization");
         // base64("12345:s3cret")
-        assert_eq!(h[0].1.to_str().unwrap(), "Basic MTIzNDU6czNjcmV0");
+        assert_eq!(h[0].1.as_str(), "Basic MTIzNDU6czNjcmV0");
         assert!(h[0].1.is_sensitive());
         assert_eq!(
             h[1],
             (
                 "X-Scope-OrgID".to_string(),
-                HeaderValue::from_static("team-a")
+                HeaderValue::new("team-a").unwrap()
             )
         );
         assert!(secrets.contains(&"s3cret".to_string()));

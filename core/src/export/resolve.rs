@@ -1,14 +1,14 @@
-//! Endpoints and their addresses, resolved ahead of time (DESIGN rule 7: no profiler thread
-//! calls the libc resolver).
+//! Endpoints and their addresses, resolved ahead of time: no profiler thread calls the libc
+//! resolver.
 //!
 //! An [`Endpoint`] is parsed once, when the exporter is configured. Its host name is looked up
 //! by [`AddressBook::addresses`], which runs inside `ExporterFactory::create`: on the thread
 //! that calls `start()`, or on the host thread that restarts profiling in a forked child. The
-//! HTTP client never resolves anything: [`FixedResolver`] hands it the stored addresses.
+//! HTTP client never resolves anything: it connects to the stored addresses only.
 //!
 //! Re-resolution: the addresses are looked up again at each `start()` in the process that
-//! looked them up first (a host thread, so rules 1 and 7 hold), and never in a forked child,
-//! which reuses its parent's (PLATFORMS.md: `getaddrinfo` in a child can hang on an inherited
+//! looked them up first (a host thread, never a profiler thread), and never in a forked child,
+//! which reuses its parent's (`getaddrinfo` in a child can hang on an inherited
 //! resolver lock, or fault on macOS). A failed re-lookup keeps the previous addresses. During a
 //! run the addresses are not refreshed: if the endpoint moves, uploads fail and are counted
 //! (`profiles_failed`) until the host restarts the profiler. IP literals, `localhost` and Unix
@@ -19,10 +19,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use ureq::http::Uri;
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::NextTimeout;
 
 use crate::error::{Error, Result};
 use crate::sync::BriefLock;
@@ -179,13 +175,30 @@ impl Endpoint {
         }
     }
 
-    /// The URI ureq is given for `path`. Unix sockets get a placeholder authority: the
-    /// connector ignores it, and `Host: localhost` is what the Datadog agent expects there.
-    pub fn uri(&self, path: &str) -> String {
+    /// The `Host:` header of requests to this endpoint: `localhost` for a Unix socket (what
+    /// the Datadog agent expects there), else the host, with the port unless it is the
+    /// scheme's default.
+    pub fn host_header(&self) -> String {
         match &self.address {
-            Address::Unix(_) => format!("http://localhost{path}"),
-            Address::Tcp { .. } => format!("{self}{path}"),
+            Address::Unix(_) => "localhost".to_string(),
+            Address::Tcp { host, port, tls } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                if *port == if *tls { 443 } else { 80 } {
+                    host
+                } else {
+                    format!("{host}:{port}")
+                }
+            }
         }
+    }
+
+    /// The request path for `path` (which starts with `/`): the endpoint's base path first.
+    pub fn path(&self, path: &str) -> String {
+        format!("{}{path}", self.base_path)
     }
 
     pub fn needs_tls(&self) -> bool {
@@ -348,31 +361,6 @@ impl AddressBook {
     }
 }
 
-/// ureq's resolver for forkprof: returns the addresses found ahead of time, never looks up.
-#[derive(Debug)]
-pub(crate) struct FixedResolver {
-    pub addrs: Arc<Vec<SocketAddr>>,
-}
-
-impl Resolver for FixedResolver {
-    fn resolve(
-        &self,
-        _uri: &Uri,
-        _config: &ureq::config::Config,
-        _timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let mut out = self.empty();
-        for a in self.addrs.iter().take(16) {
-            out.push(*a);
-        }
-        if out.is_empty() {
-            // Unix sockets: the connector ignores addresses, but ureq wants one.
-            out.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0));
-        }
-        Ok(out)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,21 +370,22 @@ mod tests {
     fn parses_endpoints() {
         let e = Endpoint::parse("http://10.0.0.7:8126/", "endpoint").unwrap();
         assert_eq!(e.to_string(), "http://10.0.0.7:8126");
-        assert_eq!(
-            e.uri("/profiling/v1/input"),
-            "http://10.0.0.7:8126/profiling/v1/input"
-        );
+        assert_eq!(e.host_header(), "10.0.0.7:8126");
+        assert_eq!(e.path("/profiling/v1/input"), "/profiling/v1/input");
         let e = Endpoint::parse("https://intake.profile.datadoghq.eu", "endpoint").unwrap();
         assert!(e.needs_tls());
         assert_eq!(e.to_string(), "https://intake.profile.datadoghq.eu:443");
+        assert_eq!(e.host_header(), "intake.profile.datadoghq.eu");
         let e = Endpoint::parse("http://[::1]:4040/base/", "endpoint").unwrap();
         assert_eq!(e.to_string(), "http://[::1]:4040/base");
+        assert_eq!(e.host_header(), "[::1]:4040");
+        assert_eq!(e.path("/ingest?x=1"), "/base/ingest?x=1");
         let e = Endpoint::parse("unix:///var/run/datadog/apm.socket", "endpoint").unwrap();
         assert_eq!(
             e.address,
             Address::Unix("/var/run/datadog/apm.socket".into())
         );
-        assert_eq!(e.uri("/x"), "http://localhost/x");
+        assert_eq!(e.host_header(), "localhost");
         for bad in [
             "localhost:8126",
             "ftp://x",

@@ -108,6 +108,9 @@ pub fn atfork_child() {
 /// (`workers.rs` lists each call). Every signal is blocked meanwhile: a host's `SIGPROF`
 /// handler that records waits until the new session exists, so its sample is kept.
 pub(super) fn restart_in_child() {
+    // The parent's upload sockets and files (an upload in flight at the fork): this child
+    // never uses them. Atomics and close(2).
+    crate::export::close_inherited_fds();
     if UNOBSERVED.load(Ordering::Relaxed) {
         return;
     }
