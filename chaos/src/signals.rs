@@ -311,7 +311,13 @@ impl Report {
             ));
         }
         for (pid, f) in &self.failures {
-            out.push(format!("FAILED: child {pid}: {f:?}"));
+            match f {
+                Failure::GrandchildFailed(c) => out.push(format!(
+                    "FAILED: child {pid}: its grandchild failed: {}",
+                    describe_grandchild(*c)
+                )),
+                f => out.push(format!("FAILED: child {pid}: {f:?}")),
+            }
         }
         match &self.parent_stop {
             Some(Ok(s)) => {
@@ -339,6 +345,20 @@ impl Report {
             None => out.push("FAILED: the parent's profiler never started".into()),
         }
         out
+    }
+}
+
+/// A grandchild's code as its parent passed it on: its exit code, or 30 + its signal.
+fn describe_grandchild(c: i32) -> String {
+    match c {
+        31..=59 => format!("killed by signal {}", c - 30),
+        // The code passed on is capped at 60: a panic (101) lands here too.
+        60.. => "a panic, or a signal above 29".into(),
+        // Exit codes are the high byte of a wait status.
+        c => match Failure::from_status(c << 8) {
+            Some(f) => format!("{f:?}"),
+            None => "exit code 0 (?)".into(),
+        },
     }
 }
 
