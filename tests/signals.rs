@@ -7,8 +7,9 @@
 //! at least 2000 children, plus grandchildren. Every child must exit 0 having checked its own
 //! `stop()` counters (every sample its handler had recorded before `stop()` is counted, none of
 //! the parent's is), and every profile file must hold exactly what its process recorded, under
-//! its own stack only. A child that hangs is reported with its stage and gdb's backtrace, and
-//! fails the test at once.
+//! its own stack only; no signal may run its handler on one of forkprof's threads. A fourth
+//! test runs children under the Disable policy, whose records are counted no-ops. A child that
+//! hangs is reported with its stage and gdb's backtrace, and fails the test at once.
 
 #![cfg(target_os = "linux")] // per-thread CPU timers (SIGEV_THREAD_ID), /proc
 
@@ -31,7 +32,7 @@ fn config(dir: &std::path::Path, policy: ChildPolicy) -> Config {
         .unwrap()
 }
 
-/// Forks per phase: three phases make 2100 forks.
+/// Forks per phase: the three Restart phases make 2100 forks.
 const FORKS: u64 = 700;
 
 fn run_phase(phase: Phase, policy: ChildPolicy, forks: u64) {
