@@ -110,17 +110,18 @@ fn check_files(report: &Report, dir: &std::path::Path, policy: ChildPolicy) {
             *totals.entry(stack).or_insert(0) += v;
         }
     }
-    let expect = |pid: i32, role: usize, recorded: u64| {
-        let got = by_pid.get(&(pid as u32)).cloned().unwrap_or_default();
-        let want: BTreeMap<String, i64> = if recorded == 0 {
-            BTreeMap::new()
-        } else {
-            [(STACK_NAMES[role].to_string(), recorded as i64)].into()
-        };
-        assert_eq!(
-            got, want,
-            "pid {pid} (role {role}): its profiles hold other samples than the {recorded} it recorded"
-        );
+    // What each pid's files must hold. A pid can be reused within a run (pid_max is often
+    // 32768, and a run forks thousands of processes on a busy machine): the files of every
+    // process that had it then add up, and file names carry a per-process stamp, so none
+    // replaces another's.
+    let mut want: BTreeMap<u32, BTreeMap<String, i64>> = BTreeMap::new();
+    let mut holders: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut expect = |pid: i32, role: usize, recorded: u64| {
+        *holders.entry(pid as u32).or_insert(0) += 1;
+        let w = want.entry(pid as u32).or_default();
+        if recorded > 0 {
+            *w.entry(STACK_NAMES[role].to_string()).or_insert(0) += recorded as i64;
+        }
     };
     for c in &report.children_ok {
         assert_eq!(
@@ -142,6 +143,20 @@ fn check_files(report: &Report, dir: &std::path::Path, policy: ChildPolicy) {
     }
     let parent = report.parent_stop.as_ref().unwrap().as_ref().unwrap();
     expect(std::process::id() as i32, 0, parent.samples_recorded);
+    for (pid, got) in &by_pid {
+        assert!(
+            want.contains_key(pid),
+            "files of pid {pid}, which is none of this run's processes: {got:?}"
+        );
+    }
+    for (pid, w) in &want {
+        let got = by_pid.get(pid).cloned().unwrap_or_default();
+        assert_eq!(
+            &got, w,
+            "pid {pid} ({} process(es) of this run had it): its profiles hold other samples than it recorded",
+            holders[pid]
+        );
+    }
 }
 
 #[test]
