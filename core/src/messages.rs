@@ -291,7 +291,7 @@ pub fn set_delivery(d: Delivery) {
 
 /// Whether a message of `level` would go anywhere: the sink's level, or the `log` facade's
 /// global maximum (an atomic load: no host code runs).
-pub(crate) fn wants(level: Level) -> bool {
+pub fn wants(level: Level) -> bool {
     let sink = SINK.load(Ordering::Acquire);
     if sink.is_null() {
         level.to_log() <= log::max_level()

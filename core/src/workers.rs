@@ -25,7 +25,6 @@ use std::sync::Arc;
 use crate::buffer::SampleBuffer;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::ExportContext;
 use crate::platform::Platform;
 use crate::session::Session;
 use crate::thread::{RawThread, DEFAULT_STACK};
@@ -47,10 +46,7 @@ pub(crate) fn start(
             ),
         )
     })?;
-    let exporter = config.exporter.create(&ExportContext {
-        config: &config,
-        pid,
-    })?;
+    let exporter = config.exporter.create(&config.export_context(pid))?;
     let session = Arc::new(Session::new(config, buffer, generation, pid)?);
     let collector = {
         let s = session.clone();

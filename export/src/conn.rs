@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::fds::TrackedFd;
+use forkprof_core::export::fds::TrackedFd;
 
 /// A connected socket whose reads and writes end by a deadline.
 #[derive(Debug)]
@@ -404,9 +404,9 @@ mod tests {
         let s = Sock::tcp(&[l.local_addr().unwrap()], deadline).unwrap();
         let fd = s.raw_fd();
         assert!(cloexec(fd));
-        assert!(super::super::fds::recorded().contains(&fd));
+        assert!(forkprof_core::export::fds::recorded().contains(&fd));
         drop(s);
-        assert!(!super::super::fds::recorded().contains(&fd));
+        assert!(!forkprof_core::export::fds::recorded().contains(&fd));
 
         let dir = std::env::temp_dir().join(format!("forkprof-conn-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
