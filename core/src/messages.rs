@@ -443,8 +443,12 @@ pub(crate) fn export_failed(p: &crate::export::EncodedProfile, f: &crate::export
             Kind::ExportFailed,
             Level::Warn,
             format_args!(
-                "{}; profile {} of pid {} ({} samples) dropped",
-                f.reason, p.seq, p.pid, p.samples
+                "{}; profile {} of pid {} ({} sample{}) dropped",
+                f.reason,
+                p.seq,
+                p.pid,
+                p.samples,
+                if p.samples == 1 { "" } else { "s" }
             ),
         );
     }

@@ -9,7 +9,7 @@
 //!   directory (plain system calls); the HTTP exporters build their client from a setup made
 //!   when the exporter was configured (the TLS configuration; reading the environment is never
 //!   done here), open no connection until an upload, and use addresses looked up by the process
-//!   that started the profiler (a child never calls the resolver; `export/resolve.rs`), through
+//!   that started the profiler (a child never calls the resolver; `export/src/resolve.rs`), through
 //!   forkprof's own address-book lock, tried a bounded number of times;
 //! - the session: allocations (glibc and musl reset malloc's locks in the child of fork;
 //!   jemalloc handles fork with its own handlers) and two pipes (`pipe`, `fcntl`: no lock);
@@ -36,16 +36,18 @@ pub(crate) fn start(
     platform: &'static dyn Platform,
     generation: u64,
     pid: u32,
+    forks_seen_at_once: bool,
 ) -> Result<Arc<Session>> {
-    let buffer = SampleBuffer::new(config.buffer_capacity, platform).ok_or_else(|| {
-        Error::config(
-            "buffer_capacity",
-            format!(
-                "cannot allocate {} bytes for the sample buffer",
-                2 * config.buffer_capacity
-            ),
-        )
-    })?;
+    let buffer = SampleBuffer::new(config.buffer_capacity, platform, forks_seen_at_once)
+        .ok_or_else(|| {
+            Error::config(
+                "buffer_capacity",
+                format!(
+                    "cannot allocate {} bytes for the sample buffer",
+                    2 * config.buffer_capacity
+                ),
+            )
+        })?;
     let exporter = config.exporter.create(&config.export_context(pid))?;
     let session = Arc::new(Session::new(config, buffer, generation, pid)?);
     let collector = {

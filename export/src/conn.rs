@@ -4,7 +4,7 @@
 //! connection outlives its upload or is inherited idle by a forked child.
 //!
 //! Made by hand rather than with std's `TcpStream::connect_timeout` so that the descriptor is
-//! close-on-exec from its creation and recorded for forked children (`fds.rs`) before the
+//! close-on-exec from its creation and recorded for forked children (`core/src/export/fds.rs`) before the
 //! connect, which can take up to the connect timeout. Writes use `send(MSG_NOSIGNAL)` (or
 //! `SO_NOSIGPIPE` on macOS): a peer that went away must give an error, never a `SIGPIPE` in a
 //! host that has not ignored it.

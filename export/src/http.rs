@@ -8,7 +8,7 @@
 //! would need a DNS lookup on the uploader thread), no redirects (to hosts nobody resolved),
 //! and no logging: nothing it does calls the host's `log` logger, whose lock a fork could
 //! find held by the uploader thread (forkprof's own messages reach the host through
-//! `messages.rs`, on the host's threads). Every reason this client gives is scrubbed of the
+//! `core/src/messages.rs`, on the host's threads). Every reason this client gives is scrubbed of the
 //! exporter's secrets (see `HttpClient::with_secrets`).
 //!
 //! Retries: connection errors, timeouts, 408, 429 and 5xx; never other 4xx. A 429 or 503 with
