@@ -34,6 +34,10 @@ install_deps() {
     apt_install golang-go musl-tools pkg-config libzstd-dev valgrind chromium gdb
     export FORKPROF_REQUIRE_CHROMIUM=1
   fi
+  # A minimal rustup toolchain lacks these; adding what is present is a no-op.
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component add rustfmt clippy >/dev/null
+  fi
   command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
   bash ci/test-agent.sh
 }

@@ -5,6 +5,7 @@
 mod export_support;
 mod support;
 
+use forkprof::export::ExporterConfigExt;
 use std::path::Path;
 use std::time::Duration;
 

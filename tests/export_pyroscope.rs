@@ -3,6 +3,7 @@
 mod export_support;
 mod support;
 
+use forkprof::export::ExporterConfigExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use export_support::*;

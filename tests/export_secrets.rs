@@ -8,6 +8,7 @@
 mod export_support;
 mod support;
 
+use forkprof::export::ExporterConfigExt;
 use std::sync::Mutex;
 use std::time::Duration;
 

@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use forkprof::export::ExporterConfigExt;
 use forkprof::pprof::top::{sample_type_index, top, Top};
 use forkprof::{ChildPolicy, Compression, Config, ExporterConfig, Label, Profiler, SampleType};
 

@@ -29,7 +29,7 @@ pub fn load(path: &Path) -> Result<Profile, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
     let raw = forkprof::compress::decompress_any(&bytes, MAX_PROFILE_BYTES)
         .map_err(|e| format!("{name}: {}", reason(e)))?;
-    pprof::decode(&raw).map_err(|e| format!("{name}: {}", reason(e)))
+    pprof::decode(&raw).map_err(|e| format!("{name}: {}", reason(e.into())))
 }
 
 fn reason(e: forkprof::Error) -> String {

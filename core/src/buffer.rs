@@ -70,14 +70,20 @@ pub(crate) enum Push {
 impl SampleBuffer {
     /// `capacity` bytes of records can wait for the collector (the region holds twice that:
     /// the halves being filled and the halves being read). `None` if the memory cannot be had.
-    pub fn new(capacity: usize, platform: &'static dyn Platform) -> Option<Self> {
+    /// `forks_seen_at_once`: every child notices its fork before its first record (the fork
+    /// protocol's wipe-on-fork sentinel), so the buffer can be left out of children.
+    pub fn new(
+        capacity: usize,
+        platform: &'static dyn Platform,
+        forks_seen_at_once: bool,
+    ) -> Option<Self> {
         let shard_capacity = (capacity / SHARDS).max(1024);
         // Host threads write here before they know their process is a child. With a sentinel
         // a child nobody told about its fork sees it before its first write; without one it
         // sees it only at a pid check (every 64 records), so the buffer must stay mapped in
         // children: they write into their own copy, which nobody reads.
         let len = 2 * SHARDS * shard_capacity;
-        let region = if crate::fork::has_sentinel() {
+        let region = if forks_seen_at_once {
             ForkLocalRegion::new(len, platform)?
         } else {
             ForkLocalRegion::inherited(len, platform)?
@@ -194,7 +200,7 @@ mod tests {
 
     #[test]
     fn drops_when_full_and_drains_everything() {
-        let buf = SampleBuffer::new(64 << 10, &Plain).unwrap();
+        let buf = SampleBuffer::new(64 << 10, &Plain, true).unwrap();
         let cap = buf.shard_capacity();
         let mut stored = 0;
         let mut dropped = 0;

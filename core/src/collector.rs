@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::compress::Compressor;
 use crate::config::Config;
 use crate::export::EncodedProfile;
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
 use crate::region_vec::{Memory, RegionVec};
 use crate::sample::{LabelValue, StrId};
+use crate::serialize::Serializer;
 use crate::session::{Activity, Session};
 use crate::wire::{self, RecordFrame};
 
@@ -193,7 +193,7 @@ pub(crate) fn run(s: Arc<Session>) {
     // Everything the profile being built is made of lives in fork-local memory (see
     // region_vec.rs): children neither copy it nor make the collector fault it back.
     let mem = Memory::fork_local(s.buffer().platform());
-    let mut compressor = Compressor::new_in(mem);
+    let mut serializer = Serializer::new_in(mem);
     let mut builder = new_builder(&cfg, s.pid(), mem);
     let mut period_start = Instant::now();
     let mut ids = IdCache {
@@ -244,7 +244,7 @@ pub(crate) fn run(s: Arc<Session>) {
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
                 // whole, so the peak is the tables plus the compressed bytes.
                 let compressed =
-                    compressor.encode_compressed(finished, end, compression, &mut bytes);
+                    serializer.encode_compressed(finished, end, compression, &mut bytes);
                 let (start, samples) = (finished.start, finished.sample_count());
                 match compressed {
                     Ok(()) => Some(EncodedProfile {

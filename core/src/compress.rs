@@ -2,24 +2,18 @@
 
 use std::io::{Read, Write};
 use std::ptr::NonNull;
-use std::time::SystemTime;
 
 use zstd_sys as zs;
 
 use crate::error::{Error, Result};
 use crate::export::Compression;
-use crate::pprof::encode::{EncodeScratch, Out, RegionBytes};
-use crate::profile::ProfileBuilder;
 use crate::region_vec::{Memory, RegionVec};
 
 /// zstd level 1: the Datadog intake's preference, and about as fast as gzip level 1.
 const ZSTD_LEVEL: i32 = 1;
 
-/// Bytes of pprof encoded at a time before they go to the compressor.
-const SPILL_AT: usize = 64 << 10;
-
-/// Compresses profiles one after the other, keeping its working memory between them: the
-/// zstd context, the encoder's chunk and per-id caches.
+/// Compresses profiles one after the other, keeping its zstd context between them (the
+/// serializer, `serialize.rs`, feeds it the encoder's output).
 ///
 /// A zstd context at level 1 holds about a megabyte of tables. Made afresh per profile, that
 /// memory came from new pages every time where the allocator returns large blocks to the
@@ -30,8 +24,6 @@ const SPILL_AT: usize = 64 << 10;
 pub struct Compressor {
     mem: Memory,
     zstd: Option<StaticCCtx>,
-    chunk: RegionBytes,
-    scratch: EncodeScratch,
 }
 
 impl Default for Compressor {
@@ -179,50 +171,19 @@ impl Compressor {
         Self::new_in(Memory::inherited())
     }
 
-    /// A compressor whose context and buffers live in `mem`.
+    /// A compressor whose context lives in `mem`.
     pub fn new_in(mem: Memory) -> Self {
-        Compressor {
-            mem,
-            zstd: None,
-            chunk: RegionBytes::new(mem),
-            scratch: EncodeScratch::new(mem),
-        }
+        Compressor { mem, zstd: None }
     }
 
-    /// Encodes `profile` as pprof and compresses it into `out` (cleared first), handing the
-    /// encoder's output to the compressor every 64 KiB: the uncompressed profile never exists
-    /// whole, so the peak is the tables plus the compressed bytes (see BENCHMARKS.md, peak RSS).
-    pub fn encode_compressed(
+    /// Runs `write` into an encoder for `c` whose output lands in `out` (cleared first).
+    pub(crate) fn write(
         &mut self,
-        profile: &ProfileBuilder,
-        end: SystemTime,
         c: Compression,
         out: &mut Vec<u8>,
+        write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let Compressor {
-            mem,
-            zstd,
-            chunk,
-            scratch,
-        } = self;
-        chunk.reset();
-        write_with(zstd, *mem, c, out, |w| {
-            crate::pprof::encode_spilling(
-                profile,
-                end,
-                chunk,
-                SPILL_AT,
-                &mut |b| w.write_all(b),
-                scratch,
-            )?;
-            if !chunk.ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::OutOfMemory,
-                    "the encoder's buffer could not grow",
-                ));
-            }
-            w.write_all(chunk.bytes())
-        })
+        write_with(&mut self.zstd, self.mem, c, out, write)
     }
 
     /// Compresses `raw` into `out` (cleared first).
@@ -272,16 +233,6 @@ fn write_with(
             r
         }
     }
-}
-
-/// [`Compressor::encode_compressed`] with a context made for this call only.
-pub fn encode_compressed(
-    profile: &ProfileBuilder,
-    end: SystemTime,
-    c: Compression,
-    out: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    Compressor::new().encode_compressed(profile, end, c, out)
 }
 
 /// Compresses `raw` into `out` (cleared first), with a context made for this call only.
@@ -340,49 +291,6 @@ mod tests {
             compress(c, &raw, &mut out).unwrap();
             assert_eq!(sniff(&out), c);
             assert_eq!(decompress_any(&out, 1 << 20).unwrap(), raw);
-        }
-    }
-
-    #[test]
-    fn streamed_encoding_matches_encode_then_compress() {
-        use crate::config::SampleType;
-        use crate::profile::{ProfFrame, ProfLabel};
-        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        let mut b = ProfileBuilder::new(&[SampleType::new("samples", "count")], None, t0);
-        // Enough distinct stacks that the encoder spills several times.
-        for i in 0..20_000u32 {
-            let frames: Vec<ProfFrame> = (0..8)
-                .map(|d| ProfFrame {
-                    function: b.intern(&format!("fn_{}", (i * 7 + d) % 3000)),
-                    file: b.intern("file.rs"),
-                    line: d,
-                })
-                .collect();
-            let key = b.intern("k");
-            let label = [ProfLabel {
-                key,
-                str: 0,
-                num: i as i64,
-                num_unit: 0,
-            }];
-            b.add(frames, &[1], &label, (i % 2 == 0).then_some(i as i64));
-        }
-        let end = t0 + std::time::Duration::from_secs(60);
-        let mut raw = Vec::new();
-        b.encode(end, &mut raw);
-        assert!(
-            raw.len() > 4 * SPILL_AT,
-            "the test must spill: {} bytes",
-            raw.len()
-        );
-        for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
-            let mut out = Vec::new();
-            encode_compressed(&b, end, c, &mut out).unwrap();
-            assert_eq!(sniff(&out), c);
-            assert!(
-                decompress_any(&out, 1 << 30).unwrap() == raw,
-                "{c:?} differs"
-            );
         }
     }
 

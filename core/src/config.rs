@@ -61,6 +61,14 @@ impl Config {
     pub fn tags(&self) -> &[(String, String)] {
         &self.tags
     }
+    /// What an exporter of this configuration is built from, in process `pid`.
+    pub fn export_context(&self, pid: u32) -> crate::export::ExportContext<'_> {
+        crate::export::ExportContext {
+            service: &self.service,
+            tags: &self.tags,
+            pid,
+        }
+    }
     pub fn sample_types(&self) -> &[SampleType] {
         &self.sample_types
     }

@@ -25,6 +25,12 @@ pub enum Error {
     InternerFull { capacity: usize },
 }
 
+impl From<forkprof_pprof::Error> for Error {
+    fn from(e: forkprof_pprof::Error) -> Self {
+        Error::Export { reason: e.0 }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -54,7 +60,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
-    pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn config(field: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidConfig {
             field,
             reason: reason.into(),

@@ -5,6 +5,7 @@
 //! protocol lives in [`fork`]; what differs per platform is behind [`Platform`], implemented by
 //! the backend crates. Hosts use the `forkprof` facade crate, which picks the backend.
 
+pub mod calendar;
 pub mod compress;
 pub mod config;
 pub mod error;
@@ -32,6 +33,7 @@ mod profiler;
 mod region;
 mod region_vec;
 mod sample_cache;
+pub mod serialize;
 mod session;
 mod signals;
 mod stack_arena;

@@ -291,7 +291,7 @@ pub fn set_delivery(d: Delivery) {
 
 /// Whether a message of `level` would go anywhere: the sink's level, or the `log` facade's
 /// global maximum (an atomic load: no host code runs).
-pub(crate) fn wants(level: Level) -> bool {
+pub fn wants(level: Level) -> bool {
     let sink = SINK.load(Ordering::Acquire);
     if sink.is_null() {
         level.to_log() <= log::max_level()
@@ -443,8 +443,12 @@ pub(crate) fn export_failed(p: &crate::export::EncodedProfile, f: &crate::export
             Kind::ExportFailed,
             Level::Warn,
             format_args!(
-                "{}; profile {} of pid {} ({} samples) dropped",
-                f.reason, p.seq, p.pid, p.samples
+                "{}; profile {} of pid {} ({} sample{}) dropped",
+                f.reason,
+                p.seq,
+                p.pid,
+                p.samples,
+                if p.samples == 1 { "" } else { "s" }
             ),
         );
     }

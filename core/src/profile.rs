@@ -584,22 +584,6 @@ impl ProfileBuilder {
         }
         Ok(row)
     }
-
-    /// Encodes the profile as pprof and compresses it into `out`, streaming (what the
-    /// collector does): see [`crate::compress::encode_compressed`].
-    pub fn encode_compressed(
-        &self,
-        end: SystemTime,
-        c: crate::export::Compression,
-        out: &mut Vec<u8>,
-    ) -> std::io::Result<()> {
-        crate::compress::encode_compressed(self, end, c, out)
-    }
-
-    /// Encodes the profile as pprof protobuf (uncompressed) into `out`.
-    pub fn encode(&self, end: SystemTime, out: &mut Vec<u8>) {
-        crate::pprof::encode(self, end, out)
-    }
 }
 
 #[cfg(test)]
@@ -713,7 +697,7 @@ pub(crate) mod tests {
             b.encode(end, &mut out);
             prop_assert_eq!(&out, &want);
             let mut streamed = Vec::new();
-            crate::compress::Compressor::new()
+            crate::serialize::Serializer::new()
                 .encode_compressed(&b, end, crate::export::Compression::None, &mut streamed)
                 .unwrap();
             prop_assert_eq!(&streamed, &want);

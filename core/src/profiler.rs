@@ -201,8 +201,13 @@ impl Profiler {
         fork::add_user();
         let config = Arc::new(config);
         let gen = fork::generation_checked().unwrap_or(0);
-        let session = match crate::workers::start(config.clone(), platform, gen, std::process::id())
-        {
+        let session = match crate::workers::start(
+            config.clone(),
+            platform,
+            gen,
+            std::process::id(),
+            fork::has_sentinel(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 fork::remove_user();

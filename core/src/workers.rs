@@ -9,7 +9,7 @@
 //!   directory (plain system calls); the HTTP exporters build their client from a setup made
 //!   when the exporter was configured (the TLS configuration; reading the environment is never
 //!   done here), open no connection until an upload, and use addresses looked up by the process
-//!   that started the profiler (a child never calls the resolver; `export/resolve.rs`), through
+//!   that started the profiler (a child never calls the resolver; `export/src/resolve.rs`), through
 //!   forkprof's own address-book lock, tried a bounded number of times;
 //! - the session: allocations (glibc and musl reset malloc's locks in the child of fork;
 //!   jemalloc handles fork with its own handlers) and two pipes (`pipe`, `fcntl`: no lock);
@@ -25,7 +25,6 @@ use std::sync::Arc;
 use crate::buffer::SampleBuffer;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::export::ExportContext;
 use crate::platform::Platform;
 use crate::session::Session;
 use crate::thread::{RawThread, DEFAULT_STACK};
@@ -37,20 +36,19 @@ pub(crate) fn start(
     platform: &'static dyn Platform,
     generation: u64,
     pid: u32,
+    forks_seen_at_once: bool,
 ) -> Result<Arc<Session>> {
-    let buffer = SampleBuffer::new(config.buffer_capacity, platform).ok_or_else(|| {
-        Error::config(
-            "buffer_capacity",
-            format!(
-                "cannot allocate {} bytes for the sample buffer",
-                2 * config.buffer_capacity
-            ),
-        )
-    })?;
-    let exporter = config.exporter.create(&ExportContext {
-        config: &config,
-        pid,
-    })?;
+    let buffer = SampleBuffer::new(config.buffer_capacity, platform, forks_seen_at_once)
+        .ok_or_else(|| {
+            Error::config(
+                "buffer_capacity",
+                format!(
+                    "cannot allocate {} bytes for the sample buffer",
+                    2 * config.buffer_capacity
+                ),
+            )
+        })?;
+    let exporter = config.exporter.create(&config.export_context(pid))?;
     let session = Arc::new(Session::new(config, buffer, generation, pid)?);
     let collector = {
         let s = session.clone();

@@ -353,7 +353,7 @@ extern "C" {
 
 /**
  * Starts a configuration for `service` (`service_len` bytes, no NUL needed; invalid UTF-8 is
- * replaced). Defaults: profiles every 60 s, stacks cut at 128 frames, an 8 MiB buffer,
+ * replaced). Defaults: profiles every 60 s, stacks cut at 128 frames, a 4 MiB buffer (8 MiB mapped: two halves),
  * gzip files in `./profiles`, child policy RESTART. At least one sample type must be added.
  *
  * # Safety

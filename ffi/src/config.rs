@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use forkprof::export::Pyroscope;
+use forkprof::export::{pyroscope_settings, ExporterConfigExt, Pyroscope};
 use forkprof::{ChildPolicy, Compression, Config, ConfigBuilder, ExporterConfig, SampleType};
 
 use crate::args::{bytes, text};
@@ -99,14 +99,14 @@ impl ConfigHandle {
     pub(crate) fn build(&self) -> Result<Config, FfiError> {
         let mut exporter = self.builder.exporter_config().clone();
         if self.pyroscope.any() {
-            let ExporterConfig::Pyroscope(f) = &exporter else {
+            let Some(settings) = pyroscope_settings(&exporter) else {
                 return Err(FfiError::from(forkprof::Error::InvalidConfig {
                     field: "pyroscope auth",
                     reason: "applies to a Pyroscope exporter: call forkprof_config_exporter_url with pyroscope+http://... (or the environment) first".into(),
                 }));
             };
             let o = &self.pyroscope;
-            let mut p: Pyroscope = f.settings().clone();
+            let mut p: Pyroscope = settings.clone();
             if let Some((user, password)) = &o.basic_auth {
                 p = p.basic_auth(user.clone(), password.clone());
             }
@@ -178,7 +178,7 @@ unsafe fn update(
 }
 
 /// Starts a configuration for `service` (`service_len` bytes, no NUL needed; invalid UTF-8 is
-/// replaced). Defaults: profiles every 60 s, stacks cut at 128 frames, an 8 MiB buffer,
+/// replaced). Defaults: profiles every 60 s, stacks cut at 128 frames, a 4 MiB buffer (8 MiB mapped: two halves),
 /// gzip files in `./profiles`, child policy RESTART. At least one sample type must be added.
 ///
 /// # Safety

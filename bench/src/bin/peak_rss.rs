@@ -173,7 +173,7 @@ fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
     let t = Instant::now();
     let mut out = Vec::new();
     if streamed {
-        forkprof_core::compress::Compressor::new_in(forkprof_core::Memory::fork_local(
+        forkprof_core::serialize::Serializer::new_in(forkprof_core::Memory::fork_local(
             forkprof::platform(),
         ))
         .encode_compressed(&b, SystemTime::now(), Compression::Zstd, &mut out)

@@ -42,7 +42,7 @@ impl StalledHttpFactory {
             ..HttpOptions::default()
         };
         match ExporterConfig::from(Datadog::agent(&format!("http://{addr}")).http_options(http)) {
-            ExporterConfig::Datadog(inner) => Ok(StalledHttpFactory { inner, tally }),
+            ExporterConfig::Custom(inner) => Ok(StalledHttpFactory { inner, tally }),
             _ => Err(forkprof::Error::Export {
                 reason: "the Datadog exporter is not available in this build".into(),
             }),

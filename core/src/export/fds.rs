@@ -61,7 +61,7 @@ impl Drop for Tracked {
 /// An owner of a descriptor (an `OwnedFd`, a `File`), recorded here while it is open: on
 /// drop the record goes first, then the owner closes the descriptor.
 #[derive(Debug)]
-pub(crate) struct TrackedFd<T: AsRawFd = OwnedFd> {
+pub struct TrackedFd<T: AsRawFd = OwnedFd> {
     // Declared before `inner`: fields drop in order, so the record goes before the close.
     _tracked: Tracked,
     pub inner: T,
@@ -92,7 +92,6 @@ impl<T: AsRawFd> AsRawFd for TrackedFd<T> {
 /// Async-signal-safe and lock-free: atomic swaps and `close(2)` only, no allocation. Must not
 /// run in a process whose own exporters are running (it would close their descriptors under
 /// them): only between `fork()` and the child's first exporter.
-#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
 pub(crate) fn close_inherited_fds() -> usize {
     let mut closed = 0;
     for s in &OPEN {
@@ -109,8 +108,8 @@ pub(crate) fn close_inherited_fds() -> usize {
 }
 
 /// The descriptors recorded now, for tests.
-#[cfg(test)]
-pub(crate) fn recorded() -> Vec<RawFd> {
+#[doc(hidden)]
+pub fn recorded() -> Vec<RawFd> {
     OPEN.iter()
         .map(|s| s.load(Ordering::Acquire))
         .filter(|&fd| fd >= 0)

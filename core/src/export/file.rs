@@ -50,7 +50,7 @@ fn file_safe(name: &str) -> String {
 fn stamp_text(micros: u64) -> String {
     let secs = micros / 1_000_000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = super::datadog::civil_from_days(days as i64);
+    let (y, m, d) = crate::calendar::civil_from_days(days as i64);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}{:06}",
         rem / 3600,
@@ -121,7 +121,7 @@ impl FileExporter {
             .as_micros() as u64;
         Ok(FileExporter {
             dir: dir.to_path_buf(),
-            service: file_safe(ctx.config.service()),
+            service: file_safe(ctx.service),
             stamp,
         })
     }
@@ -237,10 +237,7 @@ mod tests {
             .output_dir(&dir, Compression::Gzip)
             .build()
             .unwrap();
-        let ctx = ExportContext {
-            config: &config,
-            pid: 4242,
-        };
+        let ctx = config.export_context(4242);
         let mut e = FileExporter::open(&dir, &ctx).unwrap();
         let p = profile(4242, 0, b"new");
         // The exact name the export would use, taken by someone else.
@@ -269,10 +266,7 @@ mod tests {
             .output_dir(&dir, Compression::Gzip)
             .build()
             .unwrap();
-        let ctx = ExportContext {
-            config: &config,
-            pid: 77,
-        };
+        let ctx = config.export_context(77);
         let mut earlier = FileExporter::open(&dir, &ctx).unwrap();
         let mut later = FileExporter::open(&dir, &ctx).unwrap();
         later.stamp = earlier.stamp;

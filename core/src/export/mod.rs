@@ -1,47 +1,18 @@
-//! Where finished profiles go. An [`Exporter`] runs on the uploader thread only, never under a
-//! profiler lock, so a slow or hung destination delays nothing but its own queue.
+//! Where finished profiles go: what an exporter is ([`Exporter`], [`ExporterFactory`]), the
+//! profile it is handed ([`EncodedProfile`]), the one exporter the engine carries itself
+//! (files, [`ExporterConfig::File`]), and what every exporter shares with the engine: how it
+//! learns of a stop and pauses between attempts ([`stop_deadline`], [`pause`],
+//! [`WaitingOnPeer`]), and where it notes the descriptors a forked child must close ([`fds`]).
 //!
-//! Built in: files ([`ExporterConfig::File`]), the Datadog agent or intake ([`Datadog`]) and
-//! Pyroscope ([`Pyroscope`]), the last two over HTTP with timeouts, bounded retries and
-//! addresses resolved when the profiler starts, never on a profiler thread.
-//!
-//! ```no_run
-//! use forkprof_core::export::{Datadog, ExporterConfig, HttpOptions};
-//! use forkprof_core::Config;
-//! use std::time::Duration;
-//!
-//! // The environment first (DD_*, FORKPROF_*), then explicit settings, which win.
-//! let exporter: ExporterConfig = Datadog::from_env()?
-//!     .env("prod")
-//!     .family("ruby")
-//!     .http_options(HttpOptions { request_timeout: Duration::from_secs(5), ..Default::default() })
-//!     .into();
-//! let config = Config::builder("checkout")
-//!     .sample_type("wall-time", "nanoseconds")
-//!     .exporter(exporter)
-//!     .build()?;
-//! // Or: ExporterConfig::datadog_agent("unix:///var/run/datadog/apm.socket"),
-//! //     ExporterConfig::pyroscope("http://pyroscope:4040", "checkout"),
-//! //     ExporterConfig::from_env()?.
-//! # Ok::<(), forkprof_core::Error>(())
-//! ```
+//! An [`Exporter`] runs on the uploader thread only, never under a profiler lock, so a slow or
+//! hung destination delays nothing but its own queue. The network exporters (the Datadog agent
+//! or intake, Pyroscope) live in the `forkprof-export` crate, a layer above this one: a host
+//! that writes files compiles no HTTP.
 
-mod conn;
-pub mod datadog;
-pub mod env;
-mod fds;
+pub mod fds;
 pub mod file;
-pub mod http;
-mod http1;
-mod multipart;
-pub mod pyroscope;
-mod resolve;
-mod retry_after;
-#[cfg(feature = "tls")]
-mod tls;
 
 // Called by a forked child before it starts its own uploader (see `fds.rs`).
-#[cfg_attr(not(feature = "test-hooks"), allow(unused_imports))]
 pub(crate) use fds::close_inherited_fds;
 
 /// [`close_inherited_fds`] for the fork tests, which call it where a child's restart does.
@@ -51,16 +22,11 @@ pub fn close_inherited_fds_for_tests() -> usize {
     close_inherited_fds()
 }
 
-pub use datadog::Datadog;
-pub use http::HttpOptions;
-pub use pyroscope::Pyroscope;
-
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Config;
 use crate::error::Result;
 
 /// How an exporter on the uploader thread learns that its profiler is stopping, and pauses
@@ -109,12 +75,12 @@ fn with_pause<R>(f: impl FnOnce(Option<&dyn UploadPause>) -> R) -> R {
 }
 
 /// The stop deadline, if the profiler whose uploader runs on this thread is stopping.
-pub(crate) fn stop_deadline() -> Option<Instant> {
+pub fn stop_deadline() -> Option<Instant> {
     with_pause(|p| p.and_then(|p| p.stop_deadline()))
 }
 
 /// Sleeps up to `d` between attempts; a stop of the profiler ends the sleep early.
-pub(crate) fn pause(d: Duration) {
+pub fn pause(d: Duration) {
     let _waiting = WaitingOnPeer::new();
     with_pause(|p| match p {
         Some(p) => p.pause(d),
@@ -124,7 +90,13 @@ pub(crate) fn pause(d: Duration) {
 
 /// While alive, the exporter on this thread waits on its endpoint (see
 /// [`UploadPause::waiting_on_peer`]).
-pub(crate) struct WaitingOnPeer(());
+pub struct WaitingOnPeer(());
+
+impl Default for WaitingOnPeer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl WaitingOnPeer {
     pub fn new() -> WaitingOnPeer {
@@ -185,9 +157,35 @@ pub struct EncodedProfile {
     pub(crate) flush_ticket: u64,
 }
 
-/// What an exporter is built from: the starting process's view of the configuration.
+impl EncodedProfile {
+    /// A profile made outside the engine: an exporter's own tests, a host replaying files.
+    pub fn new(
+        bytes: Vec<u8>,
+        compression: Compression,
+        start: SystemTime,
+        end: SystemTime,
+    ) -> Self {
+        EncodedProfile {
+            bytes,
+            compression,
+            start,
+            end,
+            seq: 0,
+            pid: std::process::id(),
+            samples: 0,
+            flush_ticket: 0,
+        }
+    }
+}
+
+/// What an exporter is built from: the starting process's view of the configuration
+/// ([`crate::Config::export_context`] makes one).
 pub struct ExportContext<'a> {
-    pub config: &'a Config,
+    /// The profiler's service name.
+    pub service: &'a str,
+    /// The profiler's tags, `key:value` pairs in the order given.
+    pub tags: &'a [(String, String)],
+    /// The process the exporter will run in.
     pub pid: u32,
 }
 
@@ -225,9 +223,16 @@ pub trait ExporterFactory: Send + Sync + fmt::Debug {
         Ok(())
     }
     fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>>;
+    /// The factory as `Any`, for a layer above that wants its own factory type back out of an
+    /// [`ExporterConfig::Custom`] (the HTTP exporters' timeouts, say). `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
-/// Which exporter a profiler uses.
+/// Which exporter a profiler uses. The network exporters of `forkprof-export` are
+/// [`ExporterConfig::Custom`] factories, made by that crate's builders (`Datadog`, `Pyroscope`)
+/// and its `ExporterConfigExt` constructors.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ExporterConfig {
@@ -236,78 +241,14 @@ pub enum ExporterConfig {
         dir: std::path::PathBuf,
         compression: Compression,
     },
-    /// The Datadog agent (TCP or Unix socket) or intake; see [`Datadog`].
-    Datadog(Arc<datadog::DatadogFactory>),
-    /// A Pyroscope server's ingest API; see [`Pyroscope`].
-    Pyroscope(Arc<pyroscope::PyroscopeFactory>),
-    /// Anything else the host provides.
+    /// Anything else: the network exporters, or the host's own.
     Custom(Arc<dyn ExporterFactory>),
 }
 
 impl ExporterConfig {
-    /// The Datadog agent at `url`: `http://host:8126` or `unix:///var/run/datadog/apm.socket`.
-    /// For tags, env, version and timeouts use [`Datadog::agent`] and `.into()`.
-    pub fn datadog_agent(url: &str) -> ExporterConfig {
-        Datadog::agent(url).into()
-    }
-
-    /// The Datadog intake of `site` (e.g. `datadoghq.com`), without an agent; needs the
-    /// `tls` feature. The key is never logged nor shown by `Debug` or in error messages.
-    pub fn datadog_agentless(site: &str, api_key: &str) -> ExporterConfig {
-        Datadog::agentless(site, api_key).into()
-    }
-
-    /// A Pyroscope server (e.g. `http://pyroscope:4040`), series `app_name` (empty: the
-    /// profiler's service name).
-    pub fn pyroscope(url: &str, app_name: &str) -> ExporterConfig {
-        Pyroscope::new(url, app_name).into()
-    }
-
-    /// An exporter named by a URL: `http://…`, `https://…` or `unix:///…` is a Datadog agent;
-    /// `pyroscope+http://…` (or `+https`) a Pyroscope server. An invalid URL is reported by
-    /// `ConfigBuilder::build`, naming the `endpoint` field.
-    pub fn from_url(url: &str) -> ExporterConfig {
-        match url.trim().strip_prefix("pyroscope+") {
-            Some(server) => Pyroscope::new(server, "").into(),
-            None => Datadog::agent(url).into(),
-        }
-    }
-
-    /// The exporter the environment describes; see the precedence rules in
-    /// [`env`](mod@env) (explicit builder > `FORKPROF_*` > `DD_*` / `PYROSCOPE_*` >
-    /// defaults). Reads the environment now, on this thread, and never again.
-    pub fn from_env() -> Result<ExporterConfig> {
-        env::from_process_env()
-    }
-
-    /// The upload timeouts and retry policy of an HTTP exporter (`None` for files and custom
-    /// exporters).
-    pub fn http_options(&self) -> Option<HttpOptions> {
-        match self {
-            ExporterConfig::Datadog(f) => Some(f.settings().http()),
-            ExporterConfig::Pyroscope(f) => Some(f.settings().http()),
-            _ => None,
-        }
-    }
-
-    /// The same exporter with other upload timeouts and retry policy; an error for exporters
-    /// that do not upload (files, custom).
-    pub fn with_http_options(self, http: HttpOptions) -> Result<ExporterConfig> {
-        match self {
-            ExporterConfig::Datadog(f) => Ok(f.settings().clone().http_options(http).into()),
-            ExporterConfig::Pyroscope(f) => Ok(f.settings().clone().http_options(http).into()),
-            _ => Err(crate::error::Error::config(
-                "http_options",
-                "apply to the HTTP exporters (Datadog, Pyroscope): set an endpoint first",
-            )),
-        }
-    }
-
     pub fn compression(&self) -> Compression {
         match self {
             ExporterConfig::File { compression, .. } => *compression,
-            ExporterConfig::Datadog(f) => f.compression(),
-            ExporterConfig::Pyroscope(f) => f.compression(),
             ExporterConfig::Custom(f) => f.compression(),
         }
     }
@@ -315,8 +256,6 @@ impl ExporterConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         match self {
             ExporterConfig::File { dir, .. } => file::validate(dir),
-            ExporterConfig::Datadog(f) => f.validate(),
-            ExporterConfig::Pyroscope(f) => f.validate(),
             ExporterConfig::Custom(f) => f.validate(),
         }
     }
@@ -324,8 +263,6 @@ impl ExporterConfig {
     pub(crate) fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>> {
         match self {
             ExporterConfig::File { dir, .. } => Ok(Box::new(file::FileExporter::open(dir, ctx)?)),
-            ExporterConfig::Datadog(f) => f.create(ctx),
-            ExporterConfig::Pyroscope(f) => f.create(ctx),
             ExporterConfig::Custom(f) => f.create(ctx),
         }
     }

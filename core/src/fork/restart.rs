@@ -68,7 +68,14 @@ pub(crate) fn start_child_session(
     generation: u64,
 ) -> Result<Arc<Session>, Disabled> {
     // getpid: a system call, no lock.
-    crate::workers::start(config.clone(), platform, generation, std::process::id()).map_err(|e| {
+    crate::workers::start(
+        config.clone(),
+        platform,
+        generation,
+        std::process::id(),
+        super::has_sentinel(),
+    )
+    .map_err(|e| {
         crate::messages::restart_failed(&e);
         Disabled::RestartFailed
     })

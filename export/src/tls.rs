@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::conn::{Conn, Sock};
+use crate::conn::{Conn, Sock};
 
 /// The client configuration every https upload of an exporter uses.
 #[derive(Clone, Debug)]

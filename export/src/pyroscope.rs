@@ -13,13 +13,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use super::http::{self, HeaderValue, HttpClient, HttpOptions, Request, Secret};
-use super::resolve::{AddressBook, Endpoint};
-use super::{
+use crate::http::{self, HeaderValue, HttpClient, HttpOptions, Request, Secret};
+use crate::resolve::{AddressBook, Endpoint};
+use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
 };
-use crate::error::{Error, Result};
+use forkprof_core::error::{Error, Result};
 
 /// Largest body sent to Pyroscope; its server refuses larger ingest requests by default.
 pub const PYROSCOPE_MAX_REQUEST_BYTES: usize = 10 << 20;
@@ -169,7 +169,7 @@ impl Pyroscope {
             headers.push(("X-Scope-OrgID".to_string(), value));
         }
         for (name, value) in &self.headers {
-            if !super::http1::valid_header_name(name) {
+            if !crate::http1::valid_header_name(name) {
                 return Err(Error::config(
                     "headers",
                     format!("`{name}` is not a valid HTTP header name"),
@@ -202,8 +202,8 @@ impl Pyroscope {
 
 impl From<Pyroscope> for ExporterConfig {
     fn from(p: Pyroscope) -> ExporterConfig {
-        ExporterConfig::Pyroscope(Arc::new(PyroscopeFactory {
-            book: AddressBook::new(super::resolve::system_lookup),
+        ExporterConfig::Custom(Arc::new(PyroscopeFactory {
+            book: AddressBook::new(crate::resolve::system_lookup),
             setup: http::ClientSetup::new(p.endpoint.as_ref().ok()),
             settings: p,
         }))
@@ -232,6 +232,10 @@ impl PyroscopeFactory {
 }
 
 impl ExporterFactory for PyroscopeFactory {
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn compression(&self) -> Compression {
         Compression::Gzip
     }
@@ -255,15 +259,14 @@ impl ExporterFactory for PyroscopeFactory {
         let addrs = self.book.addresses(endpoint, ctx.pid)?;
         let s = &self.settings;
         let app = if s.app_name.is_empty() {
-            ctx.config.service()
+            ctx.service
         } else {
             &s.app_name
         };
         // Pyroscope series names: app{k=v,k=v}; keys and values must avoid the delimiters.
         let clean = |v: &str| v.replace(['{', '}', ',', '='], "_");
         let labels: Vec<String> = ctx
-            .config
-            .tags()
+            .tags
             .iter()
             .chain(&s.tags)
             .map(|(k, v)| format!("{}={}", clean(k), clean(v)))

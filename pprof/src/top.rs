@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::decode::Profile;
+use crate::decode::Profile;
 
 /// One function's totals for one sample type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +142,7 @@ pub fn top(profile: &Profile, value: usize) -> Top {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pprof::decode::{Function, Line, Location, Sample, ValueType};
+    use crate::decode::{Function, Line, Location, Sample, ValueType};
 
     /// A profile with functions named `names` (ids 1..), one location per function (same id),
     /// and samples given as leaf-first lists of function ids with one value each.

@@ -7,14 +7,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::http::{self, HttpClient, HttpOptions, Request, Secret};
-use super::multipart::Multipart;
-use super::resolve::{AddressBook, Endpoint};
-use super::{
+use crate::http::{self, HttpClient, HttpOptions, Request, Secret};
+use crate::multipart::Multipart;
+use crate::resolve::{AddressBook, Endpoint};
+use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
 };
-use crate::error::{Error, Result};
+use forkprof_core::error::{Error, Result};
 
 /// Largest request forkprof sends to Datadog. The profiling intake answers 413 above 10 MiB
 /// per request (the agent forwards the body as is), so a larger profile is refused before
@@ -47,7 +47,7 @@ pub struct Datadog {
     family: String,
     http: HttpOptions,
     max_request_bytes: usize,
-    lookup: super::resolve::LookupFn,
+    lookup: crate::resolve::LookupFn,
 }
 
 impl fmt::Debug for Datadog {
@@ -71,11 +71,11 @@ impl Datadog {
         Datadog::new(Endpoint::parse(url, "endpoint"), None)
     }
 
-    /// What the environment says (see [`super::env`] for the variables and precedence);
+    /// What the environment says (see [`crate::env`] for the variables and precedence);
     /// builder calls made after this one override it. Reads the environment now, on this
     /// thread, and never again.
     pub fn from_env() -> Result<Datadog> {
-        super::env::datadog_from_process_env()
+        crate::env::datadog_from_process_env()
     }
 
     /// Straight to the intake of `site` (e.g. `datadoghq.eu`), authenticated by `api_key`.
@@ -112,7 +112,7 @@ impl Datadog {
             family: "native".into(),
             http: HttpOptions::default(),
             max_request_bytes: DATADOG_MAX_REQUEST_BYTES,
-            lookup: super::resolve::LookupFn(super::resolve::system_lookup),
+            lookup: crate::resolve::LookupFn(crate::resolve::system_lookup),
         }
     }
 
@@ -153,7 +153,7 @@ impl Datadog {
         mut self,
         lookup: fn(&str, u16) -> std::io::Result<Vec<std::net::SocketAddr>>,
     ) -> Self {
-        self.lookup = super::resolve::LookupFn(lookup);
+        self.lookup = crate::resolve::LookupFn(lookup);
         self
     }
     /// Lowers the size limit (for tests and for proxies with a smaller one).
@@ -165,7 +165,7 @@ impl Datadog {
 
 impl From<Datadog> for ExporterConfig {
     fn from(d: Datadog) -> ExporterConfig {
-        ExporterConfig::Datadog(Arc::new(DatadogFactory::new(d)))
+        ExporterConfig::Custom(Arc::new(DatadogFactory::new(d)))
     }
 }
 
@@ -206,6 +206,10 @@ impl ExporterFactory for DatadogFactory {
         Compression::Zstd
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn validate(&self) -> Result<()> {
         let e = self.endpoint()?;
         http::check_tls(e)?;
@@ -232,10 +236,7 @@ impl ExporterFactory for DatadogFactory {
         let seed = http::seed(ctx.pid);
         let s = &self.settings;
         let mut tags = TagList::default();
-        tags.push(
-            "service",
-            s.service.as_deref().unwrap_or(ctx.config.service()),
-        );
+        tags.push("service", s.service.as_deref().unwrap_or(ctx.service));
         if let Some(env) = &s.env {
             tags.push("env", env);
         }
@@ -250,7 +251,7 @@ impl ExporterFactory for DatadogFactory {
             &runtime_id(seed, http::seed(ctx.pid ^ 0x5bd1_e995)),
         );
         tags.push("profiler_version", env!("CARGO_PKG_VERSION"));
-        for (k, v) in ctx.config.tags().iter().chain(&s.tags) {
+        for (k, v) in ctx.tags.iter().chain(&s.tags) {
             tags.push(k, v);
         }
         let mut headers = vec![
@@ -442,7 +443,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, day) = civil_from_days(days as i64);
+    let (y, m, day) = forkprof_core::calendar::civil_from_days(days as i64);
     format!(
         "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
         rem / 3600,
@@ -450,21 +451,6 @@ pub fn rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_nanos()
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar, counting
-/// in 400-year eras (146,097 days each) that start on March 1st so the leap day is last.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // year of era
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1st
-    let mp = (5 * doy + 2) / 153; // month from March = 0
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -494,39 +480,6 @@ mod tests {
     }
 
     #[test]
-    fn civil_from_days_round_trips_every_day_for_1000_years() {
-        // Walk day by day and check the calendar advances as it must.
-        let (mut y, mut m, mut d) = (1970i64, 1u32, 1u32);
-        for days in 0..366 * 1000 {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
-            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let len = [
-                31,
-                if leap { 29 } else { 28 },
-                31,
-                30,
-                31,
-                30,
-                31,
-                31,
-                30,
-                31,
-                30,
-                31,
-            ][m as usize - 1];
-            d += 1;
-            if d > len {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
-        }
-    }
-
-    #[test]
     fn json_and_tags_are_escaped() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         let mut t = TagList::default();
@@ -545,16 +498,15 @@ mod tests {
     }
 
     fn profile() -> EncodedProfile {
-        EncodedProfile {
-            bytes: vec![1, 2, 3],
-            compression: Compression::Zstd,
-            start: SystemTime::now(),
-            end: SystemTime::now(),
-            seq: 0,
-            pid: 1,
-            samples: 1,
-            flush_ticket: 0,
-        }
+        let mut p = EncodedProfile::new(
+            vec![1, 2, 3],
+            Compression::Zstd,
+            SystemTime::now(),
+            SystemTime::now(),
+        );
+        p.pid = 1;
+        p.samples = 1;
+        p
     }
 
     /// A one-shot server answering `status` with the request's own API key in the body.
@@ -598,18 +550,13 @@ mod tests {
     #[test]
     fn failure_messages_never_hold_the_api_key() {
         let key = "k3y-0f-the-test-5678";
-        let config = crate::Config::builder("svc")
+        let config = forkprof_core::Config::builder("svc")
             .sample_type("s", "count")
             .build()
             .unwrap();
         let (port, server) = echoing_server(403);
         let f = DatadogFactory::new(Datadog::intake(&format!("http://127.0.0.1:{port}"), key));
-        let mut e = f
-            .create(&ExportContext {
-                config: &config,
-                pid: 1,
-            })
-            .unwrap();
+        let mut e = f.create(&config.export_context(1)).unwrap();
         let failure = e.export(&profile(), None).unwrap_err();
         assert_eq!(server.join().unwrap(), key, "the key went in the header");
         assert!(failure.reason.contains("403"), "{}", failure.reason);
@@ -627,7 +574,7 @@ mod tests {
         static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
         let (port, server) = echoing_server(200);
         PORT.store(port, Ordering::SeqCst);
-        let config = crate::Config::builder("svc")
+        let config = forkprof_core::Config::builder("svc")
             .sample_type("s", "count")
             .build()
             .unwrap();
@@ -640,12 +587,7 @@ mod tests {
                 PORT.load(Ordering::SeqCst).max(p),
             ))])
         });
-        let mut e = f
-            .create(&ExportContext {
-                config: &config,
-                pid: 7,
-            })
-            .unwrap();
+        let mut e = f.create(&config.export_context(7)).unwrap();
         assert_eq!(
             LOOKUPS.load(Ordering::SeqCst),
             1,
@@ -660,12 +602,7 @@ mod tests {
             "no lookup while exporting"
         );
         // A child (another pid) builds its exporter without any lookup.
-        let _child = f
-            .create(&ExportContext {
-                config: &config,
-                pid: 8,
-            })
-            .unwrap();
+        let _child = f.create(&config.export_context(8)).unwrap();
         assert_eq!(LOOKUPS.load(Ordering::SeqCst), 1);
     }
 

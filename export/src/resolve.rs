@@ -20,8 +20,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
-use crate::sync::BriefLock;
+use forkprof_core::error::{Error, Result};
+use forkprof_core::sync::BriefLock;
 
 /// Where an exporter connects.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,11 +31,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::datadog::{Datadog, DEFAULT_AGENT_SOCKET, DEFAULT_AGENT_URL, DEFAULT_SITE};
-use super::http::HttpOptions;
-use super::pyroscope::Pyroscope;
-use super::ExporterConfig;
-use crate::error::{Error, Result};
+use crate::datadog::{Datadog, DEFAULT_AGENT_SOCKET, DEFAULT_AGENT_URL, DEFAULT_SITE};
+use crate::http::HttpOptions;
+use crate::pyroscope::Pyroscope;
+use crate::ExporterConfig;
+use forkprof_core::error::{Error, Result};
 
 pub const DEFAULT_PYROSCOPE_URL: &str = "http://localhost:4040";
 
@@ -282,9 +282,9 @@ mod tests {
     }
 
     fn dd(cfg: ExporterConfig) -> Datadog {
-        match cfg {
-            ExporterConfig::Datadog(f) => f.settings().clone(),
-            other => panic!("expected Datadog, got {other:?}"),
+        match crate::datadog_settings(&cfg) {
+            Some(d) => d.clone(),
+            None => panic!("expected Datadog, got {cfg:?}"),
         }
     }
 
@@ -355,9 +355,9 @@ mod tests {
         assert_eq!(d, Datadog::agentless("datadoghq.eu", "k"));
         let err = with(&[("FORKPROF_EXPORTER", "datadog-agentless")], false).unwrap_err();
         assert!(err.to_string().contains("DD_API_KEY"), "{err}");
-        let pyro = |cfg: ExporterConfig| match cfg {
-            ExporterConfig::Pyroscope(f) => f.settings().clone(),
-            other => panic!("expected Pyroscope, got {other:?}"),
+        let pyro = |cfg: ExporterConfig| match crate::pyroscope_settings(&cfg) {
+            Some(p) => p.clone(),
+            None => panic!("expected Pyroscope, got {cfg:?}"),
         };
         let p = pyro(
             with(
@@ -371,17 +371,17 @@ mod tests {
         );
         assert_eq!(p, Pyroscope::new("http://py:4040", "app"));
         // A Datadog agent setting wins over a stray Pyroscope address…
-        assert!(matches!(
-            with(
+        assert!(crate::datadog_settings(
+            &with(
                 &[
                     ("PYROSCOPE_SERVER_ADDRESS", "http://py:4040"),
                     ("DD_AGENT_HOST", "a")
                 ],
                 false
             )
-            .unwrap(),
-            ExporterConfig::Datadog(_)
-        ));
+            .unwrap()
+        )
+        .is_some());
         // …and FORKPROF_EXPORTER over both.
         let p = pyro(
             with(

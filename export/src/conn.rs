@@ -4,7 +4,7 @@
 //! connection outlives its upload or is inherited idle by a forked child.
 //!
 //! Made by hand rather than with std's `TcpStream::connect_timeout` so that the descriptor is
-//! close-on-exec from its creation and recorded for forked children (`fds.rs`) before the
+//! close-on-exec from its creation and recorded for forked children (`core/src/export/fds.rs`) before the
 //! connect, which can take up to the connect timeout. Writes use `send(MSG_NOSIGNAL)` (or
 //! `SO_NOSIGPIPE` on macOS): a peer that went away must give an error, never a `SIGPIPE` in a
 //! host that has not ignored it.
@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::fds::TrackedFd;
+use forkprof_core::export::fds::TrackedFd;
 
 /// A connected socket whose reads and writes end by a deadline.
 #[derive(Debug)]
@@ -404,9 +404,9 @@ mod tests {
         let s = Sock::tcp(&[l.local_addr().unwrap()], deadline).unwrap();
         let fd = s.raw_fd();
         assert!(cloexec(fd));
-        assert!(super::super::fds::recorded().contains(&fd));
+        assert!(forkprof_core::export::fds::recorded().contains(&fd));
         drop(s);
-        assert!(!super::super::fds::recorded().contains(&fd));
+        assert!(!forkprof_core::export::fds::recorded().contains(&fd));
 
         let dir = std::env::temp_dir().join(format!("forkprof-conn-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);

@@ -1,7 +1,7 @@
 //! A pprof decoder: enough of `profile.proto` to read any profile back (ours or another
 //! tool's), for `forkprof top` and the tests. Malformed input is an error, never a panic.
 
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValueType {
@@ -88,9 +88,7 @@ impl Profile {
 }
 
 fn bad(what: &str) -> Error {
-    Error::Export {
-        reason: format!("not a valid pprof profile: {what}"),
-    }
+    Error(format!("not a valid pprof profile: {what}"))
 }
 
 struct Reader<'a> {

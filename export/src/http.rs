@@ -8,7 +8,7 @@
 //! would need a DNS lookup on the uploader thread), no redirects (to hosts nobody resolved),
 //! and no logging: nothing it does calls the host's `log` logger, whose lock a fork could
 //! find held by the uploader thread (forkprof's own messages reach the host through
-//! `messages.rs`, on the host's threads). Every reason this client gives is scrubbed of the
+//! `core/src/messages.rs`, on the host's threads). Every reason this client gives is scrubbed of the
 //! exporter's secrets (see `HttpClient::with_secrets`).
 //!
 //! Retries: connection errors, timeouts, 408, 429 and 5xx; never other 4xx. A 429 or 503 with
@@ -21,12 +21,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, Sock};
-use super::http1;
-pub(crate) use super::http1::HeaderValue;
-use super::resolve::{Address, Endpoint};
-use super::{Delivered, ExportFailure};
-use crate::error::{Error, Result};
+use crate::conn::{Conn, Sock};
+use crate::http1;
+pub(crate) use crate::http1::HeaderValue;
+use crate::resolve::{Address, Endpoint};
+use crate::{Delivered, ExportFailure};
+use forkprof_core::error::{Error, Result};
 
 /// Upload timeouts and retry policy. The defaults suit a local agent and a profile a minute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +153,7 @@ impl fmt::Debug for Secret {
 pub(crate) struct ClientSetup {
     /// https: the TLS client configuration, or why there is none.
     #[cfg(feature = "tls")]
-    tls: Option<std::result::Result<super::tls::Tls, String>>,
+    tls: Option<std::result::Result<crate::tls::Tls, String>>,
 }
 
 impl ClientSetup {
@@ -163,7 +163,7 @@ impl ClientSetup {
             ClientSetup {
                 tls: endpoint
                     .filter(|e| e.needs_tls())
-                    .map(|_| super::tls::Tls::new()),
+                    .map(|_| crate::tls::Tls::new()),
             }
         }
         #[cfg(not(feature = "tls"))]
@@ -182,7 +182,7 @@ pub(crate) struct HttpClient {
     host: String,
     user_agent: &'static str,
     #[cfg(feature = "tls")]
-    tls: Option<std::result::Result<super::tls::Tls, String>>,
+    tls: Option<std::result::Result<crate::tls::Tls, String>>,
     opts: HttpOptions,
     rng: u64,
     /// Texts that must never appear in a reason or a message (keys, passwords, tokens and
@@ -238,7 +238,7 @@ impl fmt::Display for Attempts {
 /// uploader thread is woken for a stop, so that is noticed at once).
 fn pause_until(until: Instant) -> Result<(), Instant> {
     loop {
-        if let Some(d) = super::stop_deadline() {
+        if let Some(d) = crate::stop_deadline() {
             if until > d {
                 return Err(d);
             }
@@ -247,7 +247,7 @@ fn pause_until(until: Instant) -> Result<(), Instant> {
         if now >= until {
             return Ok(());
         }
-        super::pause(until - now);
+        crate::pause(until - now);
     }
 }
 
@@ -401,7 +401,7 @@ impl HttpClient {
                 };
                 return Err(self.fail(reason, retries, false));
             }
-            if crate::messages::wants(crate::messages::Level::Debug) {
+            if forkprof_core::messages::wants(forkprof_core::messages::Level::Debug) {
                 let text = self.scrub(format!(
                     "POST {target}: {why} (attempt {n} of {attempts}); retrying in {}{}",
                     Dur(pause),
@@ -411,9 +411,9 @@ impl HttpClient {
                         ""
                     }
                 ));
-                crate::messages::post(
-                    crate::messages::Kind::ExportRetry,
-                    crate::messages::Level::Debug,
+                forkprof_core::messages::post(
+                    forkprof_core::messages::Kind::ExportRetry,
+                    forkprof_core::messages::Level::Debug,
                     format_args!("{text}"),
                 );
             }
@@ -479,7 +479,7 @@ impl HttpClient {
         // (forkprof sends no `Expect: 100-continue` and uses no proxy): the session may end
         // the wait early when the host is exiting.
         let answer = {
-            let _waiting = super::WaitingOnPeer::new();
+            let _waiting = crate::WaitingOnPeer::new();
             http1::read_response(&mut conn, MAX_RESPONSE_HEADERS, MAX_RESPONSE_BODY as usize)
         };
         drop(conn);
@@ -489,7 +489,7 @@ impl HttpClient {
                 let retry_after = resp
                     .retry_after
                     .as_deref()
-                    .and_then(|v| super::retry_after::parse(v, std::time::SystemTime::now()));
+                    .and_then(|v| crate::retry_after::parse(v, std::time::SystemTime::now()));
                 classify(resp.status, &resp.body, req.body.len() as u64, retry_after)
             }
             (Err(e), Err(_)) => retry("sending the request", e),

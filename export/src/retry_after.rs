@@ -76,7 +76,7 @@ fn full_year(yy: i64, now: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of the calendar walk in
-/// `datadog::civil_from_days`), counting in 400-year eras that start on March 1st.
+/// `forkprof_core::calendar::civil_from_days`), counting in 400-year eras that start on March 1st.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
