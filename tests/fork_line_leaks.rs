@@ -102,7 +102,7 @@ fn check_line(config: Config, flush_before_fork: bool) {
             .find(|(_, c)| count(c) > allowed)
             .map(|(g, c)| {
                 format!(
-                    "generation {} has {} {what}, the line settled at {allowed} by generation {WARM_UP} (generation {DEPTH}: {})",
+                    "generation {} has {} {what}, more than the {allowed} the line allows after settling by generation {WARM_UP} (generation {DEPTH}: {})",
                     g + 1,
                     count(c),
                     count(report.counts.last().unwrap())
