@@ -35,6 +35,26 @@ pub(crate) fn page_size() -> usize {
     }
 }
 
+/// A new private anonymous read-write mapping of `len` bytes (zero pages, resident only once
+/// written): every region and table of forkprof's starts as one.
+pub(crate) fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a new private anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    NonNull::new(p.cast())
+}
+
 impl ForkLocalRegion {
     /// `len` bytes (rounded up to whole pages), zeroed, excluded from children if the
     /// platform can. `None` if the allocation fails.
@@ -55,21 +75,7 @@ impl ForkLocalRegion {
         // zeroes the memory itself, touching every page, so the whole buffer (16 MiB by
         // default) would be resident from `start` on. Mapped pages are zero and cost nothing
         // until written.
-        // SAFETY: a new private anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        let ptr = NonNull::new(p.cast::<MaybeUninit<u8>>())?;
+        let ptr = map_anonymous(size)?.cast::<MaybeUninit<u8>>();
         // SAFETY: a page-aligned allocation we own, that no child touches (see the module doc),
         // and `Drop` re-includes it before freeing.
         let excluded = exclude && unsafe { platform.exclude_from_fork(ptr.as_ptr().cast(), size) };

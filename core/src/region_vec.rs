@@ -24,6 +24,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
 use crate::platform::Platform;
+use crate::region::{map_anonymous, page_size};
 
 /// The smallest mapping a table makes: pages that are never written cost no memory, and
 /// fewer, larger steps mean fewer calls into the kernel while a profile grows.
@@ -54,34 +55,6 @@ impl Memory {
 /// capacity is used up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfMemory;
-
-pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 {
-        n as usize
-    } else {
-        4096
-    }
-}
-
-fn map_anonymous(len: usize) -> Option<NonNull<u8>> {
-    // SAFETY: a new private anonymous mapping; no existing memory is affected.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    NonNull::new(p.cast())
-}
 
 pub(crate) struct RegionVec<T: Copy> {
     ptr: NonNull<T>,

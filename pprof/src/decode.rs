@@ -64,26 +64,49 @@ impl Profile {
     pub fn location(&self, id: u64) -> Option<&Location> {
         self.locations.iter().find(|l| l.id == id)
     }
-    /// Function names of a sample's stack, leaf first (inlined lines expanded).
+    /// Function names of a sample's stack, leaf first (inlined lines expanded; an unknown
+    /// function is "").
     pub fn stack_names(&self, s: &Sample) -> Vec<String> {
-        let funcs: std::collections::HashMap<u64, &Function> =
-            self.functions.iter().map(|f| (f.id, f)).collect();
-        let locs: std::collections::HashMap<u64, &Location> =
-            self.locations.iter().map(|l| (l.id, l)).collect();
-        let mut out = Vec::new();
-        for id in &s.location_ids {
-            if let Some(loc) = locs.get(id) {
-                for line in &loc.lines {
-                    out.push(
-                        funcs
-                            .get(&line.function_id)
-                            .map(|f| f.name.clone())
-                            .unwrap_or_default(),
-                    );
-                }
-            }
+        StackIndex::new(self)
+            .leaf_first(&s.location_ids)
+            .map(|f| f.map(|f| f.name.clone()).unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Lookups from a sample's location ids to its functions, built once per profile: what every
+/// reader of stacks (`top`, flame graphs, tests) walks.
+pub struct StackIndex<'p> {
+    functions: std::collections::HashMap<u64, &'p Function>,
+    locations: std::collections::HashMap<u64, &'p Location>,
+}
+
+impl<'p> StackIndex<'p> {
+    pub fn new(p: &'p Profile) -> StackIndex<'p> {
+        StackIndex {
+            functions: p.functions.iter().map(|f| (f.id, f)).collect(),
+            locations: p.locations.iter().map(|l| (l.id, l)).collect(),
         }
-        out
+    }
+
+    /// A stack's frames, leaf first: each known location's lines, innermost (inlined) first,
+    /// as their functions. `None` stands for a frame whose function is unknown, and for a
+    /// location that has no line. Unknown location ids are skipped, never a panic.
+    pub fn leaf_first<'a>(
+        &'a self,
+        location_ids: &'a [u64],
+    ) -> impl Iterator<Item = Option<&'p Function>> + 'a {
+        location_ids
+            .iter()
+            .filter_map(|id| self.locations.get(id).copied())
+            .flat_map(move |loc| {
+                let lines = loc
+                    .lines
+                    .iter()
+                    .map(move |line| self.functions.get(&line.function_id).copied());
+                let none = loc.lines.is_empty().then_some(None);
+                lines.chain(none)
+            })
     }
 }
 

@@ -6,7 +6,7 @@
 pub mod decode;
 pub mod top;
 
-pub use decode::{decode, Profile};
+pub use decode::{decode, Profile, StackIndex};
 
 /// A profile that cannot be read: the message says where it stopped making sense.
 #[derive(Debug, Clone, PartialEq, Eq)]

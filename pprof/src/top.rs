@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::decode::Profile;
+use crate::decode::{Profile, StackIndex};
 
 /// One function's totals for one sample type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,20 +88,7 @@ pub fn top(profile: &Profile, value: usize) -> Top {
         }
         func_name.insert(f.id, i);
     }
-    // Location id → its functions, leaf (innermost inlined line) first.
-    let loc_funcs: HashMap<u64, Vec<usize>> = profile
-        .locations
-        .iter()
-        .map(|l| {
-            let fs = l
-                .lines
-                .iter()
-                .filter_map(|line| func_name.get(&line.function_id).copied())
-                .collect();
-            (l.id, fs)
-        })
-        .collect();
-
+    let stacks = StackIndex::new(profile);
     let mut flat = vec![0i64; names.len()];
     let mut cum = vec![0i64; names.len()];
     // The sample number that last added to each function's cum: counts recursion once.
@@ -111,19 +98,15 @@ pub fn top(profile: &Profile, value: usize) -> Top {
         let v = s.values.get(value).copied().unwrap_or(0);
         total = total.saturating_add(v);
         let mut leaf = true;
-        for id in &s.location_ids {
-            let Some(fs) = loc_funcs.get(id) else {
-                continue;
-            };
-            for &f in fs {
-                if leaf {
-                    flat[f] = flat[f].saturating_add(v);
-                    leaf = false;
-                }
-                if seen_in[f] != n {
-                    seen_in[f] = n;
-                    cum[f] = cum[f].saturating_add(v);
-                }
+        for f in stacks.leaf_first(&s.location_ids).flatten() {
+            let f = func_name[&f.id];
+            if leaf {
+                flat[f] = flat[f].saturating_add(v);
+                leaf = false;
+            }
+            if seen_in[f] != n {
+                seen_in[f] = n;
+                cum[f] = cum[f].saturating_add(v);
             }
         }
     }

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use forkprof::pprof::decode::{Function, Location};
 use forkprof::pprof::Profile;
+use forkprof::pprof::StackIndex;
 
 /// Frames deeper than this (root first) are folded into one `[deeper frames omitted]` frame,
 /// so a hostile stack of a million frames cannot make a million rows of SVG.
@@ -121,8 +121,7 @@ impl Tree {
 /// Turns a profile's samples into root-first stacks of the tree's name ids, once per profile
 /// (lookups by id are built once, not per sample).
 pub struct Stacks<'p> {
-    functions: HashMap<u64, &'p Function>,
-    locations: HashMap<u64, &'p Location>,
+    index: StackIndex<'p>,
     /// Function id → interned name id, filled as met.
     named: HashMap<u64, u32>,
     unknown: Option<u32>,
@@ -132,8 +131,7 @@ pub struct Stacks<'p> {
 impl<'p> Stacks<'p> {
     pub fn new(p: &'p Profile) -> Stacks<'p> {
         Stacks {
-            functions: p.functions.iter().map(|f| (f.id, f)).collect(),
-            locations: p.locations.iter().map(|l| (l.id, l)).collect(),
+            index: StackIndex::new(p),
             named: HashMap::new(),
             unknown: None,
             deeper: None,
@@ -145,27 +143,19 @@ impl<'p> Stacks<'p> {
     /// location or function without a name is `[unknown]`.
     pub fn root_first(&mut self, tree: &mut Tree, location_ids: &[u64], out: &mut Vec<u32>) {
         out.clear();
-        for id in location_ids {
-            let Some(&loc) = self.locations.get(id) else {
-                continue;
-            };
-            if loc.lines.is_empty() {
-                out.push(self.unknown(tree));
-            }
-            for line in &loc.lines {
-                let name = match self.named.get(&line.function_id) {
+        for f in self.index.leaf_first(location_ids) {
+            let name = match f {
+                Some(f) if !f.name.is_empty() => match self.named.get(&f.id) {
                     Some(&n) => n,
                     None => {
-                        let n = match self.functions.get(&line.function_id) {
-                            Some(f) if !f.name.is_empty() => tree.intern(&clip(&f.name)),
-                            _ => self.unknown(tree),
-                        };
-                        self.named.insert(line.function_id, n);
+                        let n = tree.intern(&clip(&f.name));
+                        self.named.insert(f.id, n);
                         n
                     }
-                };
-                out.push(name);
-            }
+                },
+                _ => *self.unknown.get_or_insert_with(|| tree.intern("[unknown]")),
+            };
+            out.push(name);
         }
         out.reverse();
         if out.len() > MAX_DEPTH {
@@ -175,10 +165,6 @@ impl<'p> Stacks<'p> {
                 .get_or_insert_with(|| tree.intern("[deeper frames omitted]"));
             out.push(d);
         }
-    }
-
-    fn unknown(&mut self, tree: &mut Tree) -> u32 {
-        *self.unknown.get_or_insert_with(|| tree.intern("[unknown]"))
     }
 }
 
@@ -192,7 +178,7 @@ fn clip(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use forkprof::pprof::decode::{Line, Sample};
+    use forkprof::pprof::decode::{Function, Line, Location, Sample};
 
     fn profile(names: &[&str], samples: &[(&[u64], i64)]) -> Profile {
         Profile {

@@ -9,4 +9,4 @@
 pub(crate) mod encode;
 
 pub(crate) use encode::{encode, encode_spilling};
-pub use forkprof_pprof::{decode, top, Profile};
+pub use forkprof_pprof::{decode, top, Profile, StackIndex};
