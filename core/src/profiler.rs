@@ -129,7 +129,15 @@ impl Shared {
 }
 
 impl ForkAware for Shared {
-    /// Steps 2–4 of `fork/restart.rs`.
+    fn release_parent_session(&self) {
+        // This child's counters start at zero (the parent's ignored records are the parent's).
+        self.ignored.store(0, Ordering::Relaxed);
+        if fork::generation_checked() != Some(self.session().generation()) {
+            self.session().release_in_child();
+        }
+    }
+
+    /// Steps 2–3 of `fork/restart.rs`.
     fn restart_after_fork(&self) {
         let Some(gen) = fork::generation_checked() else {
             return;
@@ -159,13 +167,10 @@ impl ForkAware for Shared {
                     // never becomes the profiler's, so nobody else would end its threads.
                     new.request_stop();
                 } else {
-                    // The previous session is the parent's: overwrite the pointer, never drop
-                    // it; give back only what this child inherited of it and never uses.
-                    let parents = self
-                        .session
-                        .swap(Arc::into_raw(new) as *mut Session, Ordering::AcqRel);
-                    // SAFETY: a pointer from `Arc::into_raw`, leaked (never freed) in a child.
-                    unsafe { &*parents }.release_in_child();
+                    // The previous session is the parent's (given back already, see
+                    // `release_parent_session`): overwrite the pointer, never drop it.
+                    self.session
+                        .store(Arc::into_raw(new) as *mut Session, Ordering::Release);
                 }
             }
             Err(why) => self.disable(why),

@@ -96,6 +96,8 @@ pub(crate) struct Session {
     collector_parker: Parker,
     uploader_parker: Parker,
     threads: BriefLock<Vec<RawThread>>,
+    /// Set once a forked child gave back what it inherited of this session.
+    released: AtomicBool,
 }
 
 impl Session {
@@ -128,6 +130,7 @@ impl Session {
             collector_parker: Parker::new()?,
             uploader_parker: Parker::new()?,
             threads: BriefLock::new(Vec::new()),
+            released: AtomicBool::new(false),
             config,
         })
     }
@@ -289,6 +292,9 @@ impl Session {
     /// threads' stacks. `close` and `munmap` only; the thread list is tried once, never waited
     /// for (a parent thread could have held it at the fork).
     pub fn release_in_child(&self) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return; // a second profiler's pass, or a grandchild of the same line: done once
+        }
         self.collector_parker.close();
         self.uploader_parker.close();
         if let Some(mut threads) = self.threads.try_lock() {

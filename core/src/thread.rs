@@ -275,19 +275,19 @@ impl RawThread {
     /// in this process. libc no longer refers to that stack once `fork()` returned in the
     /// child (glibc and musl drop the other threads from their lists in the child).
     ///
-    /// Only the inherited pieces are unmapped, never the whole range: the excluded part is a
-    /// hole in the child, where the kernel may already have placed the child's own mappings.
+    /// Called before the child maps anything of its own (`fork/restart.rs`), so the part of
+    /// the stack excluded from children is still a hole nobody reuses. Which part that is
+    /// depends on whether the thread had excluded it when the fork happened: the lowest page
+    /// above the guard tells (mapped: nothing was excluded, the whole stack came along).
     pub(crate) fn forget_in_child(mut self) {
         if let Some(stack) = self.stack.take() {
-            let (base, end) = (
-                stack.as_ptr() as usize,
-                stack.as_ptr() as usize + stack.len(),
-            );
+            let base = stack.as_ptr() as usize;
+            let end = base + stack.len();
+            let page = page_size();
             let excluded_to = self.excluded_to.load(Ordering::Acquire);
-            if excluded_to == 0 {
+            if excluded_to == 0 || is_mapped(base + page) {
                 drop(stack); // all of it was inherited: munmap, a system call, no lock
             } else {
-                let page = page_size();
                 // SAFETY: the guard page and the part above the excluded range, which the
                 // child inherited from a thread it does not have: nothing here uses them.
                 unsafe {
@@ -299,6 +299,12 @@ impl RawThread {
         }
         std::mem::forget(self);
     }
+}
+
+/// Whether the page at `addr` is mapped in this process (msync: a system call, no lock).
+fn is_mapped(addr: usize) -> bool {
+    // SAFETY: msync only inspects the mapping; ENOMEM means nothing is mapped there.
+    unsafe { libc::msync(addr as *mut libc::c_void, page_size(), libc::MS_ASYNC) == 0 }
 }
 
 impl Drop for RawThread {
@@ -348,10 +354,7 @@ mod tests {
         assert_eq!(n.load(Ordering::SeqCst), 1 + 2 + 3);
     }
 
-    fn mapped(addr: usize) -> bool {
-        // SAFETY: msync only inspects the mapping; ENOMEM means nothing is mapped there.
-        unsafe { libc::msync(addr as *mut libc::c_void, page_size(), libc::MS_ASYNC) == 0 }
-    }
+    use super::is_mapped as mapped;
 
     #[test]
     fn join_unmaps_the_stack_and_dropping_keeps_it() {

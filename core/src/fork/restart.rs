@@ -23,6 +23,9 @@ use crate::sync::ForkLock;
 
 /// Something that must hear about a fork outside the atfork handler: a running profiler.
 pub(crate) trait ForkAware: Send + Sync {
+    /// Gives back what the child inherited of the parent's session and never uses. Runs for
+    /// every profiler before any of them restarts (see [`restart_all`]).
+    fn release_parent_session(&self);
     fn restart_after_fork(&self);
 }
 
@@ -53,6 +56,12 @@ pub(crate) fn restart_all() {
     let Ok(reg) = CONTROL.lock() else {
         return;
     };
+    // First every parent session gives back its inherited stacks and descriptors, before this
+    // child makes any mapping of its own (no allocation in this pass): a stack's part excluded
+    // from children is a hole here, and a mapping made first could land in it.
+    for p in reg.iter().filter_map(Weak::upgrade) {
+        p.release_parent_session();
+    }
     let profilers: Vec<Arc<dyn ForkAware>> = reg.iter().filter_map(Weak::upgrade).collect();
     drop(reg);
     for p in profilers {
