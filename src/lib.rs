@@ -117,7 +117,7 @@ pub fn drain_messages() -> usize {
 /// `Process._fork`, Python's `os.register_at_fork`). Required on macOS; harmless elsewhere.
 pub mod fork {
     pub use forkprof_core::fork::{
-        after_fork_child, after_fork_parent, before_fork, fork, is_unobserved_child, state,
-        ForkState,
+        after_fork_child, after_fork_parent, before_fork, fork, is_unobserved_child,
+        on_child_restart, state, ForkState,
     };
 }

@@ -89,9 +89,15 @@ fn a_child_that_cannot_start_threads_turns_off_and_stops_at_once() {
     let dir = TempDir::new("bounded-nothreads");
     let p = Profiler::start(file_config("bounded", dir.path(), ChildPolicy::Restart)).unwrap();
     p.record(&Sample::new(&frames(), &[1])).unwrap();
-    let pid = fork_and_run(|| {
-        refuse_new_threads_on_this_thread();
-        check_off_and_prompt(&p, Disabled::RestartFailed)
+    // The child restarts inside fork(), so the filter must be in place before the fork: the
+    // forking thread installs it on itself (a fork is still allowed) and the child inherits it.
+    let pid = std::thread::scope(|s| {
+        s.spawn(|| {
+            refuse_new_threads_on_this_thread();
+            fork_and_run(|| check_off_and_prompt(&p, Disabled::RestartFailed))
+        })
+        .join()
+        .unwrap()
     });
     assert_eq!(
         wait_exit(pid, Duration::from_secs(40), "child without threads"),

@@ -110,17 +110,16 @@ fn nested_forks_three_levels_each_profile_their_own() {
     assert_eq!(totals.get("level_0"), Some(&(8 * 13)));
 }
 
-/// An exporter factory that, in one chosen process, parks the thread building the exporter
-/// (that is, a thread inside the profiler's restart after a fork) until told to go on.
+/// An exporter factory that notes the pid of the process each exporter was made in: the
+/// child's restart builds its exporter, so the note tells where and when the restart ran.
 #[derive(Debug)]
-struct ParkingFactory {
+struct NotingFactory {
     dir: std::path::PathBuf,
-    park_in_pid: std::sync::atomic::AtomicU32,
-    parked: AtomicBool,
-    go: AtomicBool,
+    made_in_pid: std::sync::atomic::AtomicU32,
+    made: std::sync::atomic::AtomicU32,
 }
 
-impl forkprof::ExporterFactory for ParkingFactory {
+impl forkprof::ExporterFactory for NotingFactory {
     fn compression(&self) -> Compression {
         Compression::Gzip
     }
@@ -128,82 +127,72 @@ impl forkprof::ExporterFactory for ParkingFactory {
         &self,
         ctx: &forkprof::export::ExportContext<'_>,
     ) -> forkprof::Result<Box<dyn forkprof::Exporter>> {
-        if self.park_in_pid.load(Ordering::Acquire) == std::process::id() {
-            self.parked.store(true, Ordering::Release);
-            while !self.go.load(Ordering::Acquire) {
-                std::thread::yield_now();
-            }
-        }
+        // getpid and atomics: this runs inside the child's atfork handler.
+        self.made_in_pid
+            .store(std::process::id(), Ordering::Release);
+        self.made.fetch_add(1, Ordering::AcqRel);
         Ok(Box::new(forkprof::export::file::FileExporter::open(
             &self.dir, ctx,
         )?))
     }
 }
 
+/// The child's profiler restarts before `fork()` returns in it, so no forkprof call in the
+/// child (a `record` from a signal handler above all) ever has to start one; a grandchild
+/// forked at once restarts the same way and profiles too.
 #[test]
-fn grandchild_forked_while_its_parent_restarts_still_profiles() {
+fn a_child_restarts_before_fork_returns_and_so_does_a_grandchild() {
     let _serial = serial();
-    let _w = Watchdog::new("fork during a restart", Duration::from_secs(60));
-    let dir = TempDir::new("midrestart");
-    let factory = Arc::new(ParkingFactory {
+    let _w = Watchdog::new("restart inside fork", Duration::from_secs(60));
+    let dir = TempDir::new("restart-in-fork");
+    let factory = Arc::new(NotingFactory {
         dir: dir.path().to_path_buf(),
-        park_in_pid: Default::default(),
-        parked: AtomicBool::new(false),
-        go: AtomicBool::new(false),
+        made_in_pid: Default::default(),
+        made: Default::default(),
     });
-    let cfg = Config::builder("midrestart")
+    let cfg = Config::builder("restart-in-fork")
         .sample_type("samples", "count")
         .child_policy(ChildPolicy::Restart)
         .exporter(forkprof::ExporterConfig::Custom(factory.clone()))
         .build()
         .unwrap();
     let p = Profiler::start(cfg).unwrap();
+    assert_eq!(factory.made.load(Ordering::Acquire), 1);
     let f = [Frame::new("work", "w.rs", 1)];
+    // Before anything else in the child: its exporter exists, made in this very process.
+    let restarted_here =
+        || factory.made_in_pid.load(Ordering::Acquire) == std::process::id() && p.is_running();
     let child = fork_and_run(|| {
-        // In the child: one thread starts the restart and parks inside it...
-        factory
-            .park_in_pid
-            .store(std::process::id(), Ordering::Release);
-        let restarting = {
-            let p = p.clone();
-            // A raw thread: this is a forked child (see `generation`).
-            let ok = Arc::new(AtomicBool::new(false));
-            let done = ok.clone();
-            let t = forkprof::thread::spawn(c"restarter", move || {
-                done.store(p.record(&Sample::new(&f, &[1])).is_ok(), Ordering::Release);
-            })
-            .unwrap();
-            (t, ok)
-        };
-        while !factory.parked.load(Ordering::Acquire) {
-            std::thread::yield_now();
+        if !restarted_here() {
+            return 130;
         }
-        // ...while this one forks a grandchild, which inherits the restart-in-progress mark.
         let grandchild = fork_and_run(|| {
-            let ok = p.record(&Sample::new(&f, &[1])).is_ok()
-                && p.is_running()
-                && p.stats().samples_recorded == 1;
-            if !ok {
-                return 130;
+            if !restarted_here() {
+                return 140;
             }
+            let ok = p.record(&Sample::new(&f, &[1])).is_ok() && p.stats().samples_recorded == 1;
             match p.stop(Duration::from_secs(10)) {
-                Ok(s) if s.samples_recorded == 1 => 0,
-                _ => 131,
+                Ok(s) if ok && s.samples_recorded == 1 => 0,
+                _ => 141,
             }
         });
-        factory.go.store(true, Ordering::Release);
-        let (t, ok) = restarting;
-        t.join();
-        if !ok.load(Ordering::Acquire) {
-            return 132;
-        }
+        let ok = p.record(&Sample::new(&f, &[1])).is_ok() && p.stats().samples_recorded == 1;
         match wait_exit(grandchild, Duration::from_secs(15), "grandchild") {
             Exit::Code(0) => {}
             Exit::Code(c) => return c,
             Exit::Signal(_) => return 133,
         }
-        0
+        match p.stop(Duration::from_secs(10)) {
+            Ok(s) if ok && s.samples_recorded == 1 => 0,
+            _ => 131,
+        }
     });
-    expect_exit_0(child, "child that forked mid-restart");
+    expect_exit_0(child, "child that restarts inside fork");
+    // The parent's own exporter was not rebuilt.
+    assert_eq!(factory.made.load(Ordering::Acquire), 1);
+    assert_eq!(
+        factory.made_in_pid.load(Ordering::Acquire),
+        std::process::id()
+    );
     p.stop(Duration::from_secs(10)).unwrap();
 }

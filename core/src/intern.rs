@@ -22,7 +22,7 @@ use crate::hash::FastHasher;
 use crate::hash_index::HashIndex;
 use crate::region_vec::{Memory, RegionVec};
 use crate::sample::StrId;
-use crate::sync::BriefLock;
+use crate::sync::ForkLock;
 
 pub const MAX_STRINGS: usize = 1 << 20;
 pub const MAX_BYTES: usize = 64 << 20;
@@ -44,7 +44,7 @@ impl Table {
     }
 }
 
-pub(crate) static TABLE: BriefLock<Table> = BriefLock::new(Table {
+pub(crate) static TABLE: ForkLock<Table> = ForkLock::new(Table {
     by_id: RegionVec::fixed(MAX_STRINGS, Memory::inherited()),
     hashes: RegionVec::fixed(MAX_STRINGS, Memory::inherited()),
     index: HashIndex::fixed(MAX_STRINGS, Memory::inherited()),
@@ -61,13 +61,13 @@ fn hash(b: &[u8]) -> u64 {
 pub fn intern(name: &[u8]) -> Result<StrId> {
     let text = String::from_utf8_lossy(name);
     let h = hash(text.as_bytes());
-    if let Some(id) = TABLE.lock().find(&text, h) {
+    if let Some(id) = TABLE.lock()?.find(&text, h) {
         return Ok(StrId(id));
     }
     // A new name: copied with no lock held, then looked up again (another thread may have
     // added it meanwhile) and pushed.
     let owned: Box<str> = text.into_owned().into_boxed_str();
-    let mut table = TABLE.lock();
+    let mut table = TABLE.lock()?;
     if let Some(id) = table.find(&owned, h) {
         drop(table);
         return Ok(StrId(id));
@@ -98,7 +98,7 @@ pub fn intern(name: &[u8]) -> Result<StrId> {
 
 /// Resolves an id; `None` for an id never handed out.
 pub fn resolve(id: StrId) -> Option<&'static str> {
-    let table = TABLE.lock();
+    let table = TABLE.lock().ok()?;
     // Inside the lock, so a test held here really holds the string table across a fork.
     crate::pause_points::pause_point(crate::pause_points::Point::HoldingStringTableToResolve);
     table.by_id.get(id.0 as usize).copied()
@@ -106,7 +106,7 @@ pub fn resolve(id: StrId) -> Option<&'static str> {
 
 /// Strings interned so far (benchmarks).
 pub fn len() -> usize {
-    TABLE.lock().by_id.len()
+    TABLE.lock().map_or(0, |t| t.by_id.len())
 }
 
 #[cfg(test)]

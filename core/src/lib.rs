@@ -33,6 +33,7 @@ mod region;
 mod region_vec;
 mod sample_cache;
 mod session;
+mod signals;
 mod stack_arena;
 mod strings;
 mod uploader;

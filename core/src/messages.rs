@@ -20,10 +20,10 @@
 //! - each message belongs to the process that posted it: a child never delivers what its
 //!   parent queued (the parent does), and slots a vanished parent thread was writing are
 //!   reclaimed by the child;
-//! - `record`'s cost when nothing is pending is one relaxed load; when something is pending,
-//!   `record` delivers it unless the host chose [`Delivery::DrainOnly`] (a host that records
-//!   from a signal handler, or that wants its logger called only from its own loop, as PHP
-//!   can at request end);
+//! - `record` never delivers: it may run in a signal handler, where the host's logger (its
+//!   locks, its allocations) must not run. Delivery happens on `flush`, `flush_sync`, `stop`,
+//!   on `stats` unless the host chose [`Delivery::DrainOnly`] (a host that wants its logger
+//!   called only from its own loop, as PHP can at request end), and on [`drain`];
 //! - a callback that calls back into forkprof (`record`, `drain`) does not recurse: the
 //!   nested call delivers nothing.
 //!
@@ -136,10 +136,11 @@ pub const DEFAULT_RATE_LIMIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Delivery {
-    /// On the host's next `record`, `flush`, `flush_sync` or `stop` (and on [`drain`]).
+    /// On the host's next `flush`, `flush_sync`, `stop` or `stats` (and on [`drain`]). Never
+    /// on `record`, which stays async-signal-safe.
     OnCalls = 0,
-    /// Only when the host calls [`drain`] (and on `flush`, `flush_sync`, `stop`): `record`
-    /// never calls the host's logger.
+    /// Only when the host calls [`drain`] (and on `flush`, `flush_sync`, `stop`): `stats`
+    /// does not call the host's logger either.
     DrainOnly = 1,
 }
 
@@ -481,16 +482,16 @@ pub(crate) fn restart_failed(e: &crate::error::Error) {
     );
 }
 
-/// The hook on the host's calls. One relaxed load when nothing is pending.
+/// The hook on `stats`. One relaxed load when nothing is pending.
 #[inline]
-pub(crate) fn deliver_on_record() {
+pub(crate) fn deliver_on_stats() {
     if PENDING.load(Ordering::Relaxed) != 0 {
-        deliver_on_record_slow();
+        deliver_on_stats_slow();
     }
 }
 
 #[cold]
-fn deliver_on_record_slow() {
+fn deliver_on_stats_slow() {
     if DELIVERY.load(Ordering::Relaxed) == Delivery::OnCalls as u8 {
         drain();
     }

@@ -1,8 +1,8 @@
 //! The host-facing handle: `start`, `record`, `flush`, `stop`, `stats`.
 //!
-//! A `Profiler` points at the session of the process it runs in. After a fork the child's
-//! first call sees a new fork generation, leaks the parent's session (its threads do not exist
-//! here) and, under `Restart`, starts its own; see `fork.rs` for the protocol.
+//! A `Profiler` points at the session of the process it runs in. In a forked child the fork
+//! protocol (`fork/`) replaces it with the child's own before the child's code runs again; the
+//! parent's is leaked (its threads do not exist here).
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::buffer::Push;
 use crate::config::{ChildPolicy, Config};
 use crate::error::{Error, Result};
-use crate::fork::restart::{self, ForkAware, RestartGate};
+use crate::fork::restart::{self, ForkAware};
 use crate::fork::{self, CONTROL};
 use crate::platform::Platform;
 use crate::sample::{Sample, StrId};
@@ -33,7 +33,6 @@ struct Shared {
     state: AtomicU8,
     /// Why the state is DISABLED (a `Disabled` code; 0 otherwise).
     disabled: AtomicU8,
-    restarting: RestartGate,
     ignored: AtomicU64,
 }
 
@@ -52,13 +51,10 @@ impl Shared {
         unsafe { &*self.session.load(Ordering::Acquire) }
     }
 
-    /// The session of this process, after restarting or disabling as the fork policy says.
-    /// `None` when the profiler does not record here.
+    /// The session of this process. `None` when the profiler does not record here: stopped,
+    /// off, or a child that did not restart (its policy, or a fork nobody observed).
     fn current(&self) -> Option<&Session> {
         let gen = fork::generation_checked()?;
-        if self.session().generation() != gen {
-            self.restart_after_fork();
-        }
         let s = self.session();
         if s.generation() != gen || self.state.load(Ordering::Acquire) != RUNNING {
             return None;
@@ -88,17 +84,6 @@ impl Shared {
             return Some(Disabled::UnobservedFork);
         }
         Disabled::from_code(u32::from(self.disabled.load(Ordering::Acquire)))
-    }
-
-    #[cold]
-    fn record_after_fork(&self, sample: &Sample<'_>) -> Result<()> {
-        match self.current() {
-            Some(s) => self.push(s, sample),
-            None => {
-                self.ignored.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-        }
     }
 
     #[inline]
@@ -160,12 +145,15 @@ impl ForkAware for Shared {
             crate::messages::child_disabled("the child policy is Disable");
             return;
         }
-        let Some(_ticket) = self.restarting.enter(gen) else {
-            return; // another thread of this child is restarting it
-        };
         match restart::start_child_session(&self.config, self.platform, gen) {
             Ok(new) => {
-                let _order = CONTROL.lock();
+                let Ok(_order) = CONTROL.lock() else {
+                    // Held for good by an unpaired before_fork: this session can never be
+                    // installed safely.
+                    new.request_stop();
+                    self.disable(Disabled::RestartFailed);
+                    return;
+                };
                 if self.state.load(Ordering::Acquire) != RUNNING {
                     // `stop()` ran on another thread while this session was being built: it
                     // never becomes the profiler's, so nobody else would end its threads.
@@ -225,32 +213,30 @@ impl Profiler {
             session: AtomicPtr::new(Arc::into_raw(session) as *mut Session),
             state: AtomicU8::new(RUNNING),
             disabled: AtomicU8::new(0),
-            restarting: RestartGate::default(),
             ignored: AtomicU64::new(0),
         });
-        restart::register(Arc::downgrade(&shared) as Weak<dyn ForkAware>);
+        // On error `shared` drops here, which stops the session just started.
+        restart::register(Arc::downgrade(&shared) as Weak<dyn ForkAware>)?;
         Ok(Profiler { shared })
     }
 
-    /// Records one sample. Never blocks and never allocates per frame; when the buffer is full
-    /// the sample is dropped and counted. After `stop()`, or in a child under `Disable`, it is
-    /// a counted no-op. The only error is a sample that does not match the configuration.
+    /// Records one sample. Never blocks and never allocates; when the buffer is full the
+    /// sample is dropped and counted. After `stop()`, or in a child under `Disable`, it is a
+    /// counted no-op. The only error is a sample that does not match the configuration.
+    ///
+    /// Async-signal-safe in every state (a parent, a forked child, during and after `stop`):
+    /// atomics, `try_lock` of the buffer's shards, and at most one `write(2)` to wake the
+    /// collector. It never restarts anything (a forked child restarted before `fork()`
+    /// returned in it, see `fork/handlers.rs`) and never calls the host's logger.
     #[inline]
     pub fn record(&self, sample: &Sample<'_>) -> Result<()> {
         let sh = &*self.shared;
-        let Some(gen) = fork::generation() else {
-            sh.ignored.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        };
         let s = sh.session();
-        if s.generation() != gen {
-            return sh.record_after_fork(sample);
-        }
-        if sh.state.load(Ordering::Relaxed) != RUNNING {
+        if fork::generation() != Some(s.generation()) || sh.state.load(Ordering::Relaxed) != RUNNING
+        {
             sh.ignored.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        crate::messages::deliver_on_record();
         sh.push(s, sample)
     }
 
@@ -318,7 +304,7 @@ impl Profiler {
         // session started in this process has threads to stop; a child that never restarted
         // has nothing of its own (and must not touch the parent's session).
         let (ours, was) = {
-            let _order = CONTROL.lock();
+            let _order = CONTROL.lock()?;
             let was = sh.state.swap(STOPPED, Ordering::AcqRel);
             (gen == sh.session().generation(), was)
         };
@@ -328,7 +314,9 @@ impl Profiler {
             });
         }
         fork::remove_user();
-        restart::unregister(Arc::as_ptr(&self.shared) as *const ());
+        // A registry entry left behind (its lock held for good) is a dead Weak, skipped by
+        // every later restart.
+        let _ = restart::unregister(Arc::as_ptr(&self.shared) as *const ());
         if was == DISABLED {
             // Off in this process: nothing to write. A session this process started (its
             // threads never came up, say) is asked to end, without waiting for it.
@@ -354,6 +342,7 @@ impl Profiler {
 
     /// Counters of this process's profiling (zero-based in a forked child).
     pub fn stats(&self) -> Stats {
+        crate::messages::deliver_on_stats();
         let sh = &*self.shared;
         let ignored = sh.ignored.load(Ordering::Relaxed);
         let gen = fork::generation_checked();

@@ -16,7 +16,7 @@
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,98 @@ impl<T> Drop for BriefGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: the guard was created by taking the lock.
         unsafe { self.lock.unlock_raw() }
+    }
+}
+
+/// How long a call waits for one of the two fork locks before it gives up with an error. Their
+/// holders keep them for microseconds; only a `before_fork` never paired with
+/// `after_fork_parent`/`after_fork_child` holds them longer, and then for ever.
+pub const FORK_LOCK_LIMIT: Duration = Duration::from_secs(5);
+
+/// One of the two process-wide locks the fork prepare handler takes (the profiler registry and
+/// the string table). A [`BriefLock`] with two more promises:
+/// - **a fork is never starved**: while a fork waits for it, other callers do not take it, so
+///   threads interning names in a loop cannot keep a fork waiting;
+/// - **every wait is bounded** ([`FORK_LOCK_LIMIT`]): a caller that cannot have it by then
+///   gets an error naming the likely cause (an unpaired `before_fork`) instead of spinning for
+///   ever.
+pub struct ForkLock<T> {
+    lock: BriefLock<T>,
+    /// Fork prepares waiting for the lock right now.
+    forks_waiting: AtomicU32,
+}
+
+impl<T> ForkLock<T> {
+    pub const fn new(value: T) -> Self {
+        ForkLock {
+            lock: BriefLock::new(value),
+            forks_waiting: AtomicU32::new(0),
+        }
+    }
+
+    /// For every caller but a fork: waits while a fork waits, and at most [`FORK_LOCK_LIMIT`].
+    pub fn lock(&self) -> Result<BriefGuard<'_, T>, crate::error::Error> {
+        let got = wait_bounded(FORK_LOCK_LIMIT, || {
+            self.forks_waiting.load(Ordering::Acquire) == 0 && self.lock.try_lock_raw()
+        });
+        if got {
+            Ok(BriefGuard { lock: &self.lock })
+        } else {
+            Err(crate::error::Error::ForkOrder {
+                reason: "forkprof's fork locks have been held for 5 s: a before_fork was not followed by after_fork_parent or after_fork_child on its thread; pair every before_fork with one of them",
+            })
+        }
+    }
+
+    /// For a fork's prepare: goes before every other waiter. False if the lock could not be had
+    /// within [`FORK_LOCK_LIMIT`] (then it is not held).
+    pub fn lock_for_fork(&self) -> bool {
+        self.forks_waiting.fetch_add(1, Ordering::AcqRel);
+        let got = wait_bounded(FORK_LOCK_LIMIT, || self.lock.try_lock_raw());
+        self.forks_waiting.fetch_sub(1, Ordering::AcqRel);
+        got
+    }
+
+    /// Releases a lock taken with [`ForkLock::lock_for_fork`].
+    ///
+    /// # Safety
+    /// The caller took it with `lock_for_fork`, or is the only thread of a freshly forked child
+    /// whose prepare handler took it.
+    pub unsafe fn unlock_raw(&self) {
+        // SAFETY: per this function's contract.
+        unsafe { self.lock.unlock_raw() }
+    }
+
+    /// In a forked child, on its only thread: forgets the forks that parent threads were
+    /// waiting with (they do not exist here). The lock's own state is left as it is.
+    pub fn forget_waiting_forks(&self) {
+        self.forks_waiting.store(0, Ordering::Relaxed);
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_locked()
+    }
+}
+
+/// Spins (then yields) until `acquire` succeeds or `limit` has passed; the clock is read only
+/// once the spinning is done, so an uncontended or briefly contended lock costs no clock read.
+fn wait_bounded(limit: Duration, mut acquire: impl FnMut() -> bool) -> bool {
+    let backoff = Backoff::new();
+    let mut deadline = None;
+    loop {
+        if acquire() {
+            return true;
+        }
+        if backoff.is_completed() {
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + limit) {
+                return false;
+            }
+            // sched_yield: a system call, no lock.
+            std::thread::yield_now();
+        } else {
+            backoff.snooze();
+        }
     }
 }
 
@@ -267,6 +359,41 @@ mod tests {
         l.raise_to(2);
         assert_eq!(l.get(), 3);
         assert!(l.wait_for(3, Instant::now()));
+    }
+
+    #[test]
+    fn a_waiting_fork_goes_first_and_a_held_fork_lock_is_a_bounded_wait() {
+        let lock = Arc::new(ForkLock::new(0u32));
+        let held = lock.lock().unwrap();
+        // A fork waits; a plain caller arriving after it must not get the lock before it.
+        let fork = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                assert!(lock.lock_for_fork());
+                // SAFETY: taken just above on this thread.
+                unsafe { lock.unlock_raw() };
+            })
+        };
+        while lock.forks_waiting.load(Ordering::Acquire) == 0 {
+            std::thread::yield_now();
+        }
+        drop(held);
+        // Either the fork got it first, or (if it already released) nobody waits any more:
+        // the plain caller may take it only when no fork waits.
+        let g = lock.lock().unwrap();
+        assert_eq!(lock.forks_waiting.load(Ordering::Acquire), 0);
+        drop(g);
+        fork.join().unwrap();
+
+        // A lock held for good (an unpaired before_fork): lock() returns an error in bounded
+        // time instead of spinning for ever.
+        assert!(lock.lock_for_fork());
+        let t0 = Instant::now();
+        let err = lock.lock().err().expect("a held fork lock was taken again");
+        assert!(t0.elapsed() >= FORK_LOCK_LIMIT);
+        assert!(err.to_string().contains("before_fork"), "{err}");
+        // SAFETY: taken above on this thread.
+        unsafe { lock.unlock_raw() };
     }
 
     #[test]

@@ -180,6 +180,10 @@ impl RawThread {
                     size - page,
                 );
                 if rc == 0 {
+                    // The new thread inherits this mask: it starts with every asynchronous
+                    // signal blocked, so a host's process-directed signal never runs its
+                    // handler on a forkprof thread.
+                    let _blocked = crate::signals::Blocked::asynchronous();
                     rc = libc::pthread_create(&mut handle, &attr, thread_main, start.cast());
                 }
                 libc::pthread_attr_destroy(&mut attr);
@@ -307,6 +311,35 @@ mod tests {
         drop(detached);
         assert!(mapped(base), "a running thread's stack was unmapped");
         drop(tx);
+    }
+
+    #[test]
+    fn a_thread_starts_with_asynchronous_signals_blocked() {
+        let seen = Arc::new(AtomicU32::new(0));
+        let t = {
+            let seen = seen.clone();
+            RawThread::spawn_never_forking(
+                c"forkprof-test",
+                DEFAULT_STACK,
+                &Plain,
+                Box::new(move || {
+                    let blocked = crate::signals::is_blocked(libc::SIGPROF) as u32
+                        | (crate::signals::is_blocked(libc::SIGSEGV) as u32) << 1;
+                    seen.store(blocked | 4, Ordering::SeqCst);
+                }),
+            )
+            .unwrap()
+        };
+        t.join();
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            1 | 4,
+            "SIGPROF blocked, SIGSEGV not"
+        );
+        assert!(
+            !crate::signals::is_blocked(libc::SIGPROF),
+            "the creator's mask changed"
+        );
     }
 
     #[test]

@@ -5,16 +5,25 @@
 use std::sync::atomic::Ordering;
 
 use super::{
-    flag_get, flag_replace, flag_set, getpid, strategy, CONTROL, EXPLICIT, FORKS_SEEN, GENERATION,
-    IN_FLIGHT, LOCKED_HERE, PID, SENTINEL, UNOBSERVED, USERS,
+    child_hooks, flag_get, flag_replace, flag_set, getpid, restart, strategy, CONTROL, EXPLICIT,
+    FORKS_SEEN, GENERATION, IN_FLIGHT, LOCKED_HERE, PID, SENTINEL, UNOBSERVED, USERS,
 };
 use crate::platform::ForkStrategy;
 
-/// Takes forkprof's two process-wide locks, in the one order every thread uses.
-pub(super) fn lock_all() {
+/// Takes forkprof's two process-wide locks, in the one order every thread uses, ahead of any
+/// other waiter. False (and nothing held) when one is held beyond the bounded wait: only a
+/// `before_fork` that was never paired does that.
+pub(super) fn lock_all() -> bool {
     IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
-    CONTROL.lock_raw();
-    crate::intern::TABLE.lock_raw();
+    if CONTROL.lock_for_fork() {
+        if crate::intern::TABLE.lock_for_fork() {
+            return true;
+        }
+        // SAFETY: taken just above on this thread.
+        unsafe { CONTROL.unlock_raw() };
+    }
+    IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    false
 }
 
 /// # Safety
@@ -39,6 +48,8 @@ pub(super) fn reinit_child(locked_here: bool) {
         // `intern()` racing the fork). Its data may be half-updated: stay off in this child.
         UNOBSERVED.store(true, Ordering::Relaxed);
     }
+    CONTROL.forget_waiting_forks();
+    crate::intern::TABLE.forget_waiting_forks();
     IN_FLIGHT.store(0, Ordering::Relaxed);
     PID.store(getpid(), Ordering::Relaxed);
     crate::collector::reset_sequence_in_child();
@@ -50,16 +61,16 @@ pub(super) fn reinit_child(locked_here: bool) {
     GENERATION.fetch_add(1, Ordering::AcqRel);
 }
 
-/// atfork prepare. May call: atomics, `BriefLock::lock_raw` on forkprof's two locks.
+/// atfork prepare. May call: atomics, `ForkLock::lock_for_fork` on forkprof's two locks.
 /// May not: wait for a thread, allocate, log, resolve, or call `pthread_atfork`.
 pub fn atfork_prepare() {
     if USERS.load(Ordering::Acquire) == 0 || UNOBSERVED.load(Ordering::Relaxed) {
         return;
     }
     // Without TLS the parent half could not know to unlock: skip, and the child will find
-    // the locks as they were (see `reinit_child`).
-    if flag_set(&LOCKED_HERE) {
-        lock_all();
+    // the locks as they were (see `reinit_child`). Likewise when the locks cannot be had.
+    if flag_set(&LOCKED_HERE) && !lock_all() {
+        flag_replace(&LOCKED_HERE, false);
     }
 }
 
@@ -73,13 +84,36 @@ pub fn atfork_parent() {
     }
 }
 
-/// atfork child. May call: atomics and lock re-initialisation. May not: allocate, spawn,
-/// join, drop inherited state, or call anything that takes a libc lock.
+/// atfork child. May call: atomics, lock re-initialisation, then the child's restart
+/// ([`restart_in_child`]). May not: join, signal or drop anything inherited, wait for a
+/// thread, log, or take a lock that a thread the child does not have could hold.
 pub fn atfork_child() {
     if flag_get(&EXPLICIT) && strategy() == ForkStrategy::Interception {
         return; // after_fork_child does the work
     }
     reinit_child(flag_replace(&LOCKED_HERE, false));
+    if strategy() == ForkStrategy::Atfork {
+        restart_in_child();
+    }
+}
+
+/// The child's restart, on its only thread, before the code that forked runs again: every
+/// running profiler gets its own session and threads, then the integrations' hooks run
+/// ([`child_hooks`]). So a child has a running profiler before `fork()` returns in it, and
+/// `record` (which may run in a signal handler) never has to start one.
+///
+/// Why this is safe here, inside libc's fork: glibc and musl re-initialise their allocator,
+/// stdio-list, loader and thread-list locks in the child before they run any atfork child
+/// handler, and the restart path meets no other lock a vanished parent thread could hold
+/// (`workers.rs` lists each call). Every signal is blocked meanwhile: a host's `SIGPROF`
+/// handler that records waits until the new session exists, so its sample is kept.
+pub(super) fn restart_in_child() {
+    if UNOBSERVED.load(Ordering::Relaxed) {
+        return;
+    }
+    let _blocked = crate::signals::Blocked::all();
+    restart::restart_all();
+    child_hooks::run();
 }
 
 /// The child-only handler of [`ForkStrategy::Interception`] (macOS): a fork reached here

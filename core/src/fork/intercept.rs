@@ -4,10 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::handlers::{lock_all, reinit_child};
+use super::handlers::{lock_all, reinit_child, restart_in_child};
 use super::{
-    flag_get, flag_replace, flag_set, generation_checked, getpid, restart, strategy, EXPLICIT,
-    LOCKED_HERE, PID, UNOBSERVED, USERS,
+    flag_get, flag_replace, flag_set, generation_checked, getpid, strategy, EXPLICIT, LOCKED_HERE,
+    PID, UNOBSERVED, USERS,
 };
 use crate::error::{Error, Result};
 use crate::platform::ForkStrategy;
@@ -34,8 +34,12 @@ pub fn before_fork() -> Result<()> {
     if strategy() == ForkStrategy::Interception
         && USERS.load(Ordering::Acquire) != 0
         && flag_set(&LOCKED_HERE)
+        && !lock_all()
     {
-        lock_all();
+        flag_replace(&LOCKED_HERE, false);
+        return Err(Error::ForkOrder {
+            reason: "forkprof's fork locks have been held for 5 s by another thread's before_fork that was never paired; this fork's child will not profile",
+        });
     }
     Ok(())
 }
@@ -60,13 +64,17 @@ pub fn after_fork_parent() -> Result<()> {
     Ok(())
 }
 
-/// Call in the child right after the fork. Restarts profilers under the `Restart` policy now
-/// rather than on their next call. Not async-signal-safe: call it from the host's own
+/// Call in the child right after the fork. Under interception this is where profilers restart
+/// (and integrations' [`super::on_child_restart`] hooks run); with atfork handlers the child
+/// handler has already done both. Not async-signal-safe: call it from the host's own
 /// after-fork hook, not from an atfork handler.
 pub fn after_fork_child() -> Result<()> {
     end_explicit("child")?;
     match strategy() {
-        ForkStrategy::Interception => reinit_child(flag_replace(&LOCKED_HERE, false)),
+        ForkStrategy::Interception => {
+            reinit_child(flag_replace(&LOCKED_HERE, false));
+            restart_in_child();
+        }
         ForkStrategy::Atfork => {
             if getpid() != PID.load(Ordering::Relaxed) {
                 // The atfork child handler did not run: whatever forked skipped it (`_Fork`,
@@ -75,7 +83,6 @@ pub fn after_fork_child() -> Result<()> {
             }
         }
     }
-    restart::restart_all();
     Ok(())
 }
 

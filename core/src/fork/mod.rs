@@ -37,10 +37,12 @@
 //! - this file: the process-wide state all three share, and detection of the current
 //!   generation on every profiler call.
 
+mod child_hooks;
 mod handlers;
 mod intercept;
 pub(crate) mod restart;
 
+pub use child_hooks::on_child_restart;
 pub use handlers::{atfork_child, atfork_child_unintercepted, atfork_parent, atfork_prepare};
 pub use intercept::{after_fork_child, after_fork_parent, before_fork, fork};
 pub(crate) use restart::CONTROL;
@@ -236,6 +238,13 @@ pub(crate) fn generation_checked() -> Option<u64> {
 
 #[cold]
 fn unobserved() -> Option<u64> {
+    if flag_get(&EXPLICIT) {
+        // Between `fork()` and `after_fork_child()` under explicit interception (the host's
+        // own after-fork code runs first: a Python `after_in_child` hook, Ruby's `_fork`
+        // chain): this thread announced the fork, so it was observed, and the child's half
+        // is on its way. Not running yet, but not off for good either.
+        return None;
+    }
     if !UNOBSERVED.swap(true, Ordering::Relaxed) && USERS.load(Ordering::Relaxed) != 0 {
         crate::messages::child_disabled(Disabled::UnobservedFork.as_str());
     }
