@@ -6,7 +6,8 @@
 //   MODE       process (SWOOLE_PROCESS) or base (SWOOLE_BASE)
 //   COROUTINE  0 or 1 (enable_coroutine; with 1 each request also yields in Co::sleep)
 //   DIR        where to write: port (the port it listens on, once bound), tasks.log (one
-//              "task PID" line per task run), swoole.log (Swoole's own log)
+//              "task PID samples N ticks N ..." line per task run, from forkprof_stats()),
+//              swoole.log (Swoole's own log)
 //
 // What runs where, so that each process's profile can be checked for its own functions:
 //   master        master_before_start(), before $server->start()
@@ -76,16 +77,21 @@ $server->on('request', function (Swoole\Http\Request $req, Swoole\Http\Response 
     static $served = 0;
     $served++;
     handle_request($coroutine);
-    if ($served % 4 === 0) {
+    $task = $served % 4 === 0;
+    if ($task) {
         $server->task('work');
     }
     $s = forkprof_stats();
-    $resp->end(sprintf("pid %d samples %d\n", getmypid(), $s['samples']));
+    $resp->end(sprintf("pid %d samples %d task %d record_errors %d disabled %d tick_thread_starts %d ticks %d tick_wakeups %d\n",
+        getmypid(), $s['samples'], $task, $s['record_errors'], $s['disabled'] ?? -1, $s['tick_thread_starts'],
+        $s['ticks'], $s['tick_wakeups']));
 });
 
 $server->on('task', function (Swoole\Server $server, int $task_id, int $src_worker, $data) use ($dir) {
     handle_task();
-    file_put_contents("$dir/tasks.log", sprintf("task %d\n", getmypid()), FILE_APPEND);
+    $s = forkprof_stats();
+    file_put_contents("$dir/tasks.log", sprintf("task %d samples %d ticks %d tick_thread_starts %d tick_wakeups %d\n",
+        getmypid(), $s['samples'], $s['ticks'], $s['tick_thread_starts'], $s['tick_wakeups']), FILE_APPEND);
     return null;
 });
 
