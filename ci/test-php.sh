@@ -583,11 +583,11 @@ swoole_case() {
     fi
     grep -qxF "$own" <<<"$fns" || fail "swoole $mode: pid $pid's profile lacks $own ($about)"
     if [ "$own" = "served_by_$pid" ]; then with_profile=$((with_profile + 1)); else tasks_with_profile=$((tasks_with_profile + 1)); fi
-    # Each stack through the handler: the handler once, then what Swoole called it from.
-    tr=$(traces "${files[@]}" | grep -E ';(handle_request|handle_task);' || true)
+    # Each stack through a handler: this pid's, once, then what Swoole called it from.
+    tr=$(traces "${files[@]}" | grep -E '(^|;)(served_by|task_by)_[0-9]+(;|$)' || true)
     [ -n "$tr" ] || fail "swoole $mode: pid $pid: no stack through its handler"
-    if grep -Ev ";(handle_request|handle_task);\{closure:[0-9]+\};$root\$" <<<"$tr" | grep -q .; then
-      grep -Ev ";(handle_request|handle_task);\{closure:[0-9]+\};$root\$" <<<"$tr" | head -5
+    if grep -Ev "(^|;)${own};\{closure:[0-9]+\};$root\$" <<<"$tr" | grep -q .; then
+      grep -Ev "(^|;)${own};\{closure:[0-9]+\};$root\$" <<<"$tr" | head -5
       fail "swoole $mode: pid $pid holds a handler stack that is not its own (above)"
     fi
   done

@@ -7,9 +7,10 @@
 # manager has no event loop and runs its SIGUSR1 callback inside the signal handler, which
 # allocates: a SIGUSR1 that lands while the manager is inside fork() (re-spawning a worker
 # recycled at its max_request), where the C library holds its allocator's locks, deadlocks the
-# manager for good (seen with and without forkprof; forkprof's larger address space only makes
-# fork() take longer). Blocked in wait() with every worker present, it forks nothing until a
-# worker exits, and none does without a request or a task to run.
+# manager for good (seen once in about 50 runs: the manager in malloc, in the signal handler,
+# on top of _Fork; the window is any fork the manager makes). Blocked in wait() with every
+# worker present, it forks nothing until a worker exits, and none does without a request or a
+# task to run.
 #
 # Usage: reload.sh MASTER_PID MODE DIR   (TASKS_DISPATCHED in the environment)
 set -euo pipefail

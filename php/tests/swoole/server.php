@@ -11,8 +11,8 @@
 //
 // What runs where, so that each process's profile can be checked for its own functions:
 //   master        master_before_start(), before $server->start()
-//   worker PID    served_by_PID() (defined at the worker's start), under handle_request()
-//   task worker   task_by_PID(), under handle_task()
+//   worker PID    served_by_PID() (defined at the worker's start), calling handle_request()
+//   task worker   task_by_PID(), calling handle_task()
 // Every 4th request hands a task to a task worker with $server->task().
 
 [$mode, $coroutine, $dir] = [$argv[1], $argv[2] === '1', $argv[3]];
@@ -30,21 +30,35 @@ function spin(float $seconds): int {
 
 function master_before_start(): int { return spin(0.3); }
 
-// The request's own frames: the worker's function, then, with coroutines, a yield in the
-// middle of the request while other requests of the same worker run.
-function handle_request(bool $coroutine): int {
-    $pid = getmypid();
-    $x = ("served_by_$pid")();
+// A request, all of it inside served_by_PID (a function defined at the worker's start, named
+// after its pid): CPU work, with coroutines a yield in the middle while other requests of the
+// same worker run, a task handed out every 4th request, the answer with this process's
+// forkprof_stats(). The request callback calls served_by_PID before any other call, so a
+// sample that came due while the worker waited for the request (taken at the first interrupt
+// check) lands in it too: every sample of a request holds served_by_PID.
+function handle_request(Swoole\Server $server, Swoole\Http\Response $resp, bool $coroutine): void {
+    static $served = 0;
+    $served++;
+    $x = spin(0.002);
     if ($coroutine) {
         Swoole\Coroutine::sleep(0.002);
-        $x += ("served_by_$pid")();
+        $x += spin(0.002);
     }
-    return $x;
+    $task = $served % 4 === 0;
+    if ($task) {
+        $server->task('work');
+    }
+    $s = forkprof_stats();
+    $resp->end(sprintf("pid %d samples %d task %d record_errors %d disabled %d tick_thread_starts %d ticks %d tick_wakeups %d\n",
+        getmypid(), $s['samples'], $task, $s['record_errors'], $s['disabled'] ?? -1, $s['tick_thread_starts'],
+        $s['ticks'], $s['tick_wakeups']));
 }
 
-function handle_task(): int {
-    $pid = getmypid();
-    return ("task_by_$pid")();
+function handle_task(string $dir): void {
+    spin(0.004);
+    $s = forkprof_stats();
+    file_put_contents("$dir/tasks.log", sprintf("task %d samples %d ticks %d tick_thread_starts %d tick_wakeups %d\n",
+        getmypid(), $s['samples'], $s['ticks'], $s['tick_thread_starts'], $s['tick_wakeups']), FILE_APPEND);
 }
 
 master_before_start();
@@ -67,31 +81,22 @@ $server->set([
 $server->on('workerStart', function (Swoole\Server $server, int $id) {
     $pid = getmypid();
     if ($server->taskworker) {
-        eval("function task_by_$pid(): int { return spin(0.004); }");
+        eval("function task_by_$pid(string \$dir): void { handle_task(\$dir); }");
+        $GLOBALS['handler'] = "task_by_$pid";
     } else {
-        eval("function served_by_$pid(): int { return spin(0.002); }");
+        eval("function served_by_$pid(Swoole\\Server \$server, Swoole\\Http\\Response \$resp, bool \$co): void { handle_request(\$server, \$resp, \$co); }");
+        $GLOBALS['handler'] = "served_by_$pid";
     }
 });
 
 $server->on('request', function (Swoole\Http\Request $req, Swoole\Http\Response $resp) use ($server, $coroutine) {
-    static $served = 0;
-    $served++;
-    handle_request($coroutine);
-    $task = $served % 4 === 0;
-    if ($task) {
-        $server->task('work');
-    }
-    $s = forkprof_stats();
-    $resp->end(sprintf("pid %d samples %d task %d record_errors %d disabled %d tick_thread_starts %d ticks %d tick_wakeups %d\n",
-        getmypid(), $s['samples'], $task, $s['record_errors'], $s['disabled'] ?? -1, $s['tick_thread_starts'],
-        $s['ticks'], $s['tick_wakeups']));
+    $handler = $GLOBALS['handler'];
+    $handler($server, $resp, $coroutine);
 });
 
 $server->on('task', function (Swoole\Server $server, int $task_id, int $src_worker, $data) use ($dir) {
-    handle_task();
-    $s = forkprof_stats();
-    file_put_contents("$dir/tasks.log", sprintf("task %d samples %d ticks %d tick_thread_starts %d tick_wakeups %d\n",
-        getmypid(), $s['samples'], $s['ticks'], $s['tick_thread_starts'], $s['tick_wakeups']), FILE_APPEND);
+    $handler = $GLOBALS['handler'];
+    $handler($dir);
     return null;
 });
 
