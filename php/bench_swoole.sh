@@ -63,7 +63,7 @@ for ((r = 0; r < RUNS; r++)); do
   done
 done
 col() { awk -v c="$1" '{ print $c }' "$OUT/$2" | median; }
-echo "Swoole HTTP server (SWOOLE_PROCESS, 4 workers, coroutines off, ~0.8 ms CPU-bound handler),"
+echo "Swoole HTTP server (SWOOLE_PROCESS, 4 workers, coroutines off, CPU-bound handler),"
 echo "$N requests 8 at a time per run, $RUNS runs each, alternating, forkprof.period_ms=10 (the default)"
 printf '  %-38s %12s %12s %8s\n' "" "without" "with" "ratio"
 for row in "server CPU per request (us, median):1" "requests per second (median):2"; do

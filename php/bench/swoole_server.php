@@ -1,7 +1,7 @@
 <?php
 // The server of php/bench_swoole.sh: Swoole\Http\Server, SWOOLE_PROCESS, 4 workers,
 // coroutines off, a CPU-bound handler (a fixed amount of work: recursion, strings, arrays,
-// objects; about 0.8 ms here). Once $server->start() returns (SIGTERM), writes to OUT the CPU time,
+// objects; about 0.25 ms of CPU on the machine of BENCHMARKS.md). Once $server->start() returns (SIGTERM), writes to OUT the CPU time,
 // in microseconds, of the whole server: the master's own (every thread) plus its children's
 // (the manager, and through it every worker and task worker, all waited for).
 //
