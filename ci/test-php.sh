@@ -571,16 +571,17 @@ swoole_case() {
       echo "  pid $pid: killed by Swoole with SIGKILL (max_wait_time after the reload), no profile ($about)"
       continue
     fi
-    [ -e "${files[0]}" ] || fail "swoole $mode: $own: pid $pid served work and wrote no profile ($about)"
-    fns=$(functions "${files[@]}")
-    if ! grep -qxF "$own" <<<"$fns" && grep -qE "samples 0 .*tick_wakeups 0\$" <<<"$about"; then
-      # The child's tick thread had not run once by its last piece of work (a few ms, in a
-      # worker started near the end): a starved machine, as fork.php's check allows for. Its
-      # profile was written all the same.
+    if grep -qE "samples 0 .*tick_wakeups 0\$" <<<"$about" &&
+      { [ ! -e "${files[0]}" ] || ! functions "${files[@]}" | grep -qxF "$own"; }; then
+      # The child's tick thread had not run once by the end of its last piece of work (a few
+      # ms, in a worker started near the end): a starved machine, as fork.php's check allows
+      # for. With no sample there is no profile to write.
       starved=$((starved + 1))
       echo "  pid $pid: its tick thread was not scheduled during its work ($about)"
       continue
     fi
+    [ -e "${files[0]}" ] || fail "swoole $mode: $own: pid $pid served work and wrote no profile ($about)"
+    fns=$(functions "${files[@]}")
     grep -qxF "$own" <<<"$fns" || fail "swoole $mode: pid $pid's profile lacks $own ($about)"
     if [ "$own" = "served_by_$pid" ]; then with_profile=$((with_profile + 1)); else tasks_with_profile=$((tasks_with_profile + 1)); fi
     # Each stack through a handler: this pid's, once, then what Swoole called it from.
