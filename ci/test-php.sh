@@ -7,24 +7,31 @@
 #   blocking   usleep and file_get_contents are sampled while they block
 #   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
 #              profile themselves, into their own files, with only their own samples
+#   ffi fork   fork() through FFI (no wrapper sees it), two levels, long and short work: each
+#              process profiles itself, into its own files, with only its own samples
 #   fork loop  300 short-lived children forked one after another while sampling at 1 ms
 #   fpm        a static pool of 4 workers, 500 requests: every worker's profile holds its
 #              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
 #   short      one worker, 100 requests of 4 ms spaced by idle time: ticks and samples match
 #              its time inside requests / period
+#   swoole     Swoole (built by ../shared/swoole/build.sh, cached) forks from C: SWOOLE_PROCESS
+#              and SWOOLE_BASE, coroutines off and on, 4 workers recycled every 40 requests,
+#              2 task workers, a reload half-way through 1050 requests, SIGTERM: every worker
+#              and task worker pid that served work wrote a profile with its own handler and
+#              nobody else's; the master's holds what it ran before start()
 #   stalled    the same with forkprof.endpoint on a server that accepts and never answers,
 #              and 300 forks while uploads to it are in flight:
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
 # Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
-#                          libclang-dev golang-go with apt)
+#                          libclang-dev golang-go g++ make with apt)
 #        FORKPROF_PHP_PROFILE=release ci/test-php.sh   to test the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go
+  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make
 fi
 for tool in php-config php php-fpm8.2 cgi-fcgi go; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool is missing (see the packages above)" >&2; exit 1; }
@@ -36,9 +43,19 @@ SO="$TARGET_DIR/$PROFILE/libforkprof_php.so"
 TESTS=$PWD/php/tests
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/forkprof-php.XXXXXX")
 PIDS_TO_KILL=()
+# PID's children, grandchildren..., deepest first.
+descendants() {
+  local c
+  for c in $(pgrep -P "$1" || true); do
+    descendants "$c"
+    echo "$c"
+  done
+}
 cleanup() {
   local p
-  for p in "${PIDS_TO_KILL[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  # With its descendants: a Swoole server that failed a check still has its manager and
+  # workers, which a SIGKILL of the master alone would leave running.
+  for p in "${PIDS_TO_KILL[@]}"; do kill -9 $(descendants "$p") "$p" 2>/dev/null || true; done
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -58,7 +75,15 @@ watch() {
   esac
 }
 
-PHP=(php -n -d "extension=$SO")
+# The tests below check what each process wrote at its exit. forkprof.shutdown_timeout_ms (the
+# most an exit waits for its last profile to be encoded and written, 250 ms by default) is a
+# bound chosen for production; on this shared 2-core machine a debug build's exit took from
+# 75 ms to 1.4 s for the same 50 ms script, and 2 of 30 such runs wrote nothing at 250 ms (0 of
+# 30 at 5 s). What is checked here is which process wrote what, so the bound is 5 s;
+# php/bench_exit.sh and the stalled-agent step time the exits at the default. (A script that
+# takes no sample writes no profile at all: at load average 20 a 50 ms script's tick thread
+# can miss its whole run, which no bound helps.)
+PHP=(php -n -d "extension=$SO" -d forkprof.shutdown_timeout_ms=5000)
 
 # The function names of every location in pprof FILE..., one a line.
 # The function names in pprof FILE..., one a line, from `go tool pprof -traces`: after each
@@ -179,20 +204,25 @@ blocking() {
 }
 step "blocking internal functions" blocking
 
-# Checks fork.php's output ($1) and profiles ($2): each process's own file(s) hold its own
-# work function and none of the others'.
-check_fork() {
-  local out=$1 dir=$2 role pid rest own
-  local -A expect=([parent]=parent_work [child_0]=child_work_0 [child_1]=child_work_1
-    [child_2]=child_work_2 [child_3]=child_work_3 [grandchild]=grandchild_work
-    [early_grandchild]=early_grandchild_work)
-  local all="parent_before_fork parent_work child_work_0 child_work_1 child_work_2 child_work_3 grandchild_work early_grandchild_work"
+# check_procs OUT DIR SERVICE BEFORE ROLE=FUNCTION...: checks the output OUT of a script that
+# forks (one "role pid ..." line per process) and the profiles in DIR: each process's own
+# file(s) hold its own work FUNCTION and none of the others', nor BEFORE (what the parent ran
+# before its first fork), which only the role "parent" may hold.
+check_procs() {
+  local out=$1 dir=$2 service=$3 before=$4 role pid rest own kv
+  shift 4
+  local -A expect=()
+  local all=$before
+  for kv in "$@"; do
+    expect[${kv%%=*}]=${kv#*=}
+    all+=" ${kv#*=}"
+  done
   local seen=0 starved=0
   while read -r role pid rest; do
     [ -n "${expect[$role]:-}" ] || continue
     seen=$((seen + 1))
     grep -q "tick_thread_starts=1 running=1" <<<"$rest" || fail "$role ($pid): $rest"
-    local files=("$dir"/forktest-"$pid"-*.pprof.gz)
+    local files=("$dir"/"$service"-"$pid"-*.pprof.gz)
     if [ ! -e "${files[0]}" ] && [ "$role" != parent ] && grep -q "samples=0 .*tick_wakeups=0" <<<"$rest"; then
       # The child's tick thread had not run once when the child, 0.3 s old, reported: a
       # starved machine (seen at load average 17+ on 2 cores, before and after the
@@ -210,13 +240,13 @@ check_fork() {
     local other
     for other in $all; do
       [ "$other" = "$own" ] && continue
-      [ "$role" = parent ] && [ "$other" = parent_before_fork ] && continue
+      [ "$role" = parent ] && [ "$other" = "$before" ] && continue
       grep -qxF "$other" <<<"$fns" && fail "$role (pid $pid): holds $other, another process's samples"
     done
     echo "  $role pid $pid: ${#files[@]} profile(s), $own, nobody else's; $rest"
   done <"$out"
-  [ "$seen" = 7 ] || fail "expected 7 processes in fork.php's output, saw $seen"
-  [ "$starved" -le 3 ] || fail "$starved of 7 processes took no sample"
+  [ "$seen" = $# ] || fail "expected $# processes in $out, saw $seen"
+  [ "$starved" -le 3 ] || fail "$starved of $# processes took no sample"
 }
 
 fork_case() {
@@ -224,9 +254,23 @@ fork_case() {
   local dir="$WORK/$name"
   watch 120 "fork.php ($name)" "${PHP[@]}" -d forkprof.output_dir="$dir" -d forkprof.service=forktest \
     "$@" "$TESTS/fork.php" >"$WORK/$name.out"
-  check_fork "$WORK/$name.out" "$dir"
+  check_procs "$WORK/$name.out" "$dir" forktest parent_before_fork parent=parent_work \
+    child_0=child_work_0 child_1=child_work_1 child_2=child_work_2 child_3=child_work_3 \
+    grandchild=grandchild_work early_grandchild=early_grandchild_work
 }
 step "pcntl_fork: parent, children, nested and immediate grandchildren" fork_case fork
+
+# fork() through FFI: no wrapper sees it; the atfork handlers do. No warning on stderr.
+ffi_fork() {
+  local dir="$WORK/ffi-fork"
+  watch 120 "ffi_fork.php" "${PHP[@]}" -d extension=ffi -d ffi.enable=1 -d forkprof.output_dir="$dir" \
+    -d forkprof.service=ffitest "$TESTS/ffi_fork.php" >"$WORK/ffi-fork.out" 2>"$WORK/ffi-fork.err"
+  [ ! -s "$WORK/ffi-fork.err" ] || { cat "$WORK/ffi-fork.err"; fail "ffi_fork.php wrote to stderr"; }
+  check_procs "$WORK/ffi-fork.out" "$dir" ffitest ffi_parent_before_fork parent=ffi_parent_work \
+    child_long=ffi_child_long child_short=ffi_child_short grandchild_short=ffi_grandchild_short \
+    grandchild_long=ffi_grandchild_long
+}
+step "FFI fork(): parent, children, grandchildren, long and short work" ffi_fork
 
 fork_loop() {
   local out
@@ -398,6 +442,188 @@ short_requests() {
   has_fn handle_request "${files[@]}" || fail "short requests: handle_request missing from the profile"
 }
 step "php-fpm: short requests spaced by idle time are sampled" short_requests
+
+# ---- Swoole ----
+# Each sample's stack in pprof FILE..., one a line, leaf first, frames joined by ";".
+traces() {
+  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+    /^-+\+-+$/ { if (t != "") print t; t = ""; in_trace = 1; first = 1; next }
+    !in_trace { next }
+    {
+      line = $0
+      sub(/^ +/, "", line)
+      if (first) { sub(/^[^ ]+ +/, "", line); first = 0 }
+      if (line != "") t = (t == "" ? line : t ";" line)
+    }
+    END { if (t != "") print t }'
+}
+
+SWOOLE_SO=""
+SWOOLE_CLIENT="$WORK/swoole-client"
+swoole_build() {
+  # ../shared/swoole beside the repository's root; build.sh caches its build in ~/.cache.
+  local build
+  build="$(cd "$(git rev-parse --show-toplevel)/.." && pwd)/shared/swoole/build.sh"
+  [ -x "$build" ] || fail "$build is missing"
+  SWOOLE_SO=$(watch 1200 "building Swoole" "$build")
+  [ -f "$SWOOLE_SO" ] || fail "Swoole's build printed no swoole.so ($SWOOLE_SO)"
+  php -n -d extension="$SWOOLE_SO" -r 'echo "  Swoole ", SWOOLE_VERSION, " at '"$SWOOLE_SO"'\n";'
+  watch 300 "building the Swoole test client" go build -o "$SWOOLE_CLIENT" "$TESTS/swoole/client.go"
+}
+
+# swoole_case MODE COROUTINE: php/tests/swoole/server.php (4 workers recycled every 40
+# requests, 2 task workers every 20 tasks) serves 1050 requests, 8 at a time, with a reload
+# (SIGUSR1, once the server is quiet: see reload.sh) half-way, then SIGTERM stops it. Checked: every worker and task worker pid that
+# served work wrote a profile (at its exit: the export period is longer than the run) holding
+# its own handler's functions and nobody else's; the master's holds master_before_start;
+# every handler stack ends where that pid's requests start (a coroutine's own root with
+# coroutines on), so no sample holds another coroutine's frames.
+SWOOLE_SUMMARY=()
+swoole_case() {
+  local mode=$1 co=$2
+  local dir="$WORK/swoole-$mode-co$co"
+  mkdir -p "$dir"
+  "${PHP[@]}" -d extension="$SWOOLE_SO" -d forkprof.output_dir="$dir/profiles" -d forkprof.service=swoole \
+    -d forkprof.period_ms=1 "$TESTS/swoole/server.php" "$mode" "$co" "$dir" >"$dir/stdout" 2>&1 &
+  local master=$! i
+  PIDS_TO_KILL+=("$master")
+  for ((i = 0; i < 200; i++)); do [ -s "$dir/port" ] && break; sleep 0.05; done
+  [ -s "$dir/port" ] || { cat "$dir/stdout"; fail "swoole $mode: no port after 10 s"; }
+  local rc=0
+  timeout -k 5 120 "$SWOOLE_CLIENT" "http://127.0.0.1:$(cat "$dir/port")/" 1050 8 \
+    "$TESTS/swoole/reload.sh $master $mode $dir" \
+    >"$dir/client.out" 2>"$dir/client.err" || rc=$?
+  case $rc in
+    0) ;;
+    124 | 137) fail "swoole $mode: the client still ran after 120 s (watchdog)" ;;
+    *)
+      # SWOOLE_BASE resets some connections a worker accepted but had not read when it
+      # exits at its max_request or reload (measured without forkprof too: 17-22 of 1000
+      # here). Those are the only failures allowed, and only in that mode.
+      if [ "$mode" != base ] || grep -v -e "connection reset by peer" -e ': EOF$' -e "requests failed$" "$dir/client.err" | grep -q .; then
+        cat "$dir/client.err"; fail "swoole $mode: requests failed"
+      fi
+      ;;
+  esac
+  local dropped
+  dropped=$(grep -c -e "connection reset by peer" -e ': EOF$' "$dir/client.err" || true)
+  [ "$dropped" -le 50 ] || fail "swoole $mode: $dropped of 1050 connections dropped"
+  local answered reloads
+  answered=$(awk '$1 == "requests" { print $2 }' "$dir/client.out")
+  [ "$answered" -ge 1000 ] || fail "swoole $mode: $answered requests answered, expected at least 1000"
+  # Stop: the master, its manager, workers and task workers all gone, each worker having
+  # written its last profile on the way out.
+  local t0 t1
+  t0=$(now_ms)
+  kill -TERM "$master"
+  for ((i = 0; i < 400; i++)); do pgrep -f -- "server.php $mode $co $dir" >/dev/null || break; sleep 0.05; done
+  t1=$(now_ms)
+  if pgrep -f -- "server.php $mode $co $dir" >/dev/null; then
+    fail "swoole $mode: still running 20 s after SIGTERM: $(pgrep -f -- "server.php $mode $co $dir" | tr '\n' ' ')"
+  fi
+  rc=0
+  wait "$master" || rc=$?
+  [ "$rc" = 0 ] || { cat "$dir/stdout"; fail "swoole $mode: the master exited with status $rc"; }
+  [ -s "$dir/master.out" ] || fail "swoole $mode: the master did not reach the end of its script"
+  if grep -Eiq "warning|forkprof|fatal|segfault" "$dir/stdout"; then
+    cat "$dir/stdout"; fail "swoole $mode: PHP or forkprof complained"
+  fi
+  if grep -Eq "signal=(6|7|11)|signal (6|7|11)" "$dir/swoole.log"; then
+    cat "$dir/swoole.log"; fail "swoole $mode: a process crashed"
+  fi
+  reloads=$(grep -c "Server is reloading all workers now" "$dir/swoole.log" || true)
+  [ "$reloads" = 1 ] || { cat "$dir/swoole.log"; fail "swoole $mode: $reloads reloads in the log, expected 1"; }
+
+  local workers tasks
+  workers=$(awk '$1 == "pid" { print $2 }' "$dir/client.out")
+  tasks=$(awk '$1 == "task" { print $2 }' "$dir/tasks.log" | sort -u)
+  local n_workers n_tasks
+  n_workers=$(grep -c . <<<"$workers")
+  n_tasks=$(grep -c . <<<"$tasks" || true)
+  # More pids than processes at once: workers were recycled and reloaded during the run.
+  [ "$n_workers" -ge 12 ] || fail "swoole $mode: only $n_workers worker pids answered; were they recycled?"
+  [ "$n_tasks" -ge 4 ] || fail "swoole $mode: only $n_tasks task worker pids ran tasks"
+  # Where a handler's stack starts: in a worker with coroutines on, at the root of the
+  # request's own coroutine (Swoole's nameless entry frame); else inside $server->start(),
+  # called from the script's {main}. Task workers run without coroutines.
+  local root co_root='\{internal\}' start_root='Swoole\\Server::start;\{main\}'
+  # In SWOOLE_BASE a worker told to stop by the reload can still hold connections when
+  # max_wait_time runs out, and Swoole's master then kills it with SIGKILL (it logs which):
+  # seen without forkprof as well. Nothing is written at a SIGKILL; those pids are counted,
+  # not required to have a profile. Anywhere else, a SIGKILL is a failure.
+  local killed
+  killed=$(sed -nE 's/.*force kill worker process\(pid=([0-9]+),.*/\1/p' "$dir/swoole.log" | sort -u)
+  if [ -n "$killed" ] && [ "$mode" != base ]; then
+    cat "$dir/swoole.log"; fail "swoole $mode: Swoole killed workers with SIGKILL: $killed"
+  fi
+  local pid with_profile=0 tasks_with_profile=0 n_killed=0 starved=0 fns tr own about
+  for pid in $workers $tasks; do
+    local files=("$dir"/profiles/swoole-"$pid"-*.pprof.gz)
+    if grep -qx "$pid" <<<"$workers"; then
+      own=served_by_$pid
+      about=$(grep "^pid $pid " "$dir/client.out" | awk '{ $1 = $2 = ""; print }')
+    else
+      own=task_by_$pid
+      about="$(grep -c "^task $pid " "$dir/tasks.log") tasks, at the last one: $(grep "^task $pid " "$dir/tasks.log" | tail -1 | cut -d' ' -f3-)"
+    fi
+    root=$start_root
+    [ "$co" = 1 ] && [ "$own" = "served_by_$pid" ] && root=$co_root
+    if [ ! -e "${files[0]}" ] && grep -qx "$pid" <<<"$killed"; then
+      n_killed=$((n_killed + 1))
+      echo "  pid $pid: killed by Swoole with SIGKILL (max_wait_time after the reload), no profile ($about)"
+      continue
+    fi
+    if grep -qE "samples 0 .*tick_wakeups 0\$" <<<"$about" &&
+      { [ ! -e "${files[0]}" ] || ! functions "${files[@]}" | grep -qxF "$own"; }; then
+      # The child's tick thread had not run once by the end of its last piece of work (a few
+      # ms, in a worker started near the end): a starved machine, as fork.php's check allows
+      # for. With no sample there is no profile to write.
+      starved=$((starved + 1))
+      echo "  pid $pid: its tick thread was not scheduled during its work ($about)"
+      continue
+    fi
+    [ -e "${files[0]}" ] || fail "swoole $mode: $own: pid $pid served work and wrote no profile ($about)"
+    fns=$(functions "${files[@]}")
+    grep -qxF "$own" <<<"$fns" || fail "swoole $mode: pid $pid's profile lacks $own ($about)"
+    if [ "$own" = "served_by_$pid" ]; then with_profile=$((with_profile + 1)); else tasks_with_profile=$((tasks_with_profile + 1)); fi
+    # Each stack through a handler: this pid's, once, then what Swoole called it from.
+    tr=$(traces "${files[@]}" | grep -E '(^|;)(served_by|task_by)_[0-9]+(;|$)' || true)
+    [ -n "$tr" ] || fail "swoole $mode: pid $pid: no stack through its handler"
+    if grep -Ev "(^|;)${own};\{closure:[0-9]+\};$root\$" <<<"$tr" | grep -q .; then
+      grep -Ev "(^|;)${own};\{closure:[0-9]+\};$root\$" <<<"$tr" | head -5
+      fail "swoole $mode: pid $pid holds a handler stack that is not its own (above)"
+    fi
+  done
+  [ "$starved" -le 2 ] || fail "swoole $mode: $starved pids took no sample"
+  # Every profile, the manager's included: only its own pid's functions.
+  local f p bad
+  for f in "$dir"/profiles/*.pprof.gz; do
+    p=$(basename "$f" | sed -E 's/^swoole-([0-9]+)-.*/\1/')
+    fns=$(functions "$f")
+    bad=$(grep -E '^(served_by|task_by)_[0-9]+$' <<<"$fns" | grep -vxE "(served_by|task_by)_$p" || true)
+    [ -z "$bad" ] || fail "swoole $mode: pid $p holds another process's functions: $bad"
+    if [ "$p" != "$master" ] && grep -qxF master_before_start <<<"$fns"; then
+      fail "swoole $mode: pid $p holds master_before_start, the master's"
+    fi
+  done
+  fns=$(functions "$dir"/profiles/swoole-"$master"-*.pprof.gz)
+  grep -qxF master_before_start <<<"$fns" || fail "swoole $mode: the master's profile lacks master_before_start"
+  local pids_with_files
+  pids_with_files=$(ls "$dir"/profiles | sed -E 's/^swoole-([0-9]+)-.*/\1/' | sort -u | wc -l)
+  SWOOLE_SUMMARY+=("$(printf '%-7s coroutines %-3s %4d requests (%d dropped), %d reload; worker pids %d, with a profile %d, SIGKILLed by Swoole %d; task worker pids %d, with a profile %d; tick thread not yet run %d; %d pids wrote profiles; stop %d ms' \
+    "$mode" "$([ "$co" = 1 ] && echo on || echo off)" "$answered" "$dropped" "$reloads" "$n_workers" "$with_profile" "$n_killed" "$n_tasks" "$tasks_with_profile" "$starved" "$pids_with_files" $((t1 - t0)))")
+  echo "  ${SWOOLE_SUMMARY[-1]}"
+}
+swoole() {
+  swoole_build
+  local mode co
+  for mode in process base; do
+    for co in 0 1; do
+      swoole_case "$mode" "$co"
+    done
+  done
+}
+step "Swoole: SWOOLE_PROCESS and SWOOLE_BASE, coroutines off and on, recycling, reload, SIGTERM" swoole
 
 stalled() {
   local url="http://127.0.0.1:$STALLED_PORT" t0 t1 mode

@@ -9,11 +9,15 @@
 //!
 //! Life cycle: MINIT reads the settings and installs the hooks; the first RINIT of a process
 //! starts the profiler and the tick thread (so php-fpm's master, which serves no request,
-//! profiles nothing, and each worker profiles itself); `pcntl_fork` is wrapped so parent and
-//! child keep profiling, each into its own files; MSHUTDOWN stops and writes the last profile.
+//! profiles nothing, and each worker profiles itself). Every fork of a profiling process is
+//! followed, whatever forked (`pcntl_fork`, Swoole's manager, FFI's `fork()`, another
+//! extension): forkprof's atfork child handler restarts the profiler in the child and then
+//! calls [`child_restarted`], which starts the child's own tick thread. MSHUTDOWN stops and
+//! writes the last profile; a process that leaves by `exit()` without MSHUTDOWN (a Swoole
+//! worker) writes it from forkprof's exit handler, within `forkprof.shutdown_timeout_ms`.
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use ext_php_rs::ffi::{
@@ -29,6 +33,7 @@ use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 mod hooks;
 mod sampler;
 mod settings;
+mod sigmask;
 mod stack;
 mod timer;
 
@@ -45,6 +50,9 @@ const FAILED: u8 = 4; // the profiler or the tick thread could not start: see RE
 const STOPPED: u8 = 5;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
+/// The `pthread_create` error of a tick thread that could not start in a forked child, where
+/// no message can be composed (no allocation, no lock); [`reason`] tells it later. 0: none.
+static CHILD_TICK_ERRNO: AtomicI32 = AtomicI32::new(0);
 static REASON: Mutex<String> = Mutex::new(String::new());
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
 
@@ -77,6 +85,17 @@ fn state_name(s: u8) -> &'static str {
         STOPPED => "stopped",
         _ => "unknown",
     }
+}
+
+/// Why the extension is off, if it is.
+fn reason() -> String {
+    let errno = CHILD_TICK_ERRNO.load(Ordering::Relaxed);
+    if errno != 0 {
+        return format!(
+            "the sampling thread could not start after a fork (pthread_create: errno {errno})"
+        );
+    }
+    REASON.lock().map(|r| r.clone()).unwrap_or_default()
 }
 
 fn set_reason(reason: String) {
@@ -196,6 +215,14 @@ fn minit(module_number: i32) {
         hooks::install();
         hooks::wrap_pcntl_fork();
     }
+    if let Err(e) = forkprof::fork::on_child_restart(child_restarted) {
+        // Only forks through pcntl_fork would be followed: say so rather than profile some
+        // children and not others.
+        STATE.store(BAD_SETTING, Ordering::Release);
+        set_reason(e.to_string());
+        warn(&format!("forkprof: {e}; profiling is off"));
+        return;
+    }
     STATE.store(WAITING, Ordering::Release);
 }
 
@@ -212,6 +239,12 @@ fn rinit() {
             let started = config_of(settings).and_then(Profiler::start);
             match started {
                 Ok(p) => {
+                    // A process that leaves by `exit()` without MSHUTDOWN (a Swoole worker at
+                    // its max_request or at SIGTERM, any child that calls exit() from C) still
+                    // writes its last profile, within the shutdown timeout. MSHUTDOWN cancels
+                    // this and stops the profiler itself. Without it such a process loses what
+                    // it sampled since its last export: not worth failing the start over.
+                    let _ = p.stop_at_exit(settings.shutdown_timeout);
                     let _ = sampler::PROFILER.set(p);
                 }
                 Err(e) => {
@@ -271,6 +304,7 @@ fn mshutdown() {
     timer::stop();
     if STATE.load(Ordering::Acquire) == RUNNING {
         if let (Some(p), Some(s)) = (sampler::PROFILER.get(), SETTINGS.get()) {
+            forkprof::exit::cancel_stop_at_exit(p);
             // The process exits next: wait for the last profile to be encoded and written (a
             // file) or sent (the agent), never for the agent's answer, so a hung agent delays
             // no exit. Bounded for what is left (a connect that hangs, a slow disk).
@@ -294,18 +328,50 @@ fn after_fork_parent(paired: bool) {
     }
 }
 
-/// In the child of `pcntl_fork`: the profiler restarts (forkprof's `after_fork_child`) and the
-/// tick thread, which the child does not have, starts again.
+/// In the child of `pcntl_fork`. Where forkprof follows forks with atfork handlers (glibc,
+/// musl) the child has restarted already, from inside the fork; under explicit interception
+/// (macOS) forkprof's `after_fork_child` restarts it and calls [`child_restarted`].
 fn after_fork_child(paired: bool) {
     hooks::FORKS.store(0, Ordering::Relaxed);
-    sampler::reset_counters();
-    if !paired {
-        return;
+    if paired {
+        let _ = forkprof::fork::after_fork_child();
     }
-    let _ = forkprof::fork::after_fork_child();
-    if start_ticks() {
-        sampler::reset_interval();
-    }
+}
+
+/// Run by forkprof in every child it follows, whatever forked, right after it restarted its
+/// profiler there: on glibc and musl from its atfork child handler, with the child's only
+/// thread and signals blocked. The parent's tick thread does not exist in the child: this
+/// starts the child's own, and zeroes what the child inherited of its parent's sampling.
+///
+/// What it may call: atomics, `clock_gettime`, and `pthread_create` (whose only lock, libc's
+/// thread list, libc resets in the child). Never a PHP API, the environment, a Mutex, a
+/// message or a warning: another parent thread may have held their locks at the fork. A tick
+/// thread that cannot start is recorded as a number, turned into a message later ([`reason`]).
+fn child_restarted() {
+    // `fn()` hooks are called from an `extern "C"` handler: nothing may unwind out of here.
+    let _ = hooks::guard(|| {
+        if timer::running_here() {
+            return; // a second call for the same fork (the pcntl_fork wrapper under interception)
+        }
+        hooks::FORKS.store(0, Ordering::Relaxed);
+        sampler::reset_counters();
+        // A tick that was due in the parent is the parent's: its time is in the parent's
+        // next sample, not in the child's first.
+        timer::SAMPLE_DUE.store(false, Ordering::Release);
+        if STATE.load(Ordering::Acquire) != RUNNING {
+            return; // not started in the parent (php-fpm's master): starts at RINIT
+        }
+        let Some(settings) = SETTINGS.get() else {
+            return;
+        };
+        match timer::ensure_started(settings.period.as_nanos() as u64) {
+            Ok(()) => sampler::reset_interval(),
+            Err(errno) => {
+                CHILD_TICK_ERRNO.store(errno, Ordering::Relaxed);
+                STATE.store(FAILED, Ordering::Release);
+            }
+        }
+    });
 }
 
 fn guarded(f: impl FnOnce()) -> i32 {
@@ -362,6 +428,9 @@ fn counters() -> Vec<(&'static str, i64)> {
             ("profiles_failed", s.profiles_failed as i64),
             ("profiles_dropped", s.profiles_dropped as i64),
             ("bytes_written", s.bytes_written as i64),
+            ("samples_ignored", s.samples_ignored as i64),
+            // 0, or why forkprof is off in this process (`forkprof::Disabled::code`).
+            ("disabled", s.disabled.map_or(0, |d| i64::from(d.code()))),
         ]);
     }
     out
@@ -383,10 +452,12 @@ extern "C" fn on_minfo(_module: *mut ModuleEntry) {
         info_row("backend", forkprof::platform().name());
         let state = STATE.load(Ordering::Acquire);
         info_row("state", state_name(state));
-        if let Ok(r) = REASON.lock() {
-            if !r.is_empty() {
-                info_row("reason", &r);
-            }
+        let r = reason();
+        if !r.is_empty() {
+            info_row("reason", &r);
+        }
+        if let Some(d) = sampler::PROFILER.get().and_then(|p| p.stats().disabled) {
+            info_row("profiler", d.as_str());
         }
         info_row(
             "pcntl_fork",

@@ -9,8 +9,9 @@
 //! at a 10 ms period give about four samples) instead of never, as a period restarted at each
 //! request would. [`Schedule`] is that accounting, as a pure function of the clock.
 //!
-//! Started with `pthread_create` directly, not `std::thread`: a forked child (pcntl_fork)
-//! restarts it right after the fork, and std's thread start-up takes a process-wide lock that
+//! Started with `pthread_create` directly, not `std::thread`: every forked child restarts it
+//! right after the fork, from inside forkprof's atfork child handler (see
+//! [`crate::child_restarted`]), and std's thread start-up takes a process-wide lock that
 //! another parent thread may have held at fork time. The loop touches only atomics and one
 //! futex, which it sleeps on (a period, or until the next request); it allocates nothing and
 //! takes no lock.
@@ -213,15 +214,16 @@ pub fn ensure_started(period_ns: u64) -> Result<(), i32> {
     // SAFETY: `attr` is a valid attr object for these calls; `tick_main` is an
     // `extern "C" fn(*mut c_void) -> *mut c_void` that never unwinds and reads only the
     // integer passed as its argument. pthread_create in a forked child meets only libc's
-    // own thread-list lock, which glibc and musl reset in the child.
-    let rc = unsafe {
+    // own thread-list lock, which glibc and musl reset in the child. The thread blocks
+    // every asynchronous signal (see `sigmask`).
+    let rc = crate::sigmask::blocked(|| unsafe {
         libc::pthread_attr_init(&mut attr);
         // 64 KiB: the loop has a few words of locals.
         libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
         let rc = libc::pthread_create(&mut tid, &attr, tick_main, gen as usize as *mut _);
         libc::pthread_attr_destroy(&mut attr);
         rc
-    };
+    });
     if rc != 0 {
         return Err(rc);
     }
