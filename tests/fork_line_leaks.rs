@@ -109,10 +109,10 @@ fn check_line(config: Config, flush_before_fork: bool) {
                 )
             })
     };
+    // Total mappings still grow by malloc-arena fragments of the parent sessions a child
+    // leaks on purpose (docs/fork-protocol.md, "Known limits"): printed above, not judged.
+    // Thread stacks (one guard page each) and descriptors must not grow at all.
     let leaks: Vec<String> = [
-        first_past("mappings", settled.mappings + MAPPING_JITTER, |c| {
-            c.mappings
-        }),
         first_past(
             "guard pages (one per thread stack)",
             settled.guards + MAPPING_JITTER,
