@@ -461,7 +461,8 @@ traces() {
 SWOOLE_SO=""
 SWOOLE_CLIENT="$WORK/swoole-client"
 swoole_build() {
-  # ../shared/swoole beside the repository's root; build.sh caches its build in ~/.cache.
+  # The Swoole source and its build script sit in shared/swoole beside the repository's root;
+  # the script caches its build in ~/.cache.
   local build
   build="$(cd "$(git rev-parse --show-toplevel)/.." && pwd)/shared/swoole/build.sh"
   [ -x "$build" ] || fail "$build is missing"
