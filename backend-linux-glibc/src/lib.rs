@@ -1,9 +1,8 @@
 //! forkprof on glibc: prepare / parent / child handlers registered with `pthread_atfork`.
 //!
-//! glibc ≥ 2.36 drops its atfork lock around each prepare handler, so several threads' prepare
-//! handlers can run at once; core's protocol counts them. glibc 2.28–2.33 holds that lock from
-//! the first prepare handler to the last parent/child one, which is safe for forkprof because
-//! its prepare never waits for a thread. `fork()` that fails still runs the parent handlers.
+//! What glibc does around `fork()` (concurrent prepare handlers from 2.36, one lock held across
+//! them before) and why forkprof's handlers are safe there: `docs/fork-protocol.md`, "Per
+//! platform". The handlers are the POSIX ones shared with musl (`forkprof-backend-posix`).
 #![cfg(all(target_os = "linux", target_env = "gnu"))]
 
 use forkprof_backend_posix::LinuxAtfork;

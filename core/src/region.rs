@@ -1,7 +1,7 @@
 //! Memory that forked children do not inherit.
 //!
 //! The sample buffer is written by every host thread and belongs to one process: a child never
-//! reads its parent's (`fork/mod.rs`, rule 4). Left inheritable, its pages would be copied into every
+//! reads its parent's (docs/fork-protocol.md, rule 4). Left inheritable, its pages would be copied into every
 //! child's page tables and write-protected in the parent, so each `fork()` would pay for them
 //! and the next writes would fault (measured: +110 µs per fork with an 8 MiB buffer in use).
 //! The backend marks the region "not inherited" (Linux `MADV_DONTFORK`, macOS

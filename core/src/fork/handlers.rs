@@ -1,6 +1,8 @@
-//! The handlers a backend registers with `pthread_atfork` (rules 1–4 of the fork protocol),
-//! and the child-only handler of the interception strategy. Each says what it may call; none
-//! allocates, waits for a thread, logs, resolves or calls `pthread_atfork`.
+//! The handlers a backend registers with `pthread_atfork` (rules 1–5 of docs/fork-protocol.md),
+//! and the child-only handler of the interception strategy. Each says what it may call: prepare
+//! and parent touch only atomics and forkprof's two locks; the child's half then restarts the
+//! profilers ([`restart_in_child`]). None waits for a thread, logs, resolves or calls
+//! `pthread_atfork`.
 
 use std::sync::atomic::Ordering;
 

@@ -30,7 +30,7 @@ pub fn before_fork() -> Result<()> {
     }
     // With atfork handlers installed, libc's fork runs them and they do the locking: taking
     // the locks here as well would deadlock where libc holds its atfork lock across prepare
-    // (musl, glibc < 2.34) while another thread's prepare waits for ours.
+    // (musl, glibc before 2.36) while another thread's prepare waits for ours.
     if strategy() == ForkStrategy::Interception
         && USERS.load(Ordering::Acquire) != 0
         && flag_set(&LOCKED_HERE)

@@ -1,36 +1,8 @@
-//! The fork protocol: what forkprof does when the host forks, and why. Read this file first;
-//! `docs/fork-protocol.md` tells the same story with the platform facts behind it.
+//! The fork protocol: what forkprof does when the host forks.
 //!
-//! # The rules
-//! 1. **Prepare never waits on a thread.** It takes [`CONTROL`] then the string table, two
-//!    [`BriefLock`](crate::sync::BriefLock)s that no thread holds across I/O, allocation-heavy work or another lock,
-//!    and nothing else. A fork costs microseconds whatever the network is doing.
-//! 2. **Forks can be concurrent** (glibc ≥ 2.36 runs several threads' prepare handlers at once):
-//!    prepares are counted ([`IN_FLIGHT`]); "which thread locked" is thread-local.
-//! 3. **Parent:** release the locks. Nothing is lost, nothing re-sent.
-//! 4. **Child handler:** atomics and lock re-initialisation first: bump [`GENERATION`], store
-//!    the pid, re-arm the sentinel. The session each profiler inherited is leaked (never
-//!    joined, dropped or signalled); the parent's buffered samples stay the parent's.
-//! 5. **The child restarts before `fork()` returns in it:** the child handler (or
-//!    [`after_fork_child`] under interception) starts each profiler's new session with every
-//!    signal blocked, then runs the integrations' [`on_child_restart`] hooks; `record`, which
-//!    may run in a signal handler, never restarts anything. `Disable` turns profiling off.
-//! 6. **Unobserved forks** (`_Fork`, raw `clone`, a macOS fork nobody intercepted): the
-//!    sentinel word the kernel zeroes, or a pid comparison where there is no sentinel, reveals
-//!    them; profiling turns off in that child without touching any inherited lock or thread.
-//! 7. **Set-up holds no lock a child could inherit** ([`install`]).
-//! 8. **Between fork and a running child profiler nothing meets a lock another parent thread
-//!    could have held**: not std's thread start-up (forkprof's threads are raw pthreads,
-//!    `thread.rs`), not stdout/stderr, the environment, the resolver or `dlopen`. The restart
-//!    path is audited call by call in `workers.rs`.
-//! 9. **Every wait in a child is bounded.** A child whose restart cannot complete (no memory, no
-//!    thread, a thread that never reaches its loop) turns profiling off with a reason
-//!    (`Stats::disabled`) and `record`/`stop` return at once.
-//! 10. **What the child never uses, it never inherits:** the sample buffer (where a sentinel
-//!     exists) and the lower part of each forkprof thread's stack are excluded from children;
-//!     the rest of the parent's stacks and its wake-up pipes are given back in the child.
-//! 11. **Integrations follow every fork** through [`on_child_restart`], run from rule 5's path.
-//! 12. **`record` is async-signal-safe in every state** (`profiler.rs`).
+//! The rules, the state that decides a child's fate (each atomic below, who writes it, who
+//! reads it) and what each handler may and may not do are written once, in
+//! `docs/fork-protocol.md`; the comments here say how the code keeps them.
 //!
 //! # Where each part lives
 //! - [`handlers`]: the `pthread_atfork` prepare / parent / child functions (glibc, musl) and
