@@ -747,7 +747,6 @@ fn child_main(
     let stopped = p.stop(Duration::from_secs(5));
     slot.stop_ns
         .store((t.elapsed().as_nanos() as u64).max(1), Ordering::Relaxed);
-    let signals_after = SIGNALS.load(Ordering::Relaxed);
     set_stage(slot, Stage::Checking);
     // Under the Disable policy profiling is off in every child: its records are counted
     // no-ops (the same signal-safety applies), stop() says so, and nothing is written.
@@ -759,6 +758,10 @@ fn child_main(
         Err(forkprof::Error::Timeout { .. }) => return Failure::StopTimedOut.code(),
         Err(_) => return Failure::StopFailed.code(),
     };
+    // Read after the counters: the timers still fire, and every signal's handler bumps
+    // SIGNALS before it records, so the counters can never exceed what is read here unless
+    // samples that are not this process's were counted.
+    let signals_after = SIGNALS.load(Ordering::Relaxed);
     let counted = if disabled_policy {
         if s.disabled != Some(forkprof::Disabled::ChildPolicy) || s.samples_recorded != 0 {
             return Failure::NotDisabled.code();
