@@ -22,6 +22,7 @@ pub mod sample;
 pub mod stats;
 pub mod sync;
 pub mod thread;
+pub mod trace;
 
 mod buffer;
 mod collector;
@@ -51,3 +52,4 @@ pub use region_vec::Memory;
 pub use sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
 pub use session::Activity;
 pub use stats::{Disabled, Stats};
+pub use trace::TraceContext;
