@@ -160,13 +160,8 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
     }
 }
 
-fn new_builder(cfg: &Config, pid: u32, mem: Memory) -> ProfileBuilder {
-    let mut b = ProfileBuilder::new_in(
-        &cfg.sample_types,
-        cfg.sampling.as_ref(),
-        SystemTime::now(),
-        mem,
-    );
+fn new_builder(cfg: &Config, pid: u32, mem: Memory, start: SystemTime) -> ProfileBuilder {
+    let mut b = ProfileBuilder::new_in(&cfg.sample_types, cfg.sampling.as_ref(), start, mem);
     add_comments(&mut b, cfg, pid);
     b
 }
@@ -190,12 +185,17 @@ pub(crate) fn run(s: Arc<Session>) {
     s.check_in();
     let cfg = s.config().clone();
     let compression = cfg.exporter.compression();
+    let (first_start, mut period_start) = (SystemTime::now(), Instant::now());
+    // Nothing is built before there is work (the first drain, a wake, a stop): a forked child
+    // that exits at once then ends a thread that only slept, and its parent's fork + wait is
+    // not charged for profile tables nobody fills.
+    s.set_collector_activity(Activity::Idle);
+    s.collector_sleep(cfg.drain_interval.min(cfg.period));
     // Everything the profile being built is made of lives in fork-local memory (see
     // region_vec.rs): children neither copy it nor make the collector fault it back.
     let mem = Memory::fork_local(s.buffer().platform());
     let mut serializer = Serializer::new_in(mem);
-    let mut builder = new_builder(&cfg, s.pid(), mem);
-    let mut period_start = Instant::now();
+    let mut builder = new_builder(&cfg, s.pid(), mem, first_start);
     let mut ids = IdCache {
         slots: RegionVec::new(mem),
     };

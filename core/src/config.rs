@@ -67,6 +67,7 @@ impl Config {
             service: &self.service,
             tags: &self.tags,
             pid,
+            in_forked_child: false,
         }
     }
     pub fn sample_types(&self) -> &[SampleType] {

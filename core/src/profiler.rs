@@ -212,6 +212,7 @@ impl Profiler {
             gen,
             std::process::id(),
             fork::has_sentinel(),
+            false,
         ) {
             Ok(s) => s,
             Err(e) => {

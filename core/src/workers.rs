@@ -37,6 +37,7 @@ pub(crate) fn start(
     generation: u64,
     pid: u32,
     forks_seen_at_once: bool,
+    in_forked_child: bool,
 ) -> Result<Arc<Session>> {
     let buffer = SampleBuffer::new(config.buffer_capacity, platform, forks_seen_at_once)
         .ok_or_else(|| {
@@ -48,7 +49,10 @@ pub(crate) fn start(
                 ),
             )
         })?;
-    let exporter = config.exporter.create(&config.export_context(pid))?;
+    let exporter = config.exporter.create(&crate::export::ExportContext {
+        in_forked_child,
+        ..config.export_context(pid)
+    })?;
     let session = Arc::new(Session::new(config, buffer, generation, pid)?);
     let collector = {
         let s = session.clone();

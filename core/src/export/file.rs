@@ -103,7 +103,10 @@ const NAME_TRIES: u32 = 64;
 
 impl FileExporter {
     /// Creates the directory if missing and proves it writable, on the calling thread, so a
-    /// bad directory is an error from `start()` rather than a stream of failed exports.
+    /// bad directory is an error from `start()` rather than a stream of failed exports. A
+    /// forked child only checks that the directory is still one (its parent made the rest; see
+    /// [`ExportContext::in_forked_child`]): a directory made read-only since shows as a failed
+    /// export.
     pub fn open(dir: &Path, ctx: &ExportContext<'_>) -> Result<Self> {
         let fail = |what: &str, e: std::io::Error| {
             Error::config(
@@ -111,10 +114,22 @@ impl FileExporter {
                 format!("{}: cannot {what}: {e}", dir.display()),
             )
         };
-        fs::create_dir_all(dir).map_err(|e| fail("create the directory", e))?;
-        let probe = dir.join(format!(".forkprof-probe-{}", ctx.pid));
-        fs::write(&probe, b"").map_err(|e| fail("write into the directory", e))?;
-        let _ = fs::remove_file(&probe);
+        if ctx.in_forked_child {
+            // One stat, no file created: a directory replaced since the parent's check is
+            // still a failed restart that says why.
+            let meta = fs::metadata(dir).map_err(|e| fail("find the directory", e))?;
+            if !meta.is_dir() {
+                return Err(Error::config(
+                    "output_dir",
+                    format!("{}: is not a directory", dir.display()),
+                ));
+            }
+        } else {
+            fs::create_dir_all(dir).map_err(|e| fail("create the directory", e))?;
+            let probe = dir.join(format!(".forkprof-probe-{}", ctx.pid));
+            fs::write(&probe, b"").map_err(|e| fail("write into the directory", e))?;
+            let _ = fs::remove_file(&probe);
+        }
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

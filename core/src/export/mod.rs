@@ -187,6 +187,11 @@ pub struct ExportContext<'a> {
     pub tags: &'a [(String, String)],
     /// The process the exporter will run in.
     pub pid: u32,
+    /// True when a forked child rebuilds the exporter its parent created from the same
+    /// configuration, inside `fork()`: checks the parent already made (a directory exists and
+    /// is writable) are skipped, and a problem shows at the first export instead. A child that
+    /// exits at once then pays for none of them.
+    pub in_forked_child: bool,
 }
 
 /// A delivered profile.

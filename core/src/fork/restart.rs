@@ -83,6 +83,7 @@ pub(crate) fn start_child_session(
         generation,
         std::process::id(),
         super::has_sentinel(),
+        true,
     )
     .map_err(|e| {
         crate::messages::restart_failed(&e);
