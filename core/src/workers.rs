@@ -5,20 +5,23 @@
 //! handler (or `after_fork_child`) before the child has a running profiler, so each step says
 //! which lock inherited from the parent it could meet:
 //! - the sample buffer and the thread stacks: `mmap`, `madvise`, `mprotect` (no lock);
-//! - the exporter (`ExporterFactory::create`): the file exporter creates and probes its
-//!   directory (plain system calls); the HTTP exporters build their client from a setup made
-//!   when the exporter was configured (the TLS configuration; reading the environment is never
-//!   done here), open no connection until an upload, and use addresses looked up by the process
-//!   that started the profiler (a child never calls the resolver; `export/src/resolve.rs`), through
-//!   forkprof's own address-book lock, tried a bounded number of times;
+//! - the exporter (`ExporterFactory::create`, told it runs in a forked child): the file exporter
+//!   only checks its directory is still one (one `stat`; the parent created and probed it); the
+//!   HTTP exporters build their client from a setup made when the exporter was configured (the
+//!   TLS configuration; reading the environment is never done here), open no connection until
+//!   an upload, and use addresses looked up by the process that started the profiler (a child
+//!   never calls the resolver; `export/src/resolve.rs`), through forkprof's own address-book
+//!   lock, tried a bounded number of times;
 //! - the session: allocations (glibc and musl reset malloc's locks in the child of fork;
 //!   jemalloc handles fork with its own handlers) and two pipes (`pipe`, `fcntl`: no lock);
 //! - the threads: `pthread_create` (`thread.rs`: libc's thread-list locks, reset in the child),
 //!   never `std::thread`, whose start-up lock a child can inherit held.
 //!
 //! The threads' own first steps in a child: `check_in` (forkprof's own latch, new in this
-//! session), a zstd context and the first profile (allocations), clocks (vDSO, no lock); they
-//! never print, read the environment, resolve, or use `std::thread::current`.
+//! session) and a first sleep. The collector's zstd context and profile tables (allocations)
+//! come at its first turn, so a child that exits at once never builds them. Clocks are vDSO
+//! calls (no lock); the threads never print, read the environment, resolve, or use
+//! `std::thread::current`.
 
 use std::sync::Arc;
 
