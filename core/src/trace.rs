@@ -110,7 +110,7 @@ impl TraceContext {
 /// let ctx = TraceContext { trace_id: 0xabc, span_id: 7, local_root_span_id: 5 };
 /// let host = [Label::str("thread name", "worker-1")];
 /// let labels = TracedLabels::<8>::new(&host, &ctx).expect("1 + 4 labels fit in 8");
-/// let frames = [Frame::new("handle", "app.rs", 3)];
+/// let frames = [Frame::new("handle", "", 3)];
 /// let sample = Sample::new(&frames, &[1]).labels(labels.as_slice());
 /// assert_eq!(sample.labels.len(), 5);
 /// ```
