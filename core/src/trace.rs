@@ -82,6 +82,15 @@ impl TraceContext {
         4
     }
 
+    /// This context's labels alone (none without a span), for a host with no labels of its
+    /// own: `Sample::labels(ctx.labels().as_slice())`.
+    #[inline]
+    pub fn labels(&self) -> TracedLabels<'static, 4> {
+        let mut labels = [Label::num("", 0); 4];
+        let len = self.write_labels(&mut labels);
+        TracedLabels { labels, len }
+    }
+
     /// Rebuilds a context from numeric labels `(key, value)`; fields whose label is missing
     /// stay zero.
     pub fn from_num_labels<'k>(labels: impl IntoIterator<Item = (&'k str, i64)>) -> Self {
