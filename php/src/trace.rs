@@ -18,7 +18,7 @@ static LOCAL_ROOT_SPAN_ID: AtomicU64 = AtomicU64::new(0);
 static TRACE_ID_HIGH: AtomicU64 = AtomicU64::new(0);
 static TRACE_ID_LOW: AtomicU64 = AtomicU64::new(0);
 
-/// What `ddtrace_get_profiling_context()` returns (ddtrace's `profiling_context.h`): the ids of
+/// What `ddtrace_get_profiling_context()` returns (as ddtrace declares it): the ids of
 /// the active span and its local root, zeros when none.
 #[repr(C)]
 #[derive(Clone, Copy)]
