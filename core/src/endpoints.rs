@@ -9,7 +9,7 @@
 //! [`MAX_ENDPOINTS`] root spans and as many distinct endpoints per profile period, names cut at
 //! [`MAX_ENDPOINT_LEN`] bytes; what does not fit is counted (`Stats::endpoints_dropped`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -27,6 +27,8 @@ struct Table {
     spans: HashMap<u64, Arc<str>>,
     /// Endpoint → requests counted since the last profile that was written.
     counts: HashMap<Arc<str>, u64>,
+    /// Each endpoint name once, shared by the entries above: many requests, few routes.
+    names: HashSet<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -59,11 +61,15 @@ impl Endpoints {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn interned(t: &Table, endpoint: &str) -> Arc<str> {
-        match t.counts.get_key_value(endpoint) {
-            Some((k, _)) => k.clone(),
-            None => Arc::from(endpoint),
+    /// The table's one copy of `endpoint` (at most one per span and per counted endpoint,
+    /// both bounded).
+    fn interned(t: &mut Table, endpoint: &str) -> Arc<str> {
+        if let Some(name) = t.names.get(endpoint) {
+            return name.clone();
         }
+        let name: Arc<str> = Arc::from(endpoint);
+        t.names.insert(name.clone());
+        name
     }
 
     /// Registers `endpoint` for `local_root_span_id`; false (counted) when the period's table
@@ -76,7 +82,7 @@ impl Endpoints {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let name = Self::interned(&t, endpoint);
+        let name = Self::interned(&mut t, endpoint);
         t.spans.insert(local_root_span_id, name);
         true
     }
@@ -95,7 +101,8 @@ impl Endpoints {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        t.counts.insert(Arc::from(endpoint), hits);
+        let name = Self::interned(&mut t, endpoint);
+        t.counts.insert(name, hits);
         true
     }
 
@@ -103,6 +110,7 @@ impl Endpoints {
     pub fn take(&self) -> Period {
         let (spans, counts) = {
             let mut t = self.table();
+            t.names.clear();
             (std::mem::take(&mut t.spans), std::mem::take(&mut t.counts))
         };
         let mut counts: Vec<(String, u64)> = counts
@@ -429,6 +437,10 @@ mod tests {
         let p = t.take();
         assert_eq!(p.spans.len(), MAX_ENDPOINTS);
         assert_eq!(&*p.spans[&1], "GET /c");
+        assert!(
+            Arc::ptr_eq(&p.spans[&2], &p.spans[&3]),
+            "one copy of a name for many requests"
+        );
         assert_eq!(p.counts[0], ("GET /a".to_string(), 5));
         assert_eq!(
             p.counts[1].0.len(),
