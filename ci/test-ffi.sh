@@ -303,6 +303,33 @@ log_callback() {
 }
 step "C log callback across fork" log_callback
 
+trace_context() {
+  # A span's labels appended with forkprof_trace_labels and an endpoint registered after the
+  # samples: the written profile has both, and the untraced sample neither.
+  "$CC" "${CFLAGS[@]}" ffi/tests/trace_context.c "${SHARED[@]}" -o "$WORK/trace_context"
+  timeout 60 "$WORK/trace_context" "$WORK/trace" | tee "$WORK/trace_context.out"
+  grep -q "recorded 3 wrote 1 endpoints_dropped 0" "$WORK/trace_context.out" || fail "trace_context: unexpected output"
+  local raw
+  raw=$(go tool pprof -raw "$WORK"/trace/trace-c-*.pprof.gz 2>"$WORK/pprof.err") || {
+    cat "$WORK/pprof.err"
+    fail "trace_context: go tool pprof could not read the profile"
+  }
+  python3 - "$raw" <<'PY' || fail "trace_context: the profile's trace labels are wrong"
+import re, sys
+samples = re.findall(r"^ +1000: (\d+) \n((?: {16}.*\n)+)", sys.argv[1] + "\n", re.M)
+names = dict(re.findall(r"^ +(\d+): 0x0 M=\d+ (\w+) ", sys.argv[1], re.M))
+by_fn = {names[loc]: " ".join(body.split()) for loc, body in samples}
+print("  " + "\n  ".join(f"{k}: {v}" for k, v in sorted(by_fn.items())))
+traced, other, untraced = by_fn["traced_handler"], by_fn["other_request"], by_fn["untraced_work"]
+assert "span id:[11]" in traced and "local root span id:[10]" in traced, traced
+assert "trace id high:[81985529216486895]" in traced and "trace id low:[-81985529216486896]" in traced, traced
+assert "trace endpoint:[GET /users]" in traced, traced
+assert "span id:[21]" in other and "trace endpoint" not in other, other
+assert untraced == "thread name:[worker-1]", untraced
+PY
+}
+step "C trace context (span labels, late endpoint)" trace_context
+
 step "CPython ctypes across fork" env FORKPROF_LIB="$PREFIX/lib/libforkprof.so.$MAJOR" \
   timeout 400 python3 tests/python/test_ctypes.py
 

@@ -5,6 +5,8 @@
 #   settings   bad values warn, name the setting and leave PHP running; --ri shows the state
 #   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]"
 #   blocking   usleep and file_get_contents are sampled while they block
+#   trace      forkprof_set_trace_context(): the span's labels on the samples taken under it,
+#              none after it is cleared, and the endpoint registered after them
 #   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
 #              profile themselves, into their own files, with only their own samples
 #   ffi fork   fork() through FFI (no wrapper sees it), two levels, long and short work: each
@@ -203,6 +205,38 @@ blocking() {
     fail "blocking.php: callers of the blocking functions missing"
 }
 step "blocking internal functions" blocking
+
+trace_context() {
+  local dir="$WORK/trace" f
+  watch 60 "trace_context.php" "${PHP[@]}" -d forkprof.output_dir="$dir" "$TESTS/trace_context.php" >/dev/null
+  f=("$dir"/php-*.pprof.gz)
+  # Exact ids from -raw (-traces prints numbers as floats); which stack has which labels
+  # from -traces.
+  local raw
+  raw=$(go tool pprof -raw "${f[@]}" 2>/dev/null)
+  for want in "span id:[-6101065172474983726]" "local root span id:[42]" \
+      "trace id high:[790211418057950173]" "trace id low:[-8914616934935285348]"; do
+    grep -qF "$want" <<<"$raw" || fail "trace_context.php: '$want' missing from the profile"
+  done
+  go tool pprof -traces -sample_index=samples "${f[@]}" 2>/dev/null | python3 -c '
+import re, sys
+blocks = sys.stdin.read().split("-----------+")[1:]
+seen = {"traced_work": 0, "untraced_work": 0}
+for b in blocks:
+    labels = dict(re.findall(r"^ *([a-z ]+?):  (.+)$", b, re.M))
+    for fn in seen:
+        if re.search(r"\b" + fn + r"$", b, re.M):
+            seen[fn] += 1
+            traced = fn == "traced_work"
+            assert ("span id" in labels) == traced, (fn, labels)
+            if traced:
+                assert labels.get("trace endpoint") == "GET /checkout", labels
+                assert labels.get("local root span id") == "42", labels
+assert all(seen.values()), seen
+print("  stacks: %d traced (span, root 42, endpoint GET /checkout), %d untraced (no span)" % (seen["traced_work"], seen["untraced_work"]))
+' || fail "trace_context.php: the samples' trace labels are wrong"
+}
+step "trace context from userland (span labels, late endpoint)" trace_context
 
 # check_procs OUT DIR SERVICE BEFORE ROLE=FUNCTION...: checks the output OUT of a script that
 # forks (one "role pid ..." line per process) and the profiles in DIR: each process's own

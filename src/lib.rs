@@ -52,6 +52,15 @@ pub use forkprof_core::{
     Stats, StrId,
 };
 
+/// Trace context on samples: [`TraceContext`], [`TracedLabels`] (the host's labels and a
+/// span's, on the stack), the label names, and late-bound endpoints (`Profiler::set_endpoint`,
+/// `Profiler::count_endpoint`; README, "Trace context").
+pub mod trace {
+    pub use forkprof_core::endpoints::{MAX_ENDPOINTS, MAX_ENDPOINT_LEN};
+    pub use forkprof_core::trace::*;
+}
+pub use forkprof_core::{TraceContext, TracedLabels};
+
 cfg_if! {
     if #[cfg(all(target_os = "linux", target_env = "gnu"))] {
         use forkprof_backend_linux_glibc as backend;

@@ -178,6 +178,24 @@ pub fn fp_record_text(p: &Profiler, frames: &[Vec<Frame<'_>>], w: &Workload, i: 
         .expect("record");
 }
 
+/// [`fp_record_text`] with a span attached: the host's two labels and the span's four, side
+/// by side on the stack ([`forkprof::TracedLabels`]).
+#[inline]
+pub fn fp_record_traced(p: &Profiler, frames: &[Vec<Frame<'_>>], w: &Workload, i: usize) {
+    let host = [
+        Label::str(LABEL_STR_KEY, w.thread_name(i)),
+        Label::num(LABEL_NUM_KEY, Workload::thread_id(i)),
+    ];
+    let span = forkprof::TraceContext {
+        trace_id: 0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c,
+        span_id: 0x00f0_67aa_0ba9_0000 + (i % 64) as u64,
+        local_root_span_id: 0x00f0_67aa_0ba9_0000 + (i % 8) as u64,
+    };
+    let labels = forkprof::TracedLabels::<8>::new(&host, &span).expect("2 + 4 labels fit in 8");
+    p.record(&Sample::new(&frames[i % STACKS], &VALUES).labels(labels.as_slice()))
+        .expect("record");
+}
+
 /// Records sample `i` through forkprof with pre-interned frames.
 #[inline]
 pub fn fp_record_ids(p: &Profiler, ids: &[Vec<FrameIds>], w: &Workload, i: usize) {

@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use std::collections::HashMap;
+
 use crate::config::Config;
+use crate::endpoints::{finish_trace_labels, Period};
 use crate::export::EncodedProfile;
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
@@ -17,6 +20,7 @@ use crate::region_vec::{Memory, RegionVec};
 use crate::sample::{LabelValue, StrId};
 use crate::serialize::Serializer;
 use crate::session::{Activity, Session};
+use crate::trace::TraceLabelStyle;
 use crate::wire::{self, RecordFrame};
 
 /// The next profile's sequence number. Per process, not per session: exporters name profiles
@@ -201,6 +205,10 @@ pub(crate) fn run(s: Arc<Session>) {
     };
     let mut scratch = Scratch::new(mem);
     let mut flush_seen = 0;
+    let trace_style = cfg.exporter.trace_labels();
+    // Endpoints registered in the period before the one being written: a request's last
+    // samples may be drained after its root span ended in the previous period.
+    let mut earlier_endpoints = HashMap::new();
     loop {
         s.begin_collector_turn();
         let stopping = s.is_stopping();
@@ -235,10 +243,27 @@ pub(crate) fn run(s: Arc<Session>) {
                     seq: u64::MAX,
                     pid: s.pid(),
                     samples: 0,
+                    endpoint_counts: Vec::new(),
                     flush_ticket: flush,
                 })
             } else {
                 s.set_collector_activity(Activity::Encoding);
+                // Counts wait for a profile that is sent: an empty period keeps them.
+                let Period { spans, counts } = s.endpoints().take();
+                if trace_style != TraceLabelStyle::AsRecorded
+                    || !spans.is_empty()
+                    || !earlier_endpoints.is_empty()
+                {
+                    let endpoint_of = |id: u64| {
+                        spans
+                            .get(&id)
+                            .or_else(|| earlier_endpoints.get(&id))
+                            .cloned()
+                    };
+                    finish_trace_labels(&mut builder, trace_style, &endpoint_of);
+                }
+                earlier_endpoints = spans;
+                let finished = &builder;
                 let end = SystemTime::now();
                 let mut bytes = Vec::new();
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
@@ -255,6 +280,7 @@ pub(crate) fn run(s: Arc<Session>) {
                         seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),
                         pid: s.pid(),
                         samples,
+                        endpoint_counts: counts,
                         flush_ticket: flush,
                     }),
                     Err(_) => {

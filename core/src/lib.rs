@@ -8,6 +8,7 @@
 pub mod calendar;
 pub mod compress;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod exit;
 pub mod export;
@@ -52,4 +53,4 @@ pub use region_vec::Memory;
 pub use sample::{Frame, FrameIds, Label, LabelValue, Sample, Stack, StrId};
 pub use session::Activity;
 pub use stats::{Disabled, Stats};
-pub use trace::TraceContext;
+pub use trace::{TraceContext, TraceLabelStyle, TracedLabels};

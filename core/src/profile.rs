@@ -332,6 +332,35 @@ impl ProfileBuilder {
         }
     }
 
+    /// The index of `s` if this profile holds it (nothing is interned).
+    pub(crate) fn lookup_string(&self, s: &str) -> Option<StrIdx> {
+        self.strings.lookup(s)
+    }
+
+    /// Interns `s`, or says the table could not grow (the sample being built is not marked).
+    pub(crate) fn try_intern(&mut self, s: &str) -> Result<StrIdx, OutOfMemory> {
+        self.strings.intern(s)
+    }
+
+    /// Gives label set `id` new labels, for every sample that uses it. The last step before
+    /// the profile is encoded (trace labels finished per exporter, `endpoints.rs`): the label
+    /// set index is not updated, so nothing may be added after it until [`reset`].
+    ///
+    /// [`reset`]: ProfileBuilder::reset
+    pub(crate) fn replace_labelset(
+        &mut self,
+        id: u32,
+        labels: &[ProfLabel],
+    ) -> Result<(), OutOfMemory> {
+        let start = self.label_arena.len();
+        if id as usize >= self.labelsets.len() || start + labels.len() > u32::MAX as usize {
+            return Err(OutOfMemory);
+        }
+        self.label_arena.extend_from_slice(labels)?;
+        self.labelsets[id as usize] = (start as u32, labels.len() as u32);
+        Ok(())
+    }
+
     #[inline]
     fn location(&mut self, f: ProfFrame) -> Result<u32, OutOfMemory> {
         let h = hash_of(&f);

@@ -370,6 +370,7 @@ impl Profiler {
         match gen {
             Some(gen) if sh.session().generation() == gen => Stats {
                 disabled,
+                endpoints_dropped: sh.session().endpoints().dropped(),
                 ..sh.session()
                     .counters()
                     .snapshot(std::process::id(), ignored)
@@ -381,6 +382,39 @@ impl Profiler {
                 ..Stats::default()
             },
         }
+    }
+
+    /// Registers the endpoint (route, script, resource) of the request whose root span is
+    /// `local_root_span_id`, typically when that span ends. When the profile is written, every
+    /// sample whose `local root span id` label has this id gets a `trace endpoint` label
+    /// (`span_name` for Pyroscope), samples recorded before this call included. Registrations
+    /// last for the profile period they were made in and the next one; at most
+    /// [`crate::endpoints::MAX_ENDPOINTS`] per period, more are dropped and counted
+    /// (`Stats::endpoints_dropped`), and so are calls in a process where the profiler does not
+    /// run.
+    ///
+    /// Takes the endpoint table's lock and allocates: call it from the host's code, never from
+    /// a signal handler. The record path never takes that lock.
+    pub fn set_endpoint(&self, local_root_span_id: u64, endpoint: &str) -> Result<()> {
+        if local_root_span_id == 0 {
+            return Err(Error::sample(
+                "local_root_span_id",
+                "is 0, which means \"no span\": pass the id of the request's root span",
+            ));
+        }
+        let s = self.running_session()?;
+        s.endpoints().set(local_root_span_id, endpoint);
+        Ok(())
+    }
+
+    /// Counts `hits` requests served by `endpoint` in this profile period: sent as Datadog's
+    /// `endpoint_counts` with the period's profile. Call it once per request (when its root
+    /// span ends, say), whether or not a sample was taken during it. Bounded and
+    /// not for signal handlers, like [`Profiler::set_endpoint`].
+    pub fn count_endpoint(&self, endpoint: &str, hits: u64) -> Result<()> {
+        let s = self.running_session()?;
+        s.endpoints().count(endpoint, hits);
+        Ok(())
     }
 
     /// What each profiler thread is doing (for watchdogs and diagnostics).

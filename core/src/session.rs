@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::SampleBuffer;
 use crate::config::Config;
+use crate::endpoints::Endpoints;
 use crate::error::{Error, Result};
 use crate::export::EncodedProfile;
 use crate::stats::{Counters, Disabled};
@@ -98,6 +99,8 @@ pub(crate) struct Session {
     threads: BriefLock<Vec<RawThread>>,
     /// Set once a forked child gave back what it inherited of this session.
     released: AtomicBool,
+    /// Late-bound endpoints of this process's requests (a child starts with none).
+    endpoints: Endpoints,
 }
 
 impl Session {
@@ -131,6 +134,7 @@ impl Session {
             uploader_parker: Parker::new()?,
             threads: BriefLock::new(Vec::new()),
             released: AtomicBool::new(false),
+            endpoints: Endpoints::default(),
             config,
         })
     }
@@ -152,6 +156,10 @@ impl Session {
 
     pub fn buffer(&self) -> &SampleBuffer {
         &self.buffer
+    }
+
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     pub fn counters(&self) -> &Counters {

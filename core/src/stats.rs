@@ -50,6 +50,9 @@ pub struct Stats {
     pub bytes_written: u64,
     /// Upload attempts repeated after a retryable failure.
     pub uploads_retried: u64,
+    /// Endpoint registrations and counts dropped because the period's table was full
+    /// (`forkprof_core::endpoints::MAX_ENDPOINTS`).
+    pub endpoints_dropped: u64,
     /// Why profiling is off in this process, when it is.
     pub disabled: Option<Disabled>,
 }
@@ -125,6 +128,8 @@ impl Counters {
             profiles_too_large: self.profiles_too_large.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
             uploads_retried: self.uploads_retried.load(Relaxed),
+            // Kept by the session's endpoint table; `Profiler::stats` fills it in.
+            endpoints_dropped: 0,
             disabled: None,
         }
     }

@@ -98,6 +98,11 @@ impl StringTable {
         Ok(self.index.insert(h, |i| hashes[i as usize] as u64))
     }
 
+    /// The index of `s` if this table holds it (nothing is added).
+    pub fn lookup(&self, s: &str) -> Option<u32> {
+        self.find(s.as_bytes(), hash(s.as_bytes()))
+    }
+
     pub fn intern(&mut self, s: &str) -> Result<u32, OutOfMemory> {
         let h = hash(s.as_bytes());
         match self.find(s.as_bytes(), h) {

@@ -15,6 +15,7 @@ use crate::{
     ExporterFactory,
 };
 use forkprof_core::error::{Error, Result};
+use forkprof_core::TraceLabelStyle;
 
 /// Largest request forkprof sends to Datadog. The profiling intake answers 413 above 10 MiB
 /// per request (the agent forwards the body as is), so a larger profile is refused before
@@ -206,6 +207,10 @@ impl ExporterFactory for DatadogFactory {
         Compression::Zstd
     }
 
+    fn trace_labels(&self) -> TraceLabelStyle {
+        TraceLabelStyle::Datadog
+    }
+
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
@@ -318,8 +323,21 @@ impl DatadogExporter {
     fn event(&self, p: &EncodedProfile) -> String {
         let mut tags = self.tags.clone();
         tags.push_str(&format!(",process_id:{}", p.pid));
+        // Requests per endpoint in the profile's period (`Profiler::count_endpoint`): what
+        // Datadog's endpoint views divide the profile by.
+        let mut counts = String::new();
+        if !p.endpoint_counts.is_empty() {
+            counts.push_str(",\"endpoint_counts\":{");
+            for (i, (endpoint, n)) in p.endpoint_counts.iter().enumerate() {
+                if i > 0 {
+                    counts.push(',');
+                }
+                counts.push_str(&format!("{}:{n}", json_string(endpoint)));
+            }
+            counts.push('}');
+        }
         format!(
-            "{{\"attachments\":[\"profile.pprof\"],\"tags_profiler\":{},\"start\":\"{}\",\"end\":\"{}\",\"family\":{},\"version\":\"4\"}}",
+            "{{\"attachments\":[\"profile.pprof\"],\"tags_profiler\":{},\"start\":\"{}\",\"end\":\"{}\",\"family\":{}{counts},\"version\":\"4\"}}",
             json_string(&tags),
             rfc3339(p.start),
             rfc3339(p.end),

@@ -20,6 +20,7 @@ use crate::{
     ExporterFactory,
 };
 use forkprof_core::error::{Error, Result};
+use forkprof_core::TraceLabelStyle;
 
 /// Largest body sent to Pyroscope; its server refuses larger ingest requests by default.
 pub const PYROSCOPE_MAX_REQUEST_BYTES: usize = 10 << 20;
@@ -238,6 +239,10 @@ impl ExporterFactory for PyroscopeFactory {
 
     fn compression(&self) -> Compression {
         Compression::Gzip
+    }
+
+    fn trace_labels(&self) -> TraceLabelStyle {
+        TraceLabelStyle::Pyroscope
     }
 
     fn validate(&self) -> Result<()> {

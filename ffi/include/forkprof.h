@@ -138,6 +138,11 @@
 #define FORKPROF_DISABLED_THREADS_DID_NOT_START 4
 
 /**
+ * Labels a span adds to a sample (`forkprof_trace_labels`).
+ */
+#define FORKPROF_TRACE_LABELS 4
+
+/**
  * The ABI's major version: it moves when a change breaks callers built against an earlier
  * header of the same major (a removed call, a changed signature, a field moved or removed),
  * and it is the number in the soname, `libforkprof.so.<major>`.
@@ -148,7 +153,7 @@
  * The ABI's minor version: it moves when calls, constants or fields at the end of a
  * size-tagged struct are added.
  */
-#define FORKPROF_ABI_VERSION_MINOR 0
+#define FORKPROF_ABI_VERSION_MINOR 1
 
 /**
  * The ABI this header describes, `major << 16 | minor`: pass it to `forkprof_abi_check`.
@@ -345,6 +350,11 @@ typedef struct forkprof_stats {
    * `FORKPROF_DISABLED_*` values; `forkprof_disabled_reason_text` says it in words.
    */
   uint32_t disabled_reason;
+  /**
+   * Endpoint registrations and counts dropped because the period's table was full
+   * (ABI 1.1).
+   */
+  uint64_t endpoints_dropped;
 } forkprof_stats;
 
 #ifdef __cplusplus
@@ -808,6 +818,59 @@ const char *forkprof_last_error(void);
  * Takes an int so any value a caller holds is safe to pass. Never NULL; static storage.
  */
 const char *forkprof_status_name(int32_t status);
+
+/**
+ * Fills `out` with the labels that attach a span to a sample: "span id", "local root span
+ * id", "trace id high" and "trace id low" (the 128-bit trace id's halves), the names every
+ * exporter reads. Append them to the sample's own labels and pass the whole array to
+ * `forkprof_record`. `*n_written` (when not NULL) is set to the number written:
+ * FORKPROF_TRACE_LABELS, or 0 when `span_id` is 0 (no span: the sample goes without).
+ * `out` holds `out_len` elements with `size` set in each, like every label array; the keys
+ * point to static storage of the library.
+ *
+ * Async-signal-safe when the call is valid (stores only), like `forkprof_record`.
+ *
+ * # Safety
+ * `out` points to `out_len` writable labels of `out[0].size` bytes each, their `size` set;
+ * `n_written` is NULL or writable.
+ */
+enum forkprof_status forkprof_trace_labels(uint64_t span_id,
+                                           uint64_t local_root_span_id,
+                                           uint64_t trace_id_high,
+                                           uint64_t trace_id_low,
+                                           struct forkprof_label *out,
+                                           size_t out_len,
+                                           size_t *n_written);
+
+/**
+ * Registers the endpoint (route, script, resource; UTF-8, invalid bytes replaced) of the
+ * request whose root span is `local_root_span_id`, typically when that span ends. When the
+ * profile is written, every sample whose "local root span id" label has this id gets a
+ * "trace endpoint" label, samples recorded before this call included. Bounded per profile
+ * period (what does not fit is dropped and counted in `forkprof_stats.endpoints_dropped`).
+ * FORKPROF_ERR_SAMPLE for id 0; FORKPROF_ERR_NOT_RUNNING when the profiler does not run
+ * in this process. Takes a lock and allocates: not for signal handlers.
+ *
+ * # Safety
+ * `p` is a live profiler handle; `endpoint` points to `endpoint_len` readable bytes.
+ */
+enum forkprof_status forkprof_set_endpoint(const struct forkprof_profiler *p,
+                                           uint64_t local_root_span_id,
+                                           const char *endpoint,
+                                           size_t endpoint_len);
+
+/**
+ * Counts `hits` requests served by `endpoint` in this profile period (Datadog's
+ * `endpoint_counts`): call it once per request, when its root span ends. Bounded like
+ * `forkprof_set_endpoint`; not for signal handlers.
+ *
+ * # Safety
+ * As `forkprof_set_endpoint`.
+ */
+enum forkprof_status forkprof_count_endpoint(const struct forkprof_profiler *p,
+                                             const char *endpoint,
+                                             size_t endpoint_len,
+                                             uint64_t hits);
 
 /**
  * The ABI this library speaks, `major << 16 | minor` (compare with `FORKPROF_ABI_VERSION`).

@@ -30,6 +30,7 @@ mod log;
 mod profiler;
 mod sized;
 mod status;
+mod trace;
 mod version;
 
 pub use config::*;
@@ -37,6 +38,7 @@ pub use fork::*;
 pub use log::*;
 pub use profiler::*;
 pub use status::*;
+pub use trace::*;
 pub use version::*;
 
 #[cfg(test)]

@@ -124,6 +124,9 @@ pub struct forkprof_stats {
     /// Why profiling is off in this process: 0 when it is not, else one of the
     /// `FORKPROF_DISABLED_*` values; `forkprof_disabled_reason_text` says it in words.
     pub disabled_reason: u32,
+    /// Endpoint registrations and counts dropped because the period's table was full
+    /// (ABI 1.1).
+    pub endpoints_dropped: u64,
 }
 
 // SAFETY: repr(C), `size: u32` first, integers only.
@@ -151,6 +154,7 @@ impl Default for forkprof_stats {
             bytes_written: 0,
             uploads_retried: 0,
             disabled_reason: 0,
+            endpoints_dropped: 0,
         }
     }
 }
@@ -202,6 +206,7 @@ impl From<forkprof::Stats> for forkprof_stats {
             bytes_written: s.bytes_written,
             uploads_retried: s.uploads_retried,
             disabled_reason: s.disabled.map_or(0, |d| d.code()),
+            endpoints_dropped: s.endpoints_dropped,
         }
     }
 }
@@ -227,7 +232,7 @@ impl forkprof_profiler {
 
 /// # Safety
 /// `p` is NULL or a live handle from `forkprof_start`.
-unsafe fn profiler<'a>(p: *const forkprof_profiler) -> Result<&'a Profiler, FfiError> {
+pub(crate) unsafe fn profiler<'a>(p: *const forkprof_profiler) -> Result<&'a Profiler, FfiError> {
     // SAFETY: per the contract, a non-null `p` came from a `Box<ProfilerHandle>`.
     unsafe { p.cast::<ProfilerHandle>().as_ref() }
         .map(|p| &p.inner)

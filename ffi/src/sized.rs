@@ -224,6 +224,11 @@ impl<T: SizeTagged> OutSlot<T> {
         Ok(OutSlot { out, size })
     }
 
+    /// The caller's `size` (checked): the stride of an array of such structs.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     /// Writes `value` over the caller's struct: no byte past its `size`, and not `size` itself.
     pub(crate) fn write(self, value: &T) {
         const SIZE_FIELD: usize = size_of::<u32>();

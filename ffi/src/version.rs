@@ -15,7 +15,7 @@ pub const FORKPROF_ABI_VERSION_MAJOR: u32 = 1;
 
 /// The ABI's minor version: it moves when calls, constants or fields at the end of a
 /// size-tagged struct are added.
-pub const FORKPROF_ABI_VERSION_MINOR: u32 = 0;
+pub const FORKPROF_ABI_VERSION_MINOR: u32 = 1;
 
 /// The ABI this header describes, `major << 16 | minor`: pass it to `forkprof_abi_check`.
 pub const FORKPROF_ABI_VERSION: u32 = FORKPROF_ABI_VERSION_MAJOR << 16 | FORKPROF_ABI_VERSION_MINOR;

@@ -868,7 +868,8 @@ const CANARY: u8 = 0xA5;
 fn guarded_stats(size: usize) -> Guarded<forkprof_stats> {
     // All canary bytes, `size` set: whatever the library writes shows.
     // SAFETY: forkprof_stats is integers only, so any bytes are a valid value.
-    let mut g: Guarded<forkprof_stats> = unsafe { std::mem::transmute([CANARY; 168]) };
+    let mut g: Guarded<forkprof_stats> =
+        unsafe { std::mem::transmute([CANARY; size_of::<Guarded<forkprof_stats>>()]) };
     g.value.size = size as u32;
     g
 }
@@ -881,7 +882,8 @@ fn bytes_of<T>(v: &T) -> &[u8] {
 
 #[test]
 fn stats_are_written_up_to_the_callers_size_and_no_further() {
-    assert_eq!(size_of::<Guarded<forkprof_stats>>(), 168);
+    // ABI 1.0's struct, plus `endpoints_dropped` (1.1), plus the guard bytes.
+    assert_eq!(size_of::<Guarded<forkprof_stats>>(), 168 + 8);
     let dir = TempDir::new("ffi-stats-size");
     let p = start(dir.path());
     assert_eq!(record(p, &[frame(b"f", b"f.c", 1)], &[1]), FORKPROF_OK);

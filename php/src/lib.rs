@@ -36,6 +36,7 @@ mod settings;
 mod sigmask;
 mod stack;
 mod timer;
+mod trace;
 
 use settings::{Destination, Settings};
 
@@ -236,6 +237,7 @@ fn rinit() {
             };
             // SAFETY: RINIT, on the engine's thread.
             unsafe { hooks::wrap_pcntl_fork() };
+            trace::find_ddtrace();
             let started = config_of(settings).and_then(Profiler::start);
             match started {
                 Ok(p) => {
@@ -294,6 +296,7 @@ fn start_ticks() -> bool {
 
 fn rshutdown() {
     timer::request_ended();
+    trace::request_ended();
     if STATE.load(Ordering::Acquire) == RUNNING {
         sampler::request_ended();
     }
@@ -504,7 +507,7 @@ pub fn forkprof_stats() -> std::collections::HashMap<String, i64> {
 
 #[php_module]
 pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
-    module
+    let module = module
         .name("forkprof")
         .version(VERSION)
         .startup_function(on_minit)
@@ -512,5 +515,6 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .request_startup_function(on_rinit)
         .request_shutdown_function(on_rshutdown)
         .info_function(on_minfo)
-        .function(wrap_function!(forkprof_stats))
+        .function(wrap_function!(forkprof_stats));
+    trace::register(module)
 }

@@ -99,6 +99,7 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
     let cpu_d =
         cpu.saturating_sub(LAST_CPU_NS.swap(cpu, Relaxed)) + CPU_CARRIED_NS.swap(0, Relaxed);
     let values = [1, wall as i64, cpu_d as i64];
+    let trace = crate::trace::labels();
     let depth = MAX_DEPTH.load(Relaxed) as usize;
     let recorded = WALKER.with(|w| {
         let Ok(mut w) = w.try_borrow_mut() else {
@@ -107,7 +108,7 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
         // SAFETY: forwarded from this function's contract.
         Some(unsafe {
             w.walk(ex, depth, |frames| {
-                profiler.record(&Sample::new(frames, &values))
+                profiler.record(&Sample::new(frames, &values).labels(trace.as_slice()))
             })
         })
     });

@@ -225,6 +225,7 @@ mod tests {
             seq,
             pid,
             samples: 1,
+            endpoint_counts: Vec::new(),
             flush_ticket: 0,
         }
     }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Result;
+use crate::trace::TraceLabelStyle;
 
 /// How an exporter on the uploader thread learns that its profiler is stopping, and pauses
 /// between attempts so that the stop wakes it. The session implements it; the uploader
@@ -154,6 +155,9 @@ pub struct EncodedProfile {
     /// The process that recorded the samples.
     pub pid: u32,
     pub samples: usize,
+    /// Requests per endpoint in this profile's period (`Profiler::count_endpoint`), sorted by
+    /// endpoint.
+    pub endpoint_counts: Vec<(String, u64)>,
     pub(crate) flush_ticket: u64,
 }
 
@@ -173,6 +177,7 @@ impl EncodedProfile {
             seq: 0,
             pid: std::process::id(),
             samples: 0,
+            endpoint_counts: Vec::new(),
             flush_ticket: 0,
         }
     }
@@ -233,6 +238,11 @@ pub trait ExporterFactory: Send + Sync + fmt::Debug {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         None
     }
+    /// How trace context labels should be written into this exporter's profiles (the
+    /// names its backend reads); as recorded by default.
+    fn trace_labels(&self) -> TraceLabelStyle {
+        TraceLabelStyle::AsRecorded
+    }
 }
 
 /// Which exporter a profiler uses. The network exporters of `forkprof-export` are
@@ -255,6 +265,14 @@ impl ExporterConfig {
         match self {
             ExporterConfig::File { compression, .. } => *compression,
             ExporterConfig::Custom(f) => f.compression(),
+        }
+    }
+
+    /// How trace labels are written for this exporter (see [`ExporterFactory::trace_labels`]).
+    pub fn trace_labels(&self) -> TraceLabelStyle {
+        match self {
+            ExporterConfig::File { .. } => TraceLabelStyle::AsRecorded,
+            ExporterConfig::Custom(f) => f.trace_labels(),
         }
     }
 
