@@ -90,7 +90,7 @@ PHP=(php -n -d "extension=$SO" -d forkprof.shutdown_timeout_ms=5000)
 # "-----" separator the first line is "VALUE   NAME", the next ones "   NAME" (names may hold
 # spaces, file names too, so -raw's location lines are not used).
 functions() {
-  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+  go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { in_trace = 1; first = 1; next }
     !in_trace { next }
     {
@@ -153,6 +153,28 @@ settings() {
   DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
+  # Sample types named as Datadog's PHP profiler names them.
+  go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null | grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds" ||
+    fail "sample types are not sample, wall-time, cpu-time"
+  # Every directive is listed with its value in effect and its default; ini_get() returns the
+  # value in effect, the environment's when INI does not set it.
+  out=$("${PHP[@]}" -d forkprof.period_ms=7 --ri forkprof)
+  local e
+  for e in enabled service env version tags output_dir endpoint period_ms export_period_s max_depth shutdown_timeout_ms; do
+    grep -q "^forkprof\.$e => .* => " <<<"$out" || { echo "$out"; fail "php --ri forkprof does not list forkprof.$e"; }
+  done
+  for want in "forkprof.period_ms => 7 => 7" "forkprof.period_ms => 10 => none" "forkprof.max_depth => 128 => 128" \
+      "forkprof.service => php => DD_SERVICE" "forkprof.endpoint => no value => DD_TRACE_AGENT_URL, DD_AGENT_HOST, DD_TRACE_AGENT_PORT"; do
+    grep -qxF "$want" <<<"$out" || { echo "$out"; fail "php --ri forkprof lacks '$want'"; }
+  done
+  out=$(DD_SERVICE=env-svc DD_AGENT_HOST=agent.example DD_TRACE_AGENT_PORT=9126 DD_PROFILING_ENABLED=0 "${PHP[@]}" \
+    -r 'foreach (["enabled", "service", "endpoint", "period_ms", "output_dir"] as $k) echo $k, "=", ini_get("forkprof.$k"), "\n";')
+  [ "$out" = "$(printf '%s\n' enabled=0 service=env-svc endpoint=http://agent.example:9126 period_ms=10 output_dir=/tmp/forkprof)" ] ||
+    { echo "$out"; fail "ini_get() does not return the values in effect"; }
+  out=$(DD_TRACE_AGENT_URL=http://url:1 DD_AGENT_HOST=host DD_PROFILING_ENABLED=0 "${PHP[@]}" -d forkprof.service=ini-svc \
+    -r 'echo ini_get("forkprof.endpoint"), " ", ini_get("forkprof.service");')
+  [ "$out" = "http://url:1 ini-svc" ] || fail "DD_TRACE_AGENT_URL should win over DD_AGENT_HOST, INI over DD_SERVICE: $out"
+  echo "  php --ri lists every directive with its default; ini_get() returns the values in effect"
 }
 step "settings and php --ri" settings
 
@@ -443,10 +465,54 @@ short_requests() {
 }
 step "php-fpm: short requests spaced by idle time are sampled" short_requests
 
+# Two pools, each with its own service (php_admin_value) and one with its own period
+# (php_value): every worker profiles under its pool's service, into files named after it,
+# and ini_get() in the worker returns the pool's values. The master's php.ini sets neither.
+fpm_pools() {
+  local dir="$WORK/fpm-pools"
+  mkdir -p "$dir/profiles"
+  sed "s|@DIR@|$dir|g" "$TESTS/fpm/pools.conf.in" >"$dir/pool.conf"
+  cp "$TESTS/fpm/app.php" "$TESTS/fpm/ini.php" "$dir/"
+  printf '%s\n' "extension=$SO" "forkprof.output_dir=$dir/profiles" forkprof.export_period_s=1 >"$dir/php.ini"
+  php-fpm8.2 -R -F -y "$dir/pool.conf" -c "$dir/php.ini" >"$dir/stdout" 2>&1 &
+  local master=$! i pool
+  PIDS_TO_KILL+=("$master")
+  for ((i = 0; i < 200; i++)); do [ -S "$dir/shop.sock" ] && [ -S "$dir/admin.sock" ] && break; sleep 0.05; done
+  [ -S "$dir/shop.sock" ] && [ -S "$dir/admin.sock" ] || { cat "$dir/stdout" "$dir/fpm.log" 2>/dev/null; fail "fpm pools: no sockets after 10 s"; }
+  for pool in shop admin; do
+    for ((i = 0; i < 60; i++)); do
+      SCRIPT_FILENAME="$dir/ini.php" SCRIPT_NAME=/ini.php REQUEST_METHOD=GET \
+        timeout -k 5 30 cgi-fcgi -bind -connect "$dir/$pool.sock" | tr -d '\r' | grep -a -e '^pid ' -e '^service ' |
+        paste -sd' ' >>"$dir/$pool.out" || fail "fpm pools: request $i to $pool failed"
+    done
+  done
+  kill -QUIT "$master"
+  for ((i = 0; i < 400; i++)); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  wait "$master" 2>/dev/null || true
+  grep -Eiq "signal (11|6|7)|segfault|forkprof: " "$dir/fpm.log" && { cat "$dir/fpm.log"; fail "fpm pools: crash or warning in the log"; }
+  local want period pid other n
+  for pool in shop admin; do
+    want=$pool-pool other=$([ $pool = shop ] && echo admin-pool || echo shop-pool)
+    period=$([ $pool = shop ] && echo 10 || echo 5)
+    n=$(grep -c "service $want period $period running 1\$" "$dir/$pool.out" || true)
+    [ "$n" = 60 ] || { cat "$dir/$pool.out"; fail "fpm pools: $pool: $n of 60 requests saw service $want, period $period, running"; }
+    for pid in $(awk '{ print $2 }' "$dir/$pool.out" | sort -u); do
+      ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz >/dev/null 2>&1 ||
+        fail "fpm pools: $pool worker $pid wrote no $want-$pid-* profile ($(ls "$dir/profiles" | tr '\n' ' '))"
+      ls "$dir"/profiles/"$other"-"$pid"-*.pprof.gz >/dev/null 2>&1 && fail "fpm pools: $pool worker $pid wrote $other profiles"
+      has_fn "served_by_$pid" "$dir"/profiles/"$want"-"$pid"-*.pprof.gz || fail "fpm pools: $pool worker $pid's profile lacks served_by_$pid"
+      echo "  pool $pool: worker $pid profiles as $want (period $period ms): $(ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz | wc -l) file(s) with served_by_$pid"
+    done
+  done
+  ls "$dir"/profiles/php-* >/dev/null 2>&1 && fail "fpm pools: profiles under the default service: $(ls "$dir"/profiles/php-*)"
+  return 0
+}
+step "php-fpm: two pools, each profiling under its own service (php_admin_value, php_value)" fpm_pools
+
 # ---- Swoole ----
 # Each sample's stack in pprof FILE..., one a line, leaf first, frames joined by ";".
 traces() {
-  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+  go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { if (t != "") print t; t = ""; in_trace = 1; first = 1; next }
     !in_trace { next }
     {

@@ -24,13 +24,13 @@ use ext_php_rs::ffi::{
     ext_php_rs_executor_globals, php_error_docref, php_info_print_table_end,
     php_info_print_table_row, php_info_print_table_start, E_WARNING,
 };
-use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;
-use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs, ModuleEntry};
+use ext_php_rs::zend::ModuleEntry;
 use forkprof::export::Datadog;
 use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
 mod hooks;
+mod ini;
 mod sampler;
 mod settings;
 mod sigmask;
@@ -55,25 +55,6 @@ static STATE: AtomicU8 = AtomicU8::new(OFF);
 static CHILD_TICK_ERRNO: AtomicI32 = AtomicI32::new(0);
 static REASON: Mutex<String> = Mutex::new(String::new());
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-static INI: IniEntryDefs<12> = IniEntryDefs::new([
-    IniEntryDef::new(c"forkprof.enabled", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.service", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.env", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.version", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.tags", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.output_dir", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.endpoint", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.period_ms", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.export_period_s", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.max_depth", c"", IniEntryPermission::System),
-    IniEntryDef::new(
-        c"forkprof.shutdown_timeout_ms",
-        c"",
-        IniEntryPermission::System,
-    ),
-    IniEntryDef::end(),
-]);
 
 fn state_name(s: u8) -> &'static str {
     match s {
@@ -120,7 +101,7 @@ fn warn(msg: &str) {
 
 fn config_of(s: &Settings) -> forkprof::Result<Config> {
     let mut b = Config::builder(s.service.clone())
-        .sample_type("samples", "count")
+        .sample_type("sample", "count")
         .sample_type("wall-time", "nanoseconds")
         .sample_type("cpu-time", "nanoseconds")
         .sampling_period(
@@ -157,26 +138,28 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
     b.build()
 }
 
-fn ini_value(
-    name: &str,
-    all: &std::collections::HashMap<String, Option<String>>,
-) -> Option<String> {
-    all.get(name).cloned().flatten()
+/// The settings in effect now: the directives' values (the environment already written into
+/// them at MINIT; php-fpm's pool values applied in a worker before its first request).
+fn read_settings() -> Result<Settings, settings::BadSetting> {
+    Settings::read(&ini::current)
+}
+
+fn bad_setting(e: &dyn std::fmt::Display) {
+    STATE.store(BAD_SETTING, Ordering::Release);
+    set_reason(e.to_string());
+    warn(&format!("forkprof: {e}; profiling is off"));
 }
 
 fn minit(module_number: i32) {
-    IniEntryDef::register(INI.as_slice(), module_number);
-    // MINIT runs before any other thread exists: the environment and ext-php-rs's globals
-    // guard are safe to use here, and only here.
-    let all = ExecutorGlobals::get().ini_values();
-    let settings = match Settings::read(&|n| ini_value(n, &all), &|n| std::env::var(n).ok()) {
+    ini::register(module_number);
+    // MINIT runs before any other thread exists: the environment is safe to read here, and
+    // only here.
+    ini::apply_env(&|n| std::env::var(n).ok());
+    // Checked now so a bad php.ini says so at start-up; read again at each process's first
+    // request, where php-fpm's pool values are in effect.
+    let settings = match read_settings() {
         Ok(s) => s,
-        Err(e) => {
-            STATE.store(BAD_SETTING, Ordering::Release);
-            set_reason(e.to_string());
-            warn(&format!("forkprof: {e}; profiling is off"));
-            return;
-        }
+        Err(e) => return bad_setting(&e),
     };
     if !settings.enabled {
         STATE.store(OFF, Ordering::Release);
@@ -186,22 +169,13 @@ fn minit(module_number: i32) {
         // One tick thread raises one thread's VM interrupt flag, and the walk reads that
         // thread's executor globals: a thread-safe build (ZTS: FrankenPHP, Apache's worker
         // MPM) needs a flag per PHP thread, which is not built yet.
-        let msg = "thread-safe (ZTS) PHP builds are not supported yet";
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(msg.to_string());
-        warn(&format!("forkprof: {msg}; profiling is off"));
-        return;
+        return bad_setting(&"thread-safe (ZTS) PHP builds are not supported yet");
     }
     // Configuration errors (an unusable output_dir, a malformed URL) are found now, at MINIT,
     // rather than in each worker.
     if let Err(e) = config_of(&settings) {
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(e.to_string());
-        warn(&format!("forkprof: {e}; profiling is off"));
-        return;
+        return bad_setting(&e);
     }
-    sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
-    let _ = SETTINGS.set(settings);
     // SAFETY: MINIT, on the engine's thread; the executor globals live as long as the process
     // and `vm_interrupt` is a one-byte atomic bool the engine polls.
     unsafe {
@@ -218,12 +192,36 @@ fn minit(module_number: i32) {
     if let Err(e) = forkprof::fork::on_child_restart(child_restarted) {
         // Only forks through pcntl_fork would be followed: say so rather than profile some
         // children and not others.
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(e.to_string());
-        warn(&format!("forkprof: {e}; profiling is off"));
-        return;
+        return bad_setting(&e);
     }
     STATE.store(WAITING, Ordering::Release);
+}
+
+/// The first request of a process that profiles: its settings as they are now (a php-fpm
+/// pool's own), or why it does not profile.
+fn first_request_settings() -> Option<&'static Settings> {
+    if let Some(s) = SETTINGS.get() {
+        return Some(s);
+    }
+    let settings = match read_settings().and_then(|s| {
+        // A pool's values are checked as MINIT checked the master's.
+        config_of(&s)
+            .map(|_| s)
+            .map_err(|e| settings::BadSetting(e.to_string()))
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            bad_setting(&e);
+            return None;
+        }
+    };
+    if !settings.enabled {
+        STATE.store(OFF, Ordering::Release);
+        return None;
+    }
+    sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
+    let _ = SETTINGS.set(settings);
+    SETTINGS.get()
 }
 
 /// Starts the profiler of this process (first request) and its tick thread (first request,
@@ -231,7 +229,7 @@ fn minit(module_number: i32) {
 fn rinit() {
     match STATE.load(Ordering::Acquire) {
         WAITING => {
-            let Some(settings) = SETTINGS.get() else {
+            let Some(settings) = first_request_settings() else {
                 return;
             };
             // SAFETY: RINIT, on the engine's thread.
@@ -443,7 +441,7 @@ fn info_row(key: &str, value: &str) {
     unsafe { php_info_print_table_row(2, k.as_ptr(), v.as_ptr()) };
 }
 
-extern "C" fn on_minfo(_module: *mut ModuleEntry) {
+extern "C" fn on_minfo(module: *mut ModuleEntry) {
     hooks::guard(|| {
         // SAFETY: the engine calls MINFO between its own table calls.
         unsafe { php_info_print_table_start() };
@@ -481,6 +479,10 @@ extern "C" fn on_minfo(_module: *mut ModuleEntry) {
         }
         // SAFETY: closes the table opened above.
         unsafe { php_info_print_table_end() };
+        // Every directive with its value in effect ("Local Value") and its start-up value
+        // ("Master Value"); the defaults are in php/forkprof.ini and the README.
+        // SAFETY: MINFO, with the module the engine is describing.
+        unsafe { ini::display(module) };
     });
 }
 
