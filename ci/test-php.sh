@@ -87,12 +87,15 @@ PHP=(php -n -d "extension=$SO" -d forkprof.shutdown_timeout_ms=5000)
 
 # The function names of every location in pprof FILE..., one a line.
 # The function names in pprof FILE..., one a line, from `go tool pprof -traces`: after each
-# "-----" separator the first line is "VALUE   NAME", the next ones "   NAME" (names may hold
-# spaces, file names too, so -raw's location lines are not used).
+# "-----" separator come the sample's labels ("key:  value"), then "VALUE   NAME", then
+# "   NAME" lines (names may hold spaces, file names too, so -raw's location lines are not
+# used).
 functions() {
   go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { in_trace = 1; first = 1; next }
     !in_trace { next }
+    # Label lines ("trace endpoint:  /x") come before a trace'"'"'s first frame line.
+    first && $0 !~ /^ *[0-9]/ { next }
     {
       line = $0
       sub(/^ +/, "", line)
@@ -105,6 +108,15 @@ has_fn() {
   fns=$(functions "$@")
   grep -qxF -- "$name" <<<"$fns"
 }
+# The `trace endpoint` label values of the samples in pprof FILE... (those through function
+# FOCUS, a regexp, if given), one "VALUE PERCENT" a line, by sample count.
+endpoints() {
+  local focus=""
+  [ "$1" = --focus ] && { focus=$2; shift 2; }
+  go tool pprof -tags -sample_index=sample ${focus:+-focus="$focus"} "$@" 2>/dev/null |
+    awk '/^ *trace endpoint:/ { on = 1; next } /^ *[^ ].*: Total/ { on = 0 } on && NF { sub(/^ *[0-9.]+ *\( *[0-9.]+%\): /, ""); print }'
+}
+
 # Flat wall time, in ms, of function NAME in FILE.
 flat_wall_ms() {
   go tool pprof -top -sample_index=wall-time -unit=ms "$2" 2>/dev/null |
@@ -160,7 +172,8 @@ settings() {
   # value in effect, the environment's when INI does not set it.
   out=$("${PHP[@]}" -d forkprof.period_ms=7 --ri forkprof)
   local e
-  for e in enabled service env version tags output_dir endpoint period_ms export_period_s max_depth shutdown_timeout_ms; do
+  for e in enabled service env version tags output_dir endpoint period_ms export_period_s max_depth shutdown_timeout_ms \
+      endpoint_collection_enabled; do
     grep -q "^forkprof\.$e => .* => " <<<"$out" || { echo "$out"; fail "php --ri forkprof does not list forkprof.$e"; }
   done
   for want in "forkprof.period_ms => 7 => 7" "forkprof.period_ms => 10 => none" "forkprof.max_depth => 128 => 128" \
@@ -191,8 +204,12 @@ names() {
   grep -qxE '\[2[0-9]{2} frames omitted\]' <<<"$fns" || { echo "$fns"; fail "deep.php: no truncation frame"; }
   grep -qxF "{main}" <<<"$fns" && fail "deep.php: {main} should be cut by the depth cap"
   local depth
-  depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } NF { n++ } END { print max }')
+  depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } /^[^ ].*:  / { next } NF { n++ } END { print max }')
   echo "  Deep::down, Deep::{closure:7}, $(grep -E 'frames omitted' <<<"$fns"); deepest trace $depth lines"
+  local ep
+  ep=$(endpoints "${f[@]}")
+  [ "$ep" = "$TESTS/deep.php" ] || fail "deep.php: every sample's trace endpoint should be the script path, found: $ep"
+  echo "  trace endpoint of every sample: $ep"
   watch 60 "include.php" "${PHP[@]}" -d forkprof.output_dir="$dir-include" "$TESTS/include.php"
   fns=$(functions "$dir"-include/php-*.pprof.gz)
   grep -qxF "{include}" <<<"$fns" && grep -qxF "{main}" <<<"$fns" || { echo "$fns"; fail "include.php: {main} / {include} missing"; }
@@ -501,7 +518,10 @@ fpm_pools() {
         fail "fpm pools: $pool worker $pid wrote no $want-$pid-* profile ($(ls "$dir/profiles" | tr '\n' ' '))"
       ls "$dir"/profiles/"$other"-"$pid"-*.pprof.gz >/dev/null 2>&1 && fail "fpm pools: $pool worker $pid wrote $other profiles"
       has_fn "served_by_$pid" "$dir"/profiles/"$want"-"$pid"-*.pprof.gz || fail "fpm pools: $pool worker $pid's profile lacks served_by_$pid"
-      echo "  pool $pool: worker $pid profiles as $want (period $period ms): $(ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz | wc -l) file(s) with served_by_$pid"
+      local ep
+      ep=$(endpoints "$dir"/profiles/"$want"-"$pid"-*.pprof.gz)
+      [ "$ep" = /ini.php ] || fail "fpm pools: $pool worker $pid: trace endpoint should be /ini.php (SCRIPT_NAME), found: $ep"
+      echo "  pool $pool: worker $pid profiles as $want (period $period ms): $(ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz | wc -l) file(s) with served_by_$pid, trace endpoint $ep"
     done
   done
   ls "$dir"/profiles/php-* >/dev/null 2>&1 && fail "fpm pools: profiles under the default service: $(ls "$dir"/profiles/php-*)"
@@ -515,6 +535,8 @@ traces() {
   go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { if (t != "") print t; t = ""; in_trace = 1; first = 1; next }
     !in_trace { next }
+    # Label lines ("trace endpoint:  /x") come before a trace'"'"'s first frame line.
+    first && $0 !~ /^ *[0-9]/ { next }
     {
       line = $0
       sub(/^ +/, "", line)
@@ -557,7 +579,7 @@ swoole_case() {
   for ((i = 0; i < 200; i++)); do [ -s "$dir/port" ] && break; sleep 0.05; done
   [ -s "$dir/port" ] || { cat "$dir/stdout"; fail "swoole $mode: no port after 10 s"; }
   local rc=0
-  timeout -k 5 120 "$SWOOLE_CLIENT" "http://127.0.0.1:$(cat "$dir/port")/" 1050 8 \
+  timeout -k 5 120 "$SWOOLE_CLIENT" "http://127.0.0.1:$(cat "$dir/port")/orders/list?id=7" 1050 8 \
     "$TESTS/swoole/reload.sh $master $mode $dir" \
     >"$dir/client.out" 2>"$dir/client.err" || rc=$?
   case $rc in
@@ -653,6 +675,12 @@ swoole_case() {
     fns=$(functions "${files[@]}")
     grep -qxF "$own" <<<"$fns" || fail "swoole $mode: pid $pid's profile lacks $own ($about)"
     if [ "$own" = "served_by_$pid" ]; then with_profile=$((with_profile + 1)); else tasks_with_profile=$((tasks_with_profile + 1)); fi
+    # Swoole's request handler is a request: every sample inside it carries that request's
+    # URI without its query string; a task (no request) carries the script's path.
+    local ep want_ep=/orders/list
+    [ "$own" = "served_by_$pid" ] || want_ep=$TESTS/swoole/server.php
+    ep=$(endpoints --focus "^${own}\$" "${files[@]}")
+    [ "$ep" = "$want_ep" ] || fail "swoole $mode: pid $pid: samples in $own should carry trace endpoint $want_ep, found: $ep"
     # Each stack through a handler: this pid's, once, then what Swoole called it from.
     tr=$(traces "${files[@]}" | grep -E '(^|;)(served_by|task_by)_[0-9]+(;|$)' || true)
     [ -n "$tr" ] || fail "swoole $mode: pid $pid: no stack through its handler"

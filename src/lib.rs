@@ -46,7 +46,7 @@ pub mod export {
 }
 
 pub use forkprof_core::{
-    compress, config, exit, messages, pprof, Activity, ChildPolicy, Compression, Config,
+    compress, config, exit, messages, pprof, trace, Activity, ChildPolicy, Compression, Config,
     ConfigBuilder, Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory,
     ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack,
     Stats, StrId,

@@ -29,6 +29,7 @@ use ext_php_rs::zend::ModuleEntry;
 use forkprof::export::Datadog;
 use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
+mod endpoint;
 mod hooks;
 mod ini;
 mod sampler;
@@ -97,6 +98,16 @@ fn warn(msg: &str) {
             msg.as_ptr(),
         )
     };
+}
+
+/// Where each sample type sits in a sample's values: the order `config_of` declares them.
+fn types_of(_s: &Settings) -> sampler::Types {
+    sampler::Types {
+        count: 3,
+        alloc: None,
+        exception: None,
+        timeline: false,
+    }
 }
 
 fn config_of(s: &Settings) -> forkprof::Result<Config> {
@@ -220,6 +231,8 @@ fn first_request_settings() -> Option<&'static Settings> {
         return None;
     }
     sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
+    endpoint::ENABLED.store(settings.endpoint_label, Ordering::Relaxed);
+    sampler::set_types(types_of(&settings));
     let _ = SETTINGS.set(settings);
     SETTINGS.get()
 }
@@ -262,6 +275,7 @@ fn rinit() {
         return;
     }
     sampler::request_started();
+    endpoint::request_started();
     // A tick that came after the previous request's last interrupt check is still due: the
     // engine cleared its interrupt flag for this request, so it is raised again.
     timer::rearm_if_due();

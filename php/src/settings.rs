@@ -77,6 +77,12 @@ pub const SHUTDOWN_TIMEOUT_MS: Entry = Entry {
     env: &[],
 };
 
+pub const ENDPOINT_COLLECTION: Entry = Entry {
+    ini: "forkprof.endpoint_collection_enabled",
+    default: "1",
+    env: &["DD_PROFILING_ENDPOINT_COLLECTION_ENABLED"],
+};
+
 /// Every directive, in the order `php --ri forkprof` lists them.
 pub const ALL: &[&Entry] = &[
     &ENABLED,
@@ -90,6 +96,7 @@ pub const ALL: &[&Entry] = &[
     &EXPORT_PERIOD_S,
     &MAX_DEPTH,
     &SHUTDOWN_TIMEOUT_MS,
+    &ENDPOINT_COLLECTION,
 ];
 
 pub const DEFAULT_SERVICE: &str = "php";
@@ -116,6 +123,8 @@ pub struct Settings {
     pub export_period: Duration,
     pub max_depth: usize,
     pub shutdown_timeout: Duration,
+    /// Each sample carries its request's endpoint (the `trace endpoint` label).
+    pub endpoint_label: bool,
 }
 
 /// A setting that cannot be used: the message names it and says what to write instead.
@@ -239,10 +248,11 @@ impl Settings {
                 .and_then(|(from, v)| nonblank(Some(v)).map(|v| (from, v)))
                 .or_else(|| nonblank(Some(e.default.to_string())).map(|v| (e.ini, v)))
         };
-        let enabled = match get(&ENABLED) {
-            Some((from, v)) => parse_bool(from, &v)?,
-            None => true,
+        let flag = |e: &Entry| match get(e) {
+            Some((from, v)) => parse_bool(from, &v),
+            None => parse_bool(e.ini, e.default),
         };
+        let enabled = flag(&ENABLED)?;
         let service = get(&SERVICE).map_or_else(|| DEFAULT_SERVICE.to_string(), |(_, v)| v);
         let tags = match get(&TAGS) {
             Some((from, v)) => parse_tags(from, &v)?,
@@ -273,6 +283,7 @@ impl Settings {
             export_period: Duration::from_secs(export_s),
             max_depth: max_depth as usize,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
+            endpoint_label: flag(&ENDPOINT_COLLECTION)?,
         })
     }
 }
