@@ -25,7 +25,7 @@ const SYSTEM: IniEntryPermission = IniEntryPermission::System;
 
 /// One line per entry of [`settings::ALL`], same order, names and defaults (a unit test
 /// checks it): the engine keeps pointers into this table for the life of the process.
-static INI: IniEntryDefs<13> = IniEntryDefs::new([
+static INI: IniEntryDefs<15> = IniEntryDefs::new([
     IniEntryDef::new(c"forkprof.enabled", c"1", SYSTEM),
     IniEntryDef::new(c"forkprof.service", c"php", SYSTEM),
     IniEntryDef::new(c"forkprof.env", c"", SYSTEM),
@@ -38,6 +38,8 @@ static INI: IniEntryDefs<13> = IniEntryDefs::new([
     IniEntryDef::new(c"forkprof.max_depth", c"128", SYSTEM),
     IniEntryDef::new(c"forkprof.shutdown_timeout_ms", c"250", SYSTEM),
     IniEntryDef::new(c"forkprof.endpoint_collection_enabled", c"1", SYSTEM),
+    IniEntryDef::new(c"forkprof.allocation_enabled", c"1", SYSTEM),
+    IniEntryDef::new(c"forkprof.allocation_sampling_distance", c"4194304", SYSTEM),
     IniEntryDef::end(),
 ]);
 

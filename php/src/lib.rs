@@ -29,6 +29,7 @@ use ext_php_rs::zend::ModuleEntry;
 use forkprof::export::Datadog;
 use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
+mod alloc;
 mod endpoint;
 mod hooks;
 mod ini;
@@ -101,13 +102,18 @@ fn warn(msg: &str) {
 }
 
 /// Where each sample type sits in a sample's values: the order `config_of` declares them.
-fn types_of(_s: &Settings) -> sampler::Types {
-    sampler::Types {
+fn types_of(s: &Settings) -> sampler::Types {
+    let mut t = sampler::Types {
         count: 3,
         alloc: None,
         exception: None,
         timeline: false,
+    };
+    if s.allocation_distance.is_some() {
+        t.alloc = Some(t.count);
+        t.count += 2;
     }
+    t
 }
 
 fn config_of(s: &Settings) -> forkprof::Result<Config> {
@@ -118,7 +124,13 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
         .sampling_period(
             SampleType::new("wall-time", "nanoseconds"),
             s.period.as_nanos() as i64,
-        )
+        );
+    if s.allocation_distance.is_some() {
+        b = b
+            .sample_type("alloc-samples", "count")
+            .sample_type("alloc-size", "bytes");
+    }
+    b = b
         .period(s.export_period)
         .max_stack_depth(s.max_depth)
         .tag("language:php");
@@ -233,6 +245,9 @@ fn first_request_settings() -> Option<&'static Settings> {
     sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
     endpoint::ENABLED.store(settings.endpoint_label, Ordering::Relaxed);
     sampler::set_types(types_of(&settings));
+    if let Some(d) = settings.allocation_distance {
+        alloc::configure(d);
+    }
     let _ = SETTINGS.set(settings);
     SETTINGS.get()
 }
@@ -276,6 +291,8 @@ fn rinit() {
     }
     sampler::request_started();
     endpoint::request_started();
+    // SAFETY: RINIT, on the engine's thread.
+    unsafe { alloc::install() };
     // A tick that came after the previous request's last interrupt check is still due: the
     // engine cleared its interrupt flag for this request, so it is raised again.
     timer::rearm_if_due();
@@ -305,6 +322,9 @@ fn start_ticks() -> bool {
 }
 
 fn rshutdown() {
+    // Before the engine shuts the request heap down, which it would skip for a custom one.
+    // SAFETY: RSHUTDOWN, on the engine's thread.
+    unsafe { alloc::uninstall() };
     timer::request_ended();
     if STATE.load(Ordering::Acquire) == RUNNING {
         sampler::request_ended();
@@ -367,6 +387,7 @@ fn child_restarted() {
         }
         hooks::FORKS.store(0, Ordering::Relaxed);
         sampler::reset_counters();
+        alloc::reseed();
         // A tick that was due in the parent is the parent's: its time is in the parent's
         // next sample, not in the child's first.
         timer::SAMPLE_DUE.store(false, Ordering::Release);
@@ -429,6 +450,12 @@ fn counters() -> Vec<(&'static str, i64)> {
         ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),
         ("tick_wakeups", timer::WAKEUPS.load(Relaxed) as i64),
         ("pcntl_forks", hooks::FORKS.load(Relaxed) as i64),
+        ("alloc_hooks_installed", i64::from(alloc::installed())),
+        ("alloc_samples", alloc::SAMPLED.load(Relaxed) as i64),
+        (
+            "alloc_samples_without_stack",
+            alloc::WITHOUT_STACK.load(Relaxed) as i64,
+        ),
         ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
     ];
     if let Some(p) = sampler::PROFILER.get() {

@@ -83,6 +83,17 @@ pub const ENDPOINT_COLLECTION: Entry = Entry {
     env: &["DD_PROFILING_ENDPOINT_COLLECTION_ENABLED"],
 };
 
+pub const ALLOCATION_ENABLED: Entry = Entry {
+    ini: "forkprof.allocation_enabled",
+    default: "1",
+    env: &["DD_PROFILING_ALLOCATION_ENABLED"],
+};
+pub const ALLOCATION_DISTANCE: Entry = Entry {
+    ini: "forkprof.allocation_sampling_distance",
+    default: "4194304",
+    env: &["DD_PROFILING_ALLOCATION_SAMPLING_DISTANCE"],
+};
+
 /// Every directive, in the order `php --ri forkprof` lists them.
 pub const ALL: &[&Entry] = &[
     &ENABLED,
@@ -97,6 +108,8 @@ pub const ALL: &[&Entry] = &[
     &MAX_DEPTH,
     &SHUTDOWN_TIMEOUT_MS,
     &ENDPOINT_COLLECTION,
+    &ALLOCATION_ENABLED,
+    &ALLOCATION_DISTANCE,
 ];
 
 pub const DEFAULT_SERVICE: &str = "php";
@@ -125,6 +138,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Each sample carries its request's endpoint (the `trace endpoint` label).
     pub endpoint_label: bool,
+    /// The mean distance in bytes between two sampled allocations; `None`: allocation
+    /// profiling is off.
+    pub allocation_distance: Option<u64>,
 }
 
 /// A setting that cannot be used: the message names it and says what to write instead.
@@ -284,6 +300,10 @@ impl Settings {
             max_depth: max_depth as usize,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
             endpoint_label: flag(&ENDPOINT_COLLECTION)?,
+            allocation_distance: match flag(&ALLOCATION_ENABLED)? {
+                true => Some(number(&ALLOCATION_DISTANCE, 1, 1 << 40, "bytes")?),
+                false => None,
+            },
         })
     }
 }
@@ -321,6 +341,7 @@ mod tests {
         assert_eq!(s.period, Duration::from_millis(10));
         assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
         assert_eq!(s.shutdown_timeout, Duration::from_millis(250));
+        assert_eq!(s.allocation_distance, Some(4 << 20));
     }
 
     #[test]
