@@ -166,8 +166,9 @@ settings() {
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
   # Sample types named as Datadog's PHP profiler names them.
-  go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null | grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds" ||
-    fail "sample types are not sample, wall-time, cpu-time"
+  grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
+    <<<"$(go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||
+    fail "sample types are not sample, wall-time, cpu-time, alloc-samples, alloc-size, exception-samples, timeline"
   # Every directive is listed with its value in effect and its default; ini_get() returns the
   # value in effect, the environment's when INI does not set it.
   out=$("${PHP[@]}" -d forkprof.period_ms=7 --ri forkprof)
@@ -228,7 +229,7 @@ allocations() {
     "$TESTS/alloc.php" 200 >"$WORK/alloc.out"
   grep -q "^stats alloc_hooks_installed 1 .* record_errors 0$" "$WORK/alloc.out" || { cat "$WORK/alloc.out"; fail "alloc.php: hooks not installed or record errors"; }
   f=("$dir"/php-*.pprof.gz)
-  go tool pprof -raw "${f[@]}" 2>/dev/null | grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" ||
+  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
     fail "alloc.php: the profile lacks alloc-samples / alloc-size"
   local top
   top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "${f[@]}" 2>/dev/null)
@@ -245,11 +246,94 @@ allocations() {
   watch 60 "alloc.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.allocation_enabled=0 \
     "$TESTS/alloc.php" 1000 >"$WORK/alloc-off.out"
   grep -q "^stats alloc_hooks_installed 0 alloc_samples 0 " "$WORK/alloc-off.out" || { cat "$WORK/alloc-off.out"; fail "allocation_enabled=0 still installs handlers"; }
-  go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null | grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds" ||
+  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
+    <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" ||
     fail "allocation_enabled=0: the profile still has allocation types"
   echo "  allocation_enabled=0: no handler installed, no allocation types"
 }
 step "allocation profiling: upscaled totals per function, off removes the hooks" allocations
+
+# tag_values FILE SAMPLE_INDEX KEY: "VALUE AMOUNT" per value of label KEY (go tool pprof -tags).
+tag_values() {
+  go tool pprof -tags -sample_index="$2" "$1" 2>/dev/null | awk -v key="$3" '
+    $0 ~ "^ *" key ": Total" { on = 1; next }
+    /: Total/ { on = 0 }
+    on && NF { amount = $1; sub(/^ *[^ ]+ *(\( *[0-9.]+%\))?: /, ""); print $0, amount }'
+}
+
+# Exception profiling: php/tests/exceptions.php throws CartFull from add_to_cart and (from the engine)
+# DivisionByZeroError in divide, known numbers of each. Every throw sampled (distance 1): the
+# counts per class and per function are exact. One in 10 (60000 throws): within 10% (about 4
+# standard deviations). Off: no hook, no type.
+exceptions() {
+  local dir="$WORK/exc" f want got cls n
+  watch 60 "exceptions.php" "${PHP[@]}" -d forkprof.output_dir="$dir-1" -d forkprof.exception_sampling_distance=1 \
+    "$TESTS/exceptions.php" 1 >"$WORK/exc-1.out"
+  grep -qx "stats exception_samples 500 record_errors 0" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
+  f=$(ls "$dir"-1/php-*.pprof.gz)
+  grep -q "^sample/count .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
+  for want in "CartFull 300.0" "DivisionByZeroError 200.0"; do
+    grep -qxF "$want" <<<"$(tag_values "$f" exception-samples "exception type")" ||
+      { tag_values "$f" exception-samples "exception type"; fail "distance 1: exception type counts lack '$want'"; }
+  done
+  local top
+  top=$(go tool pprof -top -cum -sample_index=exception-samples "$f" 2>/dev/null)
+  for want in "add_to_cart 300" "divide 200" "intdiv 200"; do
+    got=$(awk -v n="${want% *}" '$6 == n { print $4 }' <<<"$top")
+    [ "$got" = "${want#* }" ] || { echo "$top"; fail "distance 1: ${want% *} should hold ${want#* } throws, has $got"; }
+  done
+  echo "  distance 1: 300 CartFull in add_to_cart, 200 DivisionByZeroError in intdiv < divide: exact"
+  watch 120 "exceptions.php (distance 10)" "${PHP[@]}" -d forkprof.output_dir="$dir-10" -d forkprof.exception_sampling_distance=10 \
+    "$TESTS/exceptions.php" 120 >"$WORK/exc-10.out"
+  f=$(ls "$dir"-10/php-*.pprof.gz)
+  while read -r _ _ cls n; do
+    got=$(tag_values "$f" exception-samples "exception type" | awk -v c="$cls" '$1 == c { print int($2) }')
+    [ -n "$got" ] || fail "distance 10: no $cls samples"
+    echo "  distance 10: $cls thrown $n times, upscaled exception-samples $got"
+    [ $(( (got - n) * 100 / n )) -le 10 ] && [ $(( (n - got) * 100 / n )) -le 10 ] || fail "distance 10: $cls off by more than 10%"
+  done < <(grep '^truth ' "$WORK/exc-10.out")
+  watch 60 "exceptions.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.exception_enabled=0 \
+    "$TESTS/exceptions.php" 1 >"$WORK/exc-off.out"
+  grep -qx "stats exception_samples 0 record_errors 0" "$WORK/exc-off.out" || fail "exception_enabled=0 still samples"
+  grep -q "exception-samples" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "exception_enabled=0: the profile has exception-samples"
+  echo "  exception_enabled=0: nothing sampled, no type"
+}
+step "exception profiling: counts per class and function, sampling distance, off" exceptions
+
+# Timeline: php/tests/timeline.php makes cyclic garbage (automatic collections and 3 gc_collect_cycles()
+# calls) and includes two files written at run time. Every engine GC run is a timeline event
+# (the engine's own count is the truth), labelled gc with its reason; each compiled file
+# (the script and the two includes; opcache is not loaded) is a compilation event with its
+# file; every sample has a timestamp. Off: none of it.
+timeline_events() {
+  local dir="$WORK/timeline" f out
+  out=$(watch 60 "timeline.php" "${PHP[@]}" -d forkprof.output_dir="$dir" "$TESTS/timeline.php")
+  local runs
+  runs=$(awk '{ print $3 }' <<<"$out")
+  grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0\$" <<<"$out" ||
+    fail "timeline.php: expected $runs GC events (the engine's count), some automatic, and 3 compilations: $out"
+  f=$(ls "$dir"/php-*.pprof.gz)
+  grep -q "^sample/count .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
+  local events reasons files
+  events=$(tag_values "$f" timeline event | awk '{ print $1 }' | sort | paste -sd' ')
+  reasons=$(tag_values "$f" timeline "gc reason" | awk '{ print $1 }' | sort | paste -sd' ')
+  files=$(tag_values "$f" timeline filename | awk '{ print $1 }' | sed 's|.*/||' | sort | paste -sd' ')
+  [ "$events" = "compilation gc" ] || fail "timeline events: $events"
+  [ "$reasons" = "engine induced" ] || fail "gc reasons: $reasons"
+  [ "$files" = "one.php timeline.php two.php" ] || fail "compiled files: $files"
+  # Every CPU/wall sample carries its time: as many timestamps as samples.
+  local samples stamps
+  samples=$(go tool pprof -raw -sample_index=sample "$f" 2>/dev/null | awk '/^Samples:/ { on = 1; getline; next } /^Locations/ { on = 0 } on && $1 ~ /^[0-9]+$/ { n += $1 } END { print n + 0 }')
+  stamps=$(tag_values "$f" sample end_timestamp_ns | awk '{ n += $2 } END { print n + 0 }')
+  [ "$samples" -gt 0 ] && [ "$samples" = "$stamps" ] || fail "timeline: $samples samples but $stamps timestamps"
+  echo "  $out"
+  echo "  events: $events; gc reasons: $reasons; compiled: $files; $samples samples, each with a timestamp"
+  out=$(watch 60 "timeline.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.timeline_enabled=0 "$TESTS/timeline.php")
+  grep -q "timeline_gc_runs 0 timeline_compilations 0 " <<<"$out" || fail "timeline_enabled=0 still records events: $out"
+  grep -q "timeline/nanoseconds\|end_timestamp_ns" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "timeline_enabled=0: timeline type or timestamps in the profile"
+  echo "  timeline_enabled=0: no events, no timestamps"
+}
+step "timeline: GC runs and compilations as events, timestamps on samples, off" timeline_events
 
 # The stalled agent: started once, shared by the blocking and stalled-agent tests.
 start_stalled_server() {

@@ -29,7 +29,7 @@ type FreeFn = unsafe extern "C" fn(*mut c_void);
 type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
 
 extern "C" {
-    // Zend/zend_alloc.h, release builds (no file/line arguments; ZEND_FASTCALL is the plain C
+    // The engine's allocator header, release builds (no file/line arguments; ZEND_FASTCALL is the plain C
     // convention on x86-64 and aarch64).
     fn zend_mm_get_heap() -> *mut c_void;
     fn zend_mm_is_custom_heap(heap: *mut c_void) -> bool;
@@ -291,7 +291,7 @@ mod tests {
         let (n, bytes) = upscale(64 << 20, 4 << 20);
         assert_eq!(n, 1);
         assert!((bytes - (64 << 20)).abs() <= 16, "{bytes}"); // exp(-16) of 64 MiB
-        // One distance: sampled with probability 1 - 1/e.
+                                                              // One distance: sampled with probability 1 - 1/e.
         let (n, bytes) = upscale(1000, 1000);
         assert_eq!(n, 2); // 1.582, rounded
         assert_eq!(bytes, 1582);

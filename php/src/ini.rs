@@ -25,7 +25,7 @@ const SYSTEM: IniEntryPermission = IniEntryPermission::System;
 
 /// One line per entry of [`settings::ALL`], same order, names and defaults (a unit test
 /// checks it): the engine keeps pointers into this table for the life of the process.
-static INI: IniEntryDefs<15> = IniEntryDefs::new([
+static INI: IniEntryDefs<18> = IniEntryDefs::new([
     IniEntryDef::new(c"forkprof.enabled", c"1", SYSTEM),
     IniEntryDef::new(c"forkprof.service", c"php", SYSTEM),
     IniEntryDef::new(c"forkprof.env", c"", SYSTEM),
@@ -40,6 +40,9 @@ static INI: IniEntryDefs<15> = IniEntryDefs::new([
     IniEntryDef::new(c"forkprof.endpoint_collection_enabled", c"1", SYSTEM),
     IniEntryDef::new(c"forkprof.allocation_enabled", c"1", SYSTEM),
     IniEntryDef::new(c"forkprof.allocation_sampling_distance", c"4194304", SYSTEM),
+    IniEntryDef::new(c"forkprof.exception_enabled", c"1", SYSTEM),
+    IniEntryDef::new(c"forkprof.exception_sampling_distance", c"100", SYSTEM),
+    IniEntryDef::new(c"forkprof.timeline_enabled", c"1", SYSTEM),
     IniEntryDef::end(),
 ]);
 

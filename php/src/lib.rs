@@ -31,12 +31,14 @@ use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
 mod alloc;
 mod endpoint;
+mod exceptions;
 mod hooks;
 mod ini;
 mod sampler;
 mod settings;
 mod sigmask;
 mod stack;
+mod timeline;
 mod timer;
 
 use settings::{Destination, Settings};
@@ -113,6 +115,15 @@ fn types_of(s: &Settings) -> sampler::Types {
         t.alloc = Some(t.count);
         t.count += 2;
     }
+    if s.exception_distance.is_some() {
+        t.exception = Some(t.count);
+        t.count += 1;
+    }
+    if s.timeline {
+        // Last: timeline events write their duration there.
+        t.timeline = true;
+        t.count += 1;
+    }
     t
 }
 
@@ -129,6 +140,12 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
         b = b
             .sample_type("alloc-samples", "count")
             .sample_type("alloc-size", "bytes");
+    }
+    if s.exception_distance.is_some() {
+        b = b.sample_type("exception-samples", "count");
+    }
+    if s.timeline {
+        b = b.sample_type("timeline", "nanoseconds");
     }
     b = b
         .period(s.export_period)
@@ -211,6 +228,9 @@ fn minit(module_number: i32) {
         }
         hooks::install();
         hooks::wrap_pcntl_fork();
+        if settings.timeline {
+            timeline::install();
+        }
     }
     if let Err(e) = forkprof::fork::on_child_restart(child_restarted) {
         // Only forks through pcntl_fork would be followed: say so rather than profile some
@@ -247,6 +267,10 @@ fn first_request_settings() -> Option<&'static Settings> {
     sampler::set_types(types_of(&settings));
     if let Some(d) = settings.allocation_distance {
         alloc::configure(d);
+    }
+    if let Some(d) = settings.exception_distance {
+        // SAFETY: the first request's RINIT, on the engine's thread.
+        unsafe { exceptions::install(d) };
     }
     let _ = SETTINGS.set(settings);
     SETTINGS.get()
@@ -345,7 +369,11 @@ fn mshutdown() {
         STATE.store(STOPPED, Ordering::Release);
     }
     // SAFETY: MSHUTDOWN, on the engine's thread.
-    unsafe { hooks::uninstall() };
+    unsafe {
+        hooks::uninstall();
+        exceptions::uninstall();
+        timeline::uninstall();
+    }
 }
 
 /// Right before `pcntl_fork`. Returns whether forkprof's `before_fork` was paired.
@@ -388,6 +416,8 @@ fn child_restarted() {
         hooks::FORKS.store(0, Ordering::Relaxed);
         sampler::reset_counters();
         alloc::reseed();
+        exceptions::reseed();
+        timeline::reset_counters();
         // A tick that was due in the parent is the parent's: its time is in the parent's
         // next sample, not in the child's first.
         timer::SAMPLE_DUE.store(false, Ordering::Release);
@@ -455,6 +485,15 @@ fn counters() -> Vec<(&'static str, i64)> {
         (
             "alloc_samples_without_stack",
             alloc::WITHOUT_STACK.load(Relaxed) as i64,
+        ),
+        (
+            "exception_samples",
+            exceptions::SAMPLED.load(Relaxed) as i64,
+        ),
+        ("timeline_gc_runs", timeline::GC_RUNS.load(Relaxed) as i64),
+        (
+            "timeline_compilations",
+            timeline::COMPILATIONS.load(Relaxed) as i64,
         ),
         ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
     ];

@@ -94,6 +94,22 @@ pub const ALLOCATION_DISTANCE: Entry = Entry {
     env: &["DD_PROFILING_ALLOCATION_SAMPLING_DISTANCE"],
 };
 
+pub const EXCEPTION_ENABLED: Entry = Entry {
+    ini: "forkprof.exception_enabled",
+    default: "1",
+    env: &["DD_PROFILING_EXCEPTION_ENABLED"],
+};
+pub const EXCEPTION_DISTANCE: Entry = Entry {
+    ini: "forkprof.exception_sampling_distance",
+    default: "100",
+    env: &["DD_PROFILING_EXCEPTION_SAMPLING_DISTANCE"],
+};
+pub const TIMELINE_ENABLED: Entry = Entry {
+    ini: "forkprof.timeline_enabled",
+    default: "1",
+    env: &["DD_PROFILING_TIMELINE_ENABLED"],
+};
+
 /// Every directive, in the order `php --ri forkprof` lists them.
 pub const ALL: &[&Entry] = &[
     &ENABLED,
@@ -110,6 +126,9 @@ pub const ALL: &[&Entry] = &[
     &ENDPOINT_COLLECTION,
     &ALLOCATION_ENABLED,
     &ALLOCATION_DISTANCE,
+    &EXCEPTION_ENABLED,
+    &EXCEPTION_DISTANCE,
+    &TIMELINE_ENABLED,
 ];
 
 pub const DEFAULT_SERVICE: &str = "php";
@@ -141,6 +160,10 @@ pub struct Settings {
     /// The mean distance in bytes between two sampled allocations; `None`: allocation
     /// profiling is off.
     pub allocation_distance: Option<u64>,
+    /// The mean number of throws between two sampled ones; `None`: exception profiling is off.
+    pub exception_distance: Option<u64>,
+    /// Timestamps on every sample, and GC runs and compilations as timeline events.
+    pub timeline: bool,
 }
 
 /// A setting that cannot be used: the message names it and says what to write instead.
@@ -304,6 +327,11 @@ impl Settings {
                 true => Some(number(&ALLOCATION_DISTANCE, 1, 1 << 40, "bytes")?),
                 false => None,
             },
+            exception_distance: match flag(&EXCEPTION_ENABLED)? {
+                true => Some(number(&EXCEPTION_DISTANCE, 1, 1 << 32, "throws")?),
+                false => None,
+            },
+            timeline: flag(&TIMELINE_ENABLED)?,
         })
     }
 }
@@ -342,6 +370,8 @@ mod tests {
         assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
         assert_eq!(s.shutdown_timeout, Duration::from_millis(250));
         assert_eq!(s.allocation_distance, Some(4 << 20));
+        assert_eq!(s.exception_distance, Some(100));
+        assert!(s.timeline);
     }
 
     #[test]

@@ -40,5 +40,5 @@ foreach (['small_strings', 'medium_strings', 'large_strings'] as $f) {
     echo "truth $f ", $f($bytes), "\n";
 }
 $s = forkprof_stats();
-echo "stats alloc_hooks_installed ", $s['alloc_hooks_installed'], " alloc_samples ", $s['alloc_samples'],
+echo "stats alloc_hooks_installed ", $s["alloc_hooks_installed"], " alloc_samples ", $s["alloc_samples"], " samples_dropped ", $s["samples_dropped"],
     " record_errors ", $s['record_errors'], "\n";
