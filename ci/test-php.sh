@@ -24,16 +24,16 @@
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
 # Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
-#                          libclang-dev golang-go g++ make with apt)
+#                          libclang-dev golang-go g++ make composer with apt)
 #        FORKPROF_PHP_PROFILE=release ci/test-php.sh   to test the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make
+  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make composer
 fi
-for tool in php-config php php-fpm8.2 cgi-fcgi go; do
+for tool in php-config php php-fpm8.2 cgi-fcgi go composer; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool is missing (see the packages above)" >&2; exit 1; }
 done
 
@@ -334,6 +334,46 @@ timeline_events() {
   echo "  timeline_enabled=0: no events, no timestamps"
 }
 step "timeline: GC runs and compilations as events, timestamps on samples, off" timeline_events
+
+# A real program: Debian's composer (2.5) runs `dump-autoload -o` offline over a project of 800
+# generated classes (php/tests/composer/composer.json), with and without the extension, every
+# profile type on (the defaults; a 1 ms period for enough samples in a half-second run). Its
+# output and the autoload files it generates must be identical, and its profiles must hold
+# Composer's own namespaced classes, in the wall-time and in the allocation samples.
+real_program() {
+  local dir="$WORK/composer" run i
+  export COMPOSER_ALLOW_SUPERUSER=1 COMPOSER_HOME="$dir/home" COMPOSER_DISABLE_NETWORK=1 COMPOSER_NO_INTERACTION=1
+  for run in plain profiled; do
+    mkdir -p "$dir/$run/src/Model" "$dir/$run/src/Service"
+    cp "$TESTS/composer/composer.json" "$dir/$run/"
+    for ((i = 1; i <= 400; i++)); do
+      printf '<?php\nnamespace Shop\\Model;\n\nclass Item%d\n{\n    public function id(): int { return %d; }\n}\n' $i $i >"$dir/$run/src/Model/Item$i.php"
+      printf '<?php\nnamespace Shop\\Service;\n\ninterface Service%d {}\nfinal class Handler%d implements Service%d\n{\n    public function handle(): string { return "%d"; }\n}\n' \
+        $i $i $i $i >"$dir/$run/src/Service/Handler$i.php"
+    done
+  done
+  local composer=(-d extension=iconv -d extension=mbstring "$(command -v composer)" --no-ansi dump-autoload -o)
+  if ! (cd "$dir/plain" && watch 120 "composer (plain)" php -n "${composer[@]}") >"$dir/plain.out" 2>&1; then
+    cat "$dir/plain.out"; fail "composer failed without the extension"
+  fi
+  if ! (cd "$dir/profiled" && watch 120 "composer (profiled)" "${PHP[@]}" -d forkprof.output_dir="$dir/profiles" \
+    -d forkprof.service=composer -d forkprof.period_ms=1 "${composer[@]}") >"$dir/profiled.out" 2>&1; then
+    cat "$dir/profiled.out"; fail "composer failed with the extension"
+  fi
+  grep -q "containing 801 classes" "$dir/plain.out" || { cat "$dir/plain.out"; fail "composer did not generate the autoloader"; }
+  diff "$dir/plain.out" "$dir/profiled.out" || fail "composer's output differs with the extension"
+  diff -r "$dir/plain/vendor" "$dir/profiled/vendor" || fail "composer's generated autoload files differ with the extension"
+  local files=("$dir"/profiles/composer-*.pprof.gz) fns wall alloc
+  [ -e "${files[0]}" ] || fail "composer: no profile"
+  fns=$(functions "${files[@]}")
+  wall=$(grep -c '^Composer\\' <<<"$fns" || true)
+  [ "$wall" -ge 5 ] || { echo "$fns"; fail "composer: only $wall Composer\\ functions in the samples"; }
+  alloc=$(go tool pprof -top -cum -sample_index=alloc-size "${files[@]}" 2>/dev/null | awk '$6 ~ /^Composer\\/' | wc -l)
+  [ "$alloc" -ge 1 ] || fail "composer: no Composer\\ function on the allocation samples"
+  echo "  output and 801-class autoloader identical with and without the extension; ${#files[@]} profile(s): $wall Composer\\ functions sampled, $alloc on allocation stacks"
+  echo "  $(grep -c . <<<"$fns") functions; e.g. $(grep '^Composer\\' <<<"$fns" | head -3 | paste -sd' ')"
+}
+step "a real program: composer dump-autoload, every profile type on, identical output" real_program
 
 # The stalled agent: started once, shared by the blocking and stalled-agent tests.
 start_stalled_server() {
