@@ -2,8 +2,16 @@
 # forkprof's PHP extension (php/, crate forkprof-php) end to end on Debian's PHP 8.2: lint and
 # unit tests, then the extension loaded into the real `php` and `php-fpm`, its profiles read
 # back by `go tool pprof`:
-#   settings   bad values warn, name the setting and leave PHP running; --ri shows the state
-#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]"
+#   settings   bad values warn, name the setting and leave PHP running; --ri shows the state,
+#              every directive with its default; ini_get() returns the value in effect (INI,
+#              else the DD_* environment); sample types named as Datadog's PHP profiler does
+#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]";
+#              the `trace endpoint` label (the script's path)
+#   allocations  upscaled alloc-size per function within 10% of what it allocated; off: no hook
+#   exceptions exact throw counts per class and function at distance 1, within 10% at 10; off
+#   timeline   every GC run and compiled file is an event; every sample has a timestamp; off
+#   composer   Debian's composer dump-autoload, every type on: identical output and autoloader,
+#              Composer\ classes in its profile
 #   blocking   usleep and file_get_contents are sampled while they block
 #   fork       pcntl_fork: parent, 4 children, a nested and an immediate grandchild each
 #              profile themselves, into their own files, with only their own samples
@@ -14,6 +22,8 @@
 #              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
 #   short      one worker, 100 requests of 4 ms spaced by idle time: ticks and samples match
 #              its time inside requests / period
+#   pools      two php-fpm pools, each with its own service and period (php_admin_value,
+#              php_value): each worker's files, ini_get() and endpoint label
 #   swoole     Swoole (built by ../shared/swoole/build.sh, cached) forks from C: SWOOLE_PROCESS
 #              and SWOOLE_BASE, coroutines off and on, 4 workers recycled every 40 requests,
 #              2 task workers, a reload half-way through 1050 requests, SIGTERM: every worker
