@@ -279,7 +279,7 @@ exceptions() {
   local dir="$WORK/exc" f want got cls n
   watch 60 "exceptions.php" "${PHP[@]}" -d forkprof.output_dir="$dir-1" -d forkprof.exception_sampling_distance=1 \
     "$TESTS/exceptions.php" 1 >"$WORK/exc-1.out"
-  grep -qx "stats exception_samples 500 record_errors 0" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
+  grep -qx "stats exception_samples 500 record_errors 0 hook 1" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
   f=$(ls "$dir"-1/php-*.pprof.gz)
   grep -q "^sample/count .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
   for want in "CartFull 300.0" "DivisionByZeroError 200.0"; do
@@ -304,9 +304,9 @@ exceptions() {
   done < <(grep '^truth ' "$WORK/exc-10.out")
   watch 60 "exceptions.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.exception_enabled=0 \
     "$TESTS/exceptions.php" 1 >"$WORK/exc-off.out"
-  grep -qx "stats exception_samples 0 record_errors 0" "$WORK/exc-off.out" || fail "exception_enabled=0 still samples"
+  grep -qx "stats exception_samples 0 record_errors 0 hook 0" "$WORK/exc-off.out" || fail "exception_enabled=0 still samples, or its hook is installed"
   grep -q "exception-samples" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "exception_enabled=0: the profile has exception-samples"
-  echo "  exception_enabled=0: nothing sampled, no type"
+  echo "  exception_enabled=0: no hook, nothing sampled, no type"
 }
 step "exception profiling: counts per class and function, sampling distance, off" exceptions
 
@@ -320,7 +320,7 @@ timeline_events() {
   out=$(watch 60 "timeline.php" "${PHP[@]}" -d forkprof.output_dir="$dir" "$TESTS/timeline.php")
   local runs
   runs=$(awk '{ print $3 }' <<<"$out")
-  grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0\$" <<<"$out" ||
+  grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0 hooks 2\$" <<<"$out" ||
     fail "timeline.php: expected $runs GC events (the engine's count), some automatic, and 3 compilations: $out"
   f=$(ls "$dir"/php-*.pprof.gz)
   grep -q "^sample/count .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
@@ -339,9 +339,9 @@ timeline_events() {
   echo "  $out"
   echo "  events: $events; gc reasons: $reasons; compiled: $files; $samples samples, each with a timestamp"
   out=$(watch 60 "timeline.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.timeline_enabled=0 "$TESTS/timeline.php")
-  grep -q "timeline_gc_runs 0 timeline_compilations 0 " <<<"$out" || fail "timeline_enabled=0 still records events: $out"
+  grep -q "timeline_gc_runs 0 timeline_compilations 0 record_errors 0 hooks 0\$" <<<"$out" || fail "timeline_enabled=0 still records events or has its hooks: $out"
   grep -q "timeline/nanoseconds\|end_timestamp_ns" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "timeline_enabled=0: timeline type or timestamps in the profile"
-  echo "  timeline_enabled=0: no events, no timestamps"
+  echo "  timeline_enabled=0: no hooks, no events, no timestamps"
 }
 step "timeline: GC runs and compilations as events, timestamps on samples, off" timeline_events
 

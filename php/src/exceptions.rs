@@ -160,6 +160,13 @@ pub unsafe fn uninstall() {
     }
 }
 
+/// Whether ours is the engine's throw hook now (for `forkprof_stats()`).
+pub fn installed() -> bool {
+    // SAFETY: a by-value read of the hook pointer, on the engine's thread.
+    unsafe { zend_throw_exception_hook }
+        .is_some_and(|h| std::ptr::fn_addr_eq(h, on_throw as ThrowHook))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

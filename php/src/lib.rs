@@ -490,6 +490,11 @@ fn counters() -> Vec<(&'static str, i64)> {
             "exception_samples",
             exceptions::SAMPLED.load(Relaxed) as i64,
         ),
+        (
+            "exception_hook_installed",
+            i64::from(exceptions::installed()),
+        ),
+        ("timeline_hooks_installed", timeline::installed()),
         ("timeline_gc_runs", timeline::GC_RUNS.load(Relaxed) as i64),
         (
             "timeline_compilations",

@@ -184,3 +184,11 @@ pub unsafe fn uninstall() {
         }
     }
 }
+
+/// How many of the two hooks (GC, compilation) are ours now (for `forkprof_stats()`).
+pub fn installed() -> i64 {
+    // SAFETY: by-value reads of the engine's pointers, on its thread.
+    let (gc, compile) = unsafe { (gc_collect_cycles, zend_compile_file) };
+    i64::from(gc.is_some_and(|f| std::ptr::fn_addr_eq(f, on_gc as GcFn)))
+        + i64::from(compile.is_some_and(|f| std::ptr::fn_addr_eq(f, on_compile as CompileFn)))
+}

@@ -34,4 +34,5 @@ echo "truth divide DivisionByZeroError ", divide(200 * $scale), "\n";
 $x = 0;
 for ($i = 0; $i < 2000000; $i++) { $x += $i % 7; }
 $s = forkprof_stats();
-echo "stats exception_samples ", $s['exception_samples'], " record_errors ", $s['record_errors'], "\n";
+echo "stats exception_samples ", $s['exception_samples'], " record_errors ", $s['record_errors'],
+    " hook ", $s['exception_hook_installed'], "\n";

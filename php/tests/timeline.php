@@ -34,4 +34,5 @@ $x = 0;
 for ($i = 0; $i < 2000000; $i++) { $x += $i % 7; }
 $s = forkprof_stats();
 echo "stats gc_runs ", gc_status()['runs'], " automatic ", $auto, " timeline_gc_runs ", $s['timeline_gc_runs'],
-    " timeline_compilations ", $s['timeline_compilations'], " record_errors ", $s['record_errors'], "\n";
+    " timeline_compilations ", $s['timeline_compilations'], " record_errors ", $s['record_errors'],
+    " hooks ", $s['timeline_hooks_installed'], "\n";
