@@ -34,16 +34,16 @@
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
 # Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
-#                          libclang-dev golang-go g++ make composer with apt)
+#                          libclang-dev golang-go g++ make composer valgrind with apt)
 #        FORKPROF_PHP_PROFILE=release ci/test-php.sh   to test the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make composer
+  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make composer valgrind
 fi
-for tool in php-config php php-fpm8.2 cgi-fcgi go composer; do
+for tool in php-config php php-fpm8.2 cgi-fcgi go composer valgrind; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool is missing (see the packages above)" >&2; exit 1; }
 done
 
@@ -260,6 +260,25 @@ allocations() {
     <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" ||
     fail "allocation_enabled=0: the profile still has allocation types"
   echo "  allocation_enabled=0: no handler installed, no allocation types"
+  # Chained: USE_ZEND_ALLOC=0 gives the request heap the engine's malloc-backed handlers, which
+  # ours call. Under valgrind's memcheck nothing reads, writes or frees what it should not
+  # (ours installed over theirs, and theirs put back at RSHUTDOWN); natively the totals hold.
+  local vg
+  vg=$(USE_ZEND_ALLOC=0 watch 600 "alloc.php (chained, valgrind)" valgrind -q --error-exitcode=99 \
+    "${PHP[@]}" -d forkprof.output_dir="$dir-vg" -d forkprof.allocation_sampling_distance=4096 "$TESTS/alloc.php" 5 2>&1) ||
+    { echo "$vg"; fail "alloc.php chained to USE_ZEND_ALLOC=0's handlers: valgrind found errors"; }
+  grep -q "^stats alloc_hooks_installed 1 " <<<"$vg" || { echo "$vg"; fail "USE_ZEND_ALLOC=0: our handlers were not installed over the engine's"; }
+  USE_ZEND_ALLOC=0 watch 120 "alloc.php (chained)" "${PHP[@]}" -d forkprof.output_dir="$dir-chained" \
+    -d forkprof.allocation_sampling_distance=16384 "$TESTS/alloc.php" 50 >"$WORK/alloc-chained.out"
+  top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "$dir"-chained/php-*.pprof.gz 2>/dev/null)
+  while read -r _ fn truth; do
+    got=$(awk -v n="$fn" '$6 == n { sub(/B$/, "", $4); print $4 }' <<<"$top")
+    [ -n "$got" ] || { echo "$top"; fail "alloc.php (chained): $fn has no allocation samples"; }
+    pct=$(( (got - truth) * 1000 / truth ))
+    [ "${pct#-}" -le 100 ] || fail "alloc.php (chained): $fn's upscaled total $got is off by more than 10% from $truth"
+    echo "  chained to USE_ZEND_ALLOC=0's handlers: $fn $truth B allocated, $got B upscaled"
+  done < <(grep '^truth ' "$WORK/alloc-chained.out")
+  echo "  chained under valgrind memcheck: no errors"
 }
 step "allocation profiling: upscaled totals per function, off removes the hooks" allocations
 
