@@ -2,8 +2,16 @@
 # forkprof's PHP extension (php/, crate forkprof-php) end to end on Debian's PHP 8.2: lint and
 # unit tests, then the extension loaded into the real `php` and `php-fpm`, its profiles read
 # back by `go tool pprof`:
-#   settings   bad values warn, name the setting and leave PHP running; --ri shows the state
-#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]"
+#   settings   bad values warn, name the setting and leave PHP running; --ri shows the state,
+#              every directive with its default; ini_get() returns the value in effect (INI,
+#              else the DD_* environment); sample types named as Datadog's PHP profiler does
+#   names      Class::method, {closure:LINE}, {main}, {include}, the depth cap's "[N frames omitted]";
+#              the `trace endpoint` label (the script's path)
+#   allocations  upscaled alloc-size per function within 10% of what it allocated; off: no hook
+#   exceptions exact throw counts per class and function at distance 1, within 10% at 10; off
+#   timeline   every GC run and compiled file is an event; every sample has a timestamp; off
+#   composer   Debian's composer dump-autoload, every type on: identical output and autoloader,
+#              Composer\ classes in its profile
 #   blocking   usleep and file_get_contents are sampled while they block
 #   trace      forkprof_set_trace_context(): the span's labels on the samples taken under it,
 #              none after it is cleared, and the endpoint registered after them
@@ -16,6 +24,8 @@
 #              own requests; SIGUSR2 reload and SIGQUIT stop finish within bounds
 #   short      one worker, 100 requests of 4 ms spaced by idle time: ticks and samples match
 #              its time inside requests / period
+#   pools      two php-fpm pools, each with its own service and period (php_admin_value,
+#              php_value): each worker's files, ini_get() and endpoint label
 #   swoole     Swoole (built by ../shared/swoole/build.sh, cached) forks from C: SWOOLE_PROCESS
 #              and SWOOLE_BASE, coroutines off and on, 4 workers recycled every 40 requests,
 #              2 task workers, a reload half-way through 1050 requests, SIGTERM: every worker
@@ -26,16 +36,16 @@
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
 # Usage: ci/test-php.sh   (as root it installs php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin
-#                          libclang-dev golang-go g++ make with apt)
+#                          libclang-dev golang-go g++ make composer valgrind with apt)
 #        FORKPROF_PHP_PROFILE=release ci/test-php.sh   to test the release build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/lib.sh
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make
+  apt_install php8.2-dev php8.2-cli php8.2-fpm libfcgi-bin libclang-dev golang-go g++ make composer valgrind
 fi
-for tool in php-config php php-fpm8.2 cgi-fcgi go; do
+for tool in php-config php php-fpm8.2 cgi-fcgi go composer valgrind; do
   command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool is missing (see the packages above)" >&2; exit 1; }
 done
 
@@ -89,12 +99,15 @@ PHP=(php -n -d "extension=$SO" -d forkprof.shutdown_timeout_ms=5000)
 
 # The function names of every location in pprof FILE..., one a line.
 # The function names in pprof FILE..., one a line, from `go tool pprof -traces`: after each
-# "-----" separator the first line is "VALUE   NAME", the next ones "   NAME" (names may hold
-# spaces, file names too, so -raw's location lines are not used).
+# "-----" separator come the sample's labels ("key:  value"), then "VALUE   NAME", then
+# "   NAME" lines (names may hold spaces, file names too, so -raw's location lines are not
+# used).
 functions() {
-  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+  go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { in_trace = 1; first = 1; next }
     !in_trace { next }
+    # Label lines ("trace endpoint:  /x") come before a trace'"'"'s first frame line.
+    first && $0 !~ /^ *[0-9]/ { next }
     {
       line = $0
       sub(/^ +/, "", line)
@@ -107,6 +120,15 @@ has_fn() {
   fns=$(functions "$@")
   grep -qxF -- "$name" <<<"$fns"
 }
+# The `trace endpoint` label values of the samples in pprof FILE... (those through function
+# FOCUS, a regexp, if given), one "VALUE PERCENT" a line, by sample count.
+endpoints() {
+  local focus=""
+  [ "$1" = --focus ] && { focus=$2; shift 2; }
+  go tool pprof -tags -sample_index=sample ${focus:+-focus="$focus"} "$@" 2>/dev/null |
+    awk '/^ *trace endpoint:/ { on = 1; next } /^ *[^ ].*: Total/ { on = 0 } on && NF { sub(/^ *[0-9.]+ *\( *[0-9.]+%\): /, ""); print }'
+}
+
 # Flat wall time, in ms, of function NAME in FILE.
 flat_wall_ms() {
   go tool pprof -top -sample_index=wall-time -unit=ms "$2" 2>/dev/null |
@@ -155,6 +177,30 @@ settings() {
   DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
+  # Sample types named as Datadog's PHP profiler names them.
+  grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
+    <<<"$(go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||
+    fail "sample types are not sample, wall-time, cpu-time, alloc-samples, alloc-size, exception-samples, timeline"
+  # Every directive is listed with its value in effect and its default; ini_get() returns the
+  # value in effect, the environment's when INI does not set it.
+  out=$("${PHP[@]}" -d forkprof.period_ms=7 --ri forkprof)
+  local e
+  for e in enabled service env version tags output_dir endpoint period_ms export_period_s max_depth shutdown_timeout_ms \
+      endpoint_collection_enabled; do
+    grep -q "^forkprof\.$e => .* => " <<<"$out" || { echo "$out"; fail "php --ri forkprof does not list forkprof.$e"; }
+  done
+  for want in "forkprof.period_ms => 7 => 7" "forkprof.period_ms => 10 => none" "forkprof.max_depth => 128 => 128" \
+      "forkprof.service => php => DD_SERVICE" "forkprof.endpoint => no value => DD_TRACE_AGENT_URL, DD_AGENT_HOST, DD_TRACE_AGENT_PORT"; do
+    grep -qxF "$want" <<<"$out" || { echo "$out"; fail "php --ri forkprof lacks '$want'"; }
+  done
+  out=$(DD_SERVICE=env-svc DD_AGENT_HOST=agent.example DD_TRACE_AGENT_PORT=9126 DD_PROFILING_ENABLED=0 "${PHP[@]}" \
+    -r 'foreach (["enabled", "service", "endpoint", "period_ms", "output_dir"] as $k) echo $k, "=", ini_get("forkprof.$k"), "\n";')
+  [ "$out" = "$(printf '%s\n' enabled=0 service=env-svc endpoint=http://agent.example:9126 period_ms=10 output_dir=/tmp/forkprof)" ] ||
+    { echo "$out"; fail "ini_get() does not return the values in effect"; }
+  out=$(DD_TRACE_AGENT_URL=http://url:1 DD_AGENT_HOST=host DD_PROFILING_ENABLED=0 "${PHP[@]}" -d forkprof.service=ini-svc \
+    -r 'echo ini_get("forkprof.endpoint"), " ", ini_get("forkprof.service");')
+  [ "$out" = "http://url:1 ini-svc" ] || fail "DD_TRACE_AGENT_URL should win over DD_AGENT_HOST, INI over DD_SERVICE: $out"
+  echo "  php --ri lists every directive with its default; ini_get() returns the values in effect"
 }
 step "settings and php --ri" settings
 
@@ -171,14 +217,194 @@ names() {
   grep -qxE '\[2[0-9]{2} frames omitted\]' <<<"$fns" || { echo "$fns"; fail "deep.php: no truncation frame"; }
   grep -qxF "{main}" <<<"$fns" && fail "deep.php: {main} should be cut by the depth cap"
   local depth
-  depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } NF { n++ } END { print max }')
+  depth=$(go tool pprof -traces "${f[@]}" 2>/dev/null | awk '/^-----/ { if (n > max) max = n; n = 0; next } /^[^ ].*:  / { next } NF { n++ } END { print max }')
   echo "  Deep::down, Deep::{closure:7}, $(grep -E 'frames omitted' <<<"$fns"); deepest trace $depth lines"
+  local ep
+  ep=$(endpoints "${f[@]}")
+  [ "$ep" = "$TESTS/deep.php" ] || fail "deep.php: every sample's trace endpoint should be the script path, found: $ep"
+  echo "  trace endpoint of every sample: $ep"
   watch 60 "include.php" "${PHP[@]}" -d forkprof.output_dir="$dir-include" "$TESTS/include.php"
   fns=$(functions "$dir"-include/php-*.pprof.gz)
   grep -qxF "{include}" <<<"$fns" && grep -qxF "{main}" <<<"$fns" || { echo "$fns"; fail "include.php: {main} / {include} missing"; }
   echo "  include.php: {main} and {include}"
 }
 step "frame names and the depth cap" names
+
+# Allocation profiling: php/tests/alloc.php allocates ~200 MB from each of three functions in strings of
+# known sizes (1 KB, 30 KB, 1 MB); at a 64 KiB mean sampling distance each function gets
+# thousands of samples, so the upscaled alloc-size per function must be within 10% of what it
+# allocated (measured here: 1-3%; one standard deviation is under 2%). Off, the heap has no
+# handler of ours and the profile no allocation types.
+allocations() {
+  local dir="$WORK/alloc" f fn truth got pct
+  watch 120 "alloc.php" "${PHP[@]}" -d forkprof.output_dir="$dir" -d forkprof.allocation_sampling_distance=65536 \
+    "$TESTS/alloc.php" 200 >"$WORK/alloc.out"
+  grep -q "^stats alloc_hooks_installed 1 .* record_errors 0$" "$WORK/alloc.out" || { cat "$WORK/alloc.out"; fail "alloc.php: hooks not installed or record errors"; }
+  f=("$dir"/php-*.pprof.gz)
+  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
+    fail "alloc.php: the profile lacks alloc-samples / alloc-size"
+  local top
+  top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "${f[@]}" 2>/dev/null)
+  while read -r _ fn truth; do
+    got=$(awk -v n="$fn" '$6 == n { sub(/B$/, "", $4); print $4 }' <<<"$top")
+    [ -n "$got" ] || { echo "$top"; fail "alloc.php: $fn has no allocation samples"; }
+    pct=$(( (got - truth) * 1000 / truth ))
+    echo "  $fn: allocated $truth B, upscaled alloc-size $got B ($((pct / 10)).$(( (pct < 0 ? -pct : pct) % 10 ))%)"
+    [ "${pct#-}" -le 100 ] || fail "alloc.php: $fn's upscaled total is off by more than 10%"
+  done < <(grep '^truth ' "$WORK/alloc.out")
+  grep -qxF str_repeat <<<"$(functions "${f[@]}")" || fail "alloc.php: the allocating internal function is not on the stacks"
+  echo "  $(grep '^stats' "$WORK/alloc.out")"
+  # Off: no handler installed, no allocation types.
+  watch 60 "alloc.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.allocation_enabled=0 \
+    "$TESTS/alloc.php" 1000 >"$WORK/alloc-off.out"
+  grep -q "^stats alloc_hooks_installed 0 alloc_samples 0 " "$WORK/alloc-off.out" || { cat "$WORK/alloc-off.out"; fail "allocation_enabled=0 still installs handlers"; }
+  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
+    <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" ||
+    fail "allocation_enabled=0: the profile still has allocation types"
+  echo "  allocation_enabled=0: no handler installed, no allocation types"
+  # Chained: USE_ZEND_ALLOC=0 gives the request heap the engine's malloc-backed handlers, which
+  # ours call. Under valgrind's memcheck nothing reads, writes or frees what it should not
+  # (ours installed over theirs, and theirs put back at RSHUTDOWN); natively the totals hold.
+  local vg
+  vg=$(USE_ZEND_ALLOC=0 watch 600 "alloc.php (chained, valgrind)" valgrind -q --error-exitcode=99 \
+    "${PHP[@]}" -d forkprof.output_dir="$dir-vg" -d forkprof.allocation_sampling_distance=4096 "$TESTS/alloc.php" 5 2>&1) ||
+    { echo "$vg"; fail "alloc.php chained to USE_ZEND_ALLOC=0's handlers: valgrind found errors"; }
+  grep -q "^stats alloc_hooks_installed 1 " <<<"$vg" || { echo "$vg"; fail "USE_ZEND_ALLOC=0: our handlers were not installed over the engine's"; }
+  USE_ZEND_ALLOC=0 watch 120 "alloc.php (chained)" "${PHP[@]}" -d forkprof.output_dir="$dir-chained" \
+    -d forkprof.allocation_sampling_distance=16384 "$TESTS/alloc.php" 50 >"$WORK/alloc-chained.out"
+  top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "$dir"-chained/php-*.pprof.gz 2>/dev/null)
+  while read -r _ fn truth; do
+    got=$(awk -v n="$fn" '$6 == n { sub(/B$/, "", $4); print $4 }' <<<"$top")
+    [ -n "$got" ] || { echo "$top"; fail "alloc.php (chained): $fn has no allocation samples"; }
+    pct=$(( (got - truth) * 1000 / truth ))
+    [ "${pct#-}" -le 100 ] || fail "alloc.php (chained): $fn's upscaled total $got is off by more than 10% from $truth"
+    echo "  chained to USE_ZEND_ALLOC=0's handlers: $fn $truth B allocated, $got B upscaled"
+  done < <(grep '^truth ' "$WORK/alloc-chained.out")
+  echo "  chained under valgrind memcheck: no errors"
+}
+step "allocation profiling: upscaled totals per function, off removes the hooks" allocations
+
+# tag_values FILE SAMPLE_INDEX KEY: "VALUE AMOUNT" per value of label KEY (go tool pprof -tags).
+tag_values() {
+  go tool pprof -tags -sample_index="$2" "$1" 2>/dev/null | awk -v key="$3" '
+    $0 ~ "^ *" key ": Total" { on = 1; next }
+    /: Total/ { on = 0 }
+    on && NF { amount = $1; sub(/^ *[^ ]+ *(\( *[0-9.]+%\))?: /, ""); print $0, amount }'
+}
+
+# Exception profiling: php/tests/exceptions.php throws CartFull from add_to_cart and (from the engine)
+# DivisionByZeroError in divide, known numbers of each. Every throw sampled (distance 1): the
+# counts per class and per function are exact. One in 10 (60000 throws): within 10% (about 4
+# standard deviations). Off: no hook, no type.
+exceptions() {
+  local dir="$WORK/exc" f want got cls n
+  watch 60 "exceptions.php" "${PHP[@]}" -d forkprof.output_dir="$dir-1" -d forkprof.exception_sampling_distance=1 \
+    "$TESTS/exceptions.php" 1 >"$WORK/exc-1.out"
+  grep -qx "stats exception_samples 500 record_errors 0 hook 1" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
+  f=$(ls "$dir"-1/php-*.pprof.gz)
+  grep -q "^sample/count .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
+  for want in "CartFull 300.0" "DivisionByZeroError 200.0"; do
+    grep -qxF "$want" <<<"$(tag_values "$f" exception-samples "exception type")" ||
+      { tag_values "$f" exception-samples "exception type"; fail "distance 1: exception type counts lack '$want'"; }
+  done
+  local top
+  top=$(go tool pprof -top -cum -sample_index=exception-samples "$f" 2>/dev/null)
+  for want in "add_to_cart 300" "divide 200" "intdiv 200"; do
+    got=$(awk -v n="${want% *}" '$6 == n { print $4 }' <<<"$top")
+    [ "$got" = "${want#* }" ] || { echo "$top"; fail "distance 1: ${want% *} should hold ${want#* } throws, has $got"; }
+  done
+  echo "  distance 1: 300 CartFull in add_to_cart, 200 DivisionByZeroError in intdiv < divide: exact"
+  watch 120 "exceptions.php (distance 10)" "${PHP[@]}" -d forkprof.output_dir="$dir-10" -d forkprof.exception_sampling_distance=10 \
+    "$TESTS/exceptions.php" 120 >"$WORK/exc-10.out"
+  f=$(ls "$dir"-10/php-*.pprof.gz)
+  while read -r _ _ cls n; do
+    got=$(tag_values "$f" exception-samples "exception type" | awk -v c="$cls" '$1 == c { print int($2) }')
+    [ -n "$got" ] || fail "distance 10: no $cls samples"
+    echo "  distance 10: $cls thrown $n times, upscaled exception-samples $got"
+    [ $(( (got - n) * 100 / n )) -le 10 ] && [ $(( (n - got) * 100 / n )) -le 10 ] || fail "distance 10: $cls off by more than 10%"
+  done < <(grep '^truth ' "$WORK/exc-10.out")
+  watch 60 "exceptions.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.exception_enabled=0 \
+    "$TESTS/exceptions.php" 1 >"$WORK/exc-off.out"
+  grep -qx "stats exception_samples 0 record_errors 0 hook 0" "$WORK/exc-off.out" || fail "exception_enabled=0 still samples, or its hook is installed"
+  grep -q "exception-samples" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "exception_enabled=0: the profile has exception-samples"
+  echo "  exception_enabled=0: no hook, nothing sampled, no type"
+}
+step "exception profiling: counts per class and function, sampling distance, off" exceptions
+
+# Timeline: php/tests/timeline.php makes cyclic garbage (automatic collections and 3 gc_collect_cycles()
+# calls) and includes two files written at run time. Every engine GC run is a timeline event
+# (the engine's own count is the truth), labelled gc with its reason; each compiled file
+# (the script and the two includes; opcache is not loaded) is a compilation event with its
+# file; every sample has a timestamp. Off: none of it.
+timeline_events() {
+  local dir="$WORK/timeline" f out
+  out=$(watch 60 "timeline.php" "${PHP[@]}" -d forkprof.output_dir="$dir" "$TESTS/timeline.php")
+  local runs
+  runs=$(awk '{ print $3 }' <<<"$out")
+  grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0 hooks 2\$" <<<"$out" ||
+    fail "timeline.php: expected $runs GC events (the engine's count), some automatic, and 3 compilations: $out"
+  f=$(ls "$dir"/php-*.pprof.gz)
+  grep -q "^sample/count .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
+  local events reasons files
+  events=$(tag_values "$f" timeline event | awk '{ print $1 }' | sort | paste -sd' ')
+  reasons=$(tag_values "$f" timeline "gc reason" | awk '{ print $1 }' | sort | paste -sd' ')
+  files=$(tag_values "$f" timeline filename | awk '{ print $1 }' | sed 's|.*/||' | sort | paste -sd' ')
+  [ "$events" = "compilation gc" ] || fail "timeline events: $events"
+  [ "$reasons" = "engine induced" ] || fail "gc reasons: $reasons"
+  [ "$files" = "one.php timeline.php two.php" ] || fail "compiled files: $files"
+  # Every CPU/wall sample carries its time: as many timestamps as samples.
+  local samples stamps
+  samples=$(go tool pprof -raw -sample_index=sample "$f" 2>/dev/null | awk '/^Samples:/ { on = 1; getline; next } /^Locations/ { on = 0 } on && $1 ~ /^[0-9]+$/ { n += $1 } END { print n + 0 }')
+  stamps=$(tag_values "$f" sample end_timestamp_ns | awk '{ n += $2 } END { print n + 0 }')
+  [ "$samples" -gt 0 ] && [ "$samples" = "$stamps" ] || fail "timeline: $samples samples but $stamps timestamps"
+  echo "  $out"
+  echo "  events: $events; gc reasons: $reasons; compiled: $files; $samples samples, each with a timestamp"
+  out=$(watch 60 "timeline.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.timeline_enabled=0 "$TESTS/timeline.php")
+  grep -q "timeline_gc_runs 0 timeline_compilations 0 record_errors 0 hooks 0\$" <<<"$out" || fail "timeline_enabled=0 still records events or has its hooks: $out"
+  grep -q "timeline/nanoseconds\|end_timestamp_ns" <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" && fail "timeline_enabled=0: timeline type or timestamps in the profile"
+  echo "  timeline_enabled=0: no hooks, no events, no timestamps"
+}
+step "timeline: GC runs and compilations as events, timestamps on samples, off" timeline_events
+
+# A real program: Debian's composer (2.5) runs `dump-autoload -o` offline over a project of 800
+# generated classes (php/tests/composer/composer.json), with and without the extension, every
+# profile type on (the defaults; a 1 ms period for enough samples in a half-second run). Its
+# output and the autoload files it generates must be identical, and its profiles must hold
+# Composer's own namespaced classes, in the wall-time and in the allocation samples.
+real_program() {
+  local dir="$WORK/composer" run i
+  export COMPOSER_ALLOW_SUPERUSER=1 COMPOSER_HOME="$dir/home" COMPOSER_DISABLE_NETWORK=1 COMPOSER_NO_INTERACTION=1
+  for run in plain profiled; do
+    mkdir -p "$dir/$run/src/Model" "$dir/$run/src/Service"
+    cp "$TESTS/composer/composer.json" "$dir/$run/"
+    for ((i = 1; i <= 400; i++)); do
+      printf '<?php\nnamespace Shop\\Model;\n\nclass Item%d\n{\n    public function id(): int { return %d; }\n}\n' $i $i >"$dir/$run/src/Model/Item$i.php"
+      printf '<?php\nnamespace Shop\\Service;\n\ninterface Service%d {}\nfinal class Handler%d implements Service%d\n{\n    public function handle(): string { return "%d"; }\n}\n' \
+        $i $i $i $i >"$dir/$run/src/Service/Handler$i.php"
+    done
+  done
+  local composer=(-d extension=iconv -d extension=mbstring "$(command -v composer)" --no-ansi dump-autoload -o)
+  if ! (cd "$dir/plain" && watch 120 "composer (plain)" php -n "${composer[@]}") >"$dir/plain.out" 2>&1; then
+    cat "$dir/plain.out"; fail "composer failed without the extension"
+  fi
+  if ! (cd "$dir/profiled" && watch 120 "composer (profiled)" "${PHP[@]}" -d forkprof.output_dir="$dir/profiles" \
+    -d forkprof.service=composer -d forkprof.period_ms=1 "${composer[@]}") >"$dir/profiled.out" 2>&1; then
+    cat "$dir/profiled.out"; fail "composer failed with the extension"
+  fi
+  grep -q "containing 801 classes" "$dir/plain.out" || { cat "$dir/plain.out"; fail "composer did not generate the autoloader"; }
+  diff "$dir/plain.out" "$dir/profiled.out" || fail "composer's output differs with the extension"
+  diff -r "$dir/plain/vendor" "$dir/profiled/vendor" || fail "composer's generated autoload files differ with the extension"
+  local files=("$dir"/profiles/composer-*.pprof.gz) fns wall alloc
+  [ -e "${files[0]}" ] || fail "composer: no profile"
+  fns=$(functions "${files[@]}")
+  wall=$(grep -c '^Composer\\' <<<"$fns" || true)
+  [ "$wall" -ge 5 ] || { echo "$fns"; fail "composer: only $wall Composer\\ functions in the samples"; }
+  alloc=$(go tool pprof -top -cum -sample_index=alloc-size "${files[@]}" 2>/dev/null | awk '$6 ~ /^Composer\\/' | wc -l)
+  [ "$alloc" -ge 1 ] || fail "composer: no Composer\\ function on the allocation samples"
+  echo "  output and 801-class autoloader identical with and without the extension; ${#files[@]} profile(s): $wall Composer\\ functions sampled, $alloc on allocation stacks"
+  echo "  $(grep -c . <<<"$fns") functions; e.g. $(grep '^Composer\\' <<<"$fns" | head -3 | paste -sd' ')"
+}
+step "a real program: composer dump-autoload, every profile type on, identical output" real_program
 
 # The stalled agent: started once, shared by the blocking and stalled-agent tests.
 start_stalled_server() {
@@ -477,12 +703,61 @@ short_requests() {
 }
 step "php-fpm: short requests spaced by idle time are sampled" short_requests
 
+# Two pools, each with its own service (php_admin_value) and one with its own period
+# (php_value): every worker profiles under its pool's service, into files named after it,
+# and ini_get() in the worker returns the pool's values. The master's php.ini sets neither.
+fpm_pools() {
+  local dir="$WORK/fpm-pools"
+  mkdir -p "$dir/profiles"
+  sed "s|@DIR@|$dir|g" "$TESTS/fpm/pools.conf.in" >"$dir/pool.conf"
+  cp "$TESTS/fpm/app.php" "$TESTS/fpm/ini.php" "$dir/"
+  printf '%s\n' "extension=$SO" "forkprof.output_dir=$dir/profiles" forkprof.export_period_s=1 >"$dir/php.ini"
+  php-fpm8.2 -R -F -y "$dir/pool.conf" -c "$dir/php.ini" >"$dir/stdout" 2>&1 &
+  local master=$! i pool
+  PIDS_TO_KILL+=("$master")
+  for ((i = 0; i < 200; i++)); do [ -S "$dir/shop.sock" ] && [ -S "$dir/admin.sock" ] && break; sleep 0.05; done
+  [ -S "$dir/shop.sock" ] && [ -S "$dir/admin.sock" ] || { cat "$dir/stdout" "$dir/fpm.log" 2>/dev/null; fail "fpm pools: no sockets after 10 s"; }
+  for pool in shop admin; do
+    for ((i = 0; i < 60; i++)); do
+      SCRIPT_FILENAME="$dir/ini.php" SCRIPT_NAME=/ini.php REQUEST_METHOD=GET \
+        timeout -k 5 30 cgi-fcgi -bind -connect "$dir/$pool.sock" | tr -d '\r' | grep -a -e '^pid ' -e '^service ' |
+        paste -sd' ' >>"$dir/$pool.out" || fail "fpm pools: request $i to $pool failed"
+    done
+  done
+  kill -QUIT "$master"
+  for ((i = 0; i < 400; i++)); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  wait "$master" 2>/dev/null || true
+  grep -Eiq "signal (11|6|7)|segfault|forkprof: " "$dir/fpm.log" && { cat "$dir/fpm.log"; fail "fpm pools: crash or warning in the log"; }
+  local want period pid other n
+  for pool in shop admin; do
+    want=$pool-pool other=$([ $pool = shop ] && echo admin-pool || echo shop-pool)
+    period=$([ $pool = shop ] && echo 10 || echo 5)
+    n=$(grep -c "service $want period $period running 1\$" "$dir/$pool.out" || true)
+    [ "$n" = 60 ] || { cat "$dir/$pool.out"; fail "fpm pools: $pool: $n of 60 requests saw service $want, period $period, running"; }
+    for pid in $(awk '{ print $2 }' "$dir/$pool.out" | sort -u); do
+      ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz >/dev/null 2>&1 ||
+        fail "fpm pools: $pool worker $pid wrote no $want-$pid-* profile ($(ls "$dir/profiles" | tr '\n' ' '))"
+      ls "$dir"/profiles/"$other"-"$pid"-*.pprof.gz >/dev/null 2>&1 && fail "fpm pools: $pool worker $pid wrote $other profiles"
+      has_fn "served_by_$pid" "$dir"/profiles/"$want"-"$pid"-*.pprof.gz || fail "fpm pools: $pool worker $pid's profile lacks served_by_$pid"
+      local ep
+      ep=$(endpoints "$dir"/profiles/"$want"-"$pid"-*.pprof.gz)
+      [ "$ep" = /ini.php ] || fail "fpm pools: $pool worker $pid: trace endpoint should be /ini.php (SCRIPT_NAME), found: $ep"
+      echo "  pool $pool: worker $pid profiles as $want (period $period ms): $(ls "$dir"/profiles/"$want"-"$pid"-*.pprof.gz | wc -l) file(s) with served_by_$pid, trace endpoint $ep"
+    done
+  done
+  ls "$dir"/profiles/php-* >/dev/null 2>&1 && fail "fpm pools: profiles under the default service: $(ls "$dir"/profiles/php-*)"
+  return 0
+}
+step "php-fpm: two pools, each profiling under its own service (php_admin_value, php_value)" fpm_pools
+
 # ---- Swoole ----
 # Each sample's stack in pprof FILE..., one a line, leaf first, frames joined by ";".
 traces() {
-  go tool pprof -traces -sample_index=samples "$@" 2>/dev/null | awk '
+  go tool pprof -traces -sample_index=sample "$@" 2>/dev/null | awk '
     /^-+\+-+$/ { if (t != "") print t; t = ""; in_trace = 1; first = 1; next }
     !in_trace { next }
+    # Label lines ("trace endpoint:  /x") come before a trace'"'"'s first frame line.
+    first && $0 !~ /^ *[0-9]/ { next }
     {
       line = $0
       sub(/^ +/, "", line)
@@ -525,7 +800,7 @@ swoole_case() {
   for ((i = 0; i < 200; i++)); do [ -s "$dir/port" ] && break; sleep 0.05; done
   [ -s "$dir/port" ] || { cat "$dir/stdout"; fail "swoole $mode: no port after 10 s"; }
   local rc=0
-  timeout -k 5 120 "$SWOOLE_CLIENT" "http://127.0.0.1:$(cat "$dir/port")/" 1050 8 \
+  timeout -k 5 120 "$SWOOLE_CLIENT" "http://127.0.0.1:$(cat "$dir/port")/orders/list?id=7" 1050 8 \
     "$TESTS/swoole/reload.sh $master $mode $dir" \
     >"$dir/client.out" 2>"$dir/client.err" || rc=$?
   case $rc in
@@ -621,6 +896,12 @@ swoole_case() {
     fns=$(functions "${files[@]}")
     grep -qxF "$own" <<<"$fns" || fail "swoole $mode: pid $pid's profile lacks $own ($about)"
     if [ "$own" = "served_by_$pid" ]; then with_profile=$((with_profile + 1)); else tasks_with_profile=$((tasks_with_profile + 1)); fi
+    # Swoole's request handler is a request: every sample inside it carries that request's
+    # URI without its query string; a task (no request) carries the script's path.
+    local ep want_ep=/orders/list
+    [ "$own" = "served_by_$pid" ] || want_ep=$TESTS/swoole/server.php
+    ep=$(endpoints --focus "^${own}\$" "${files[@]}")
+    [ "$ep" = "$want_ep" ] || fail "swoole $mode: pid $pid: samples in $own should carry trace endpoint $want_ep, found: $ep"
     # Each stack through a handler: this pid's, once, then what Swoole called it from.
     tr=$(traces "${files[@]}" | grep -E '(^|;)(served_by|task_by)_[0-9]+(;|$)' || true)
     [ -n "$tr" ] || fail "swoole $mode: pid $pid: no stack through its handler"

@@ -5,7 +5,17 @@
 #      time (every thread: the tick and forkprof's threads count), side by side.
 #   2. The cost of one sample (stack walk + record + clock reads) with 20- and 100-frame
 #      stacks, as the extension measures it (median over a run at a 1 ms period).
-# Usage: php/bench.sh [RUNS]   (builds the release cdylib; needs php8.2-cli, as ci/test-php.sh)
+#   3. Instructions (callgrind: the machine's load does not move them) of bench/cpu.php and
+#      of a real program (Debian's composer, dump-autoload -o over 800 generated classes),
+#      each without the extension, with wall + CPU time only, with each other profile type
+#      added alone, with every type on (the defaults), and under Excimer (Debian's
+#      php-excimer) started from an auto_prepend_file at the same 10 ms period; and a PHP
+#      process's fixed start + exit (`php -r ''`), the same ways.
+#   4. A PHP process's fixed start + exit in wall time: `php -r ''` without and with the
+#      extension (every type on), 41 interleaved pairs, medians and the median of the
+#      per-pair differences.
+# Usage: php/bench.sh [RUNS]   (builds the release cdylib; needs php8.2-cli, as ci/test-php.sh,
+#                              and valgrind, composer and php-excimer for 3.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-11}
@@ -61,3 +71,59 @@ if command -v valgrind >/dev/null 2>&1; then
     "hooks installed, profiler running, period_ms=1000" "$hooks" "$(echo "$hooks / $off" | bc -l)" \
     "profiling at period_ms=10 (the default)" "$on" "$(echo "$on / $off" | bc -l)"
 fi
+
+# 3. Each profile type's own cost, and Excimer's, in instructions. The configurations:
+if command -v valgrind >/dev/null 2>&1 && command -v composer >/dev/null 2>&1 && [ -f "$(php -n -r 'echo ini_get("extension_dir");')/excimer.so" ]; then
+  FP=(-d "extension=$SO" -d "forkprof.output_dir=$OUT/profiles")
+  WALL_CPU=(-d forkprof.allocation_enabled=0 -d forkprof.exception_enabled=0 -d forkprof.timeline_enabled=0)
+  CONFIGS=(
+    "without a profiler|"
+    "forkprof: wall + CPU time only|${FP[*]} ${WALL_CPU[*]}"
+    "forkprof: wall + CPU + allocations|${FP[*]} -d forkprof.exception_enabled=0 -d forkprof.timeline_enabled=0"
+    "forkprof: wall + CPU + exceptions|${FP[*]} -d forkprof.allocation_enabled=0 -d forkprof.timeline_enabled=0"
+    "forkprof: wall + CPU + timeline|${FP[*]} -d forkprof.allocation_enabled=0 -d forkprof.exception_enabled=0"
+    "forkprof: every type (the defaults)|${FP[*]}"
+    "Excimer: wall-clock profile, 10 ms|-d extension=excimer -d auto_prepend_file=$PWD/php/bench/excimer_prepend.php"
+  )
+  export EXCIMER_OUT="$OUT/excimer.log" EXCIMER_PERIOD=0.01
+  # The real program's project: 800 classes for composer's optimized class map.
+  mkdir -p "$OUT/composer/src/Model" "$OUT/composer/src/Service"
+  cp php/tests/composer/composer.json "$OUT/composer/"
+  for ((i = 1; i <= 400; i++)); do
+    printf '<?php\nnamespace Shop\\Model;\n\nclass Item%d\n{\n    public function id(): int { return %d; }\n}\n' $i $i >"$OUT/composer/src/Model/Item$i.php"
+    printf '<?php\nnamespace Shop\\Service;\n\ninterface Service%d {}\nfinal class Handler%d implements Service%d\n{\n    public function handle(): string { return "%d"; }\n}\n' \
+      $i $i $i $i >"$OUT/composer/src/Service/Handler$i.php"
+  done
+  export COMPOSER_ALLOW_SUPERUSER=1 COMPOSER_HOME="$OUT/composer-home" COMPOSER_DISABLE_NETWORK=1 COMPOSER_NO_INTERACTION=1
+  COMPOSER=(-d extension=iconv -d extension=mbstring "$(command -v composer)" --no-ansi --quiet dump-autoload -o)
+  ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" 2>&1 | sed -n 's/.*Collected : //p'; }
+  for workload in cpu composer exit; do
+    case $workload in
+      cpu) echo "instructions, callgrind, php/bench/cpu.php at scale 0.25 (whole process, every thread)"; args=(php/bench/cpu.php 0.25) ;;
+      composer) echo "instructions, callgrind, composer dump-autoload -o (800 classes; whole process, every thread)"; args=("${COMPOSER[@]}") ;;
+      exit) echo "instructions, callgrind, a PHP process's start + exit (php -r '')"; args=(-r '') ;;
+    esac
+    printf '  %-44s %14s %8s\n' "" "instructions" "ratio"
+    base=""
+    for c in "${CONFIGS[@]}"; do
+      name=${c%%|*} flags=${c#*|}
+      # shellcheck disable=SC2086 # the flags are words
+      n=$(cd "$([ $workload = composer ] && echo "$OUT/composer" || pwd)" && ir php -n $flags "${args[@]}")
+      [ -n "$base" ] || base=$n
+      printf '  %-44s %14d %8.4f\n' "$name" "$n" "$(echo "$n / $base" | bc -l)"
+    done
+  done
+fi
+
+# 4. Start + exit in wall time, interleaved pairs (the machine's noise hits both of a pair).
+pairs=41
+: >"$OUT/exit-pairs"
+for ((i = 0; i < pairs; i++)); do
+  t0=$(now_ns); php -n -r '' ; t1=$(now_ns)
+  php -n -d "extension=$SO" -d "forkprof.output_dir=$OUT/profiles" -r ''; t2=$(now_ns)
+  echo "$(( (t1 - t0) / 1000 )) $(( (t2 - t1) / 1000 ))" >>"$OUT/exit-pairs"
+done
+echo "php -r '' (start + exit), $pairs interleaved pairs, wall time in µs"
+printf '  %-34s %10s %10s %18s\n' "" "without" "with" "median difference"
+printf '  %-34s %10s %10s %18s\n' "median" "$(awk '{ print $1 }' "$OUT/exit-pairs" | median)" \
+  "$(awk '{ print $2 }' "$OUT/exit-pairs" | median)" "$(awk '{ print $2 - $1 }' "$OUT/exit-pairs" | median)"

@@ -191,21 +191,25 @@ fn rewrite<'o>(
 ) -> Result<Option<&'o [ProfLabel]>, crate::region_vec::OutOfMemory> {
     out.clear();
     let mut changed = false;
-    let mut root = 0u64;
-    let mut has_endpoint = false;
     let str_label = |key, str| ProfLabel {
         key,
         str,
         num: 0,
         num_unit: 0,
     };
+    // An endpoint registered for the sample's root span wins over one recorded with the
+    // sample: the host registers it once the request's route is known (a framework's route
+    // rather than the script that serves every route).
+    let root = labels
+        .iter()
+        .find(|l| Some(l.key) == keys.root)
+        .map_or(0, |l| l.num as u64);
+    let late = if root != 0 { endpoint_of(root) } else { None };
     for l in labels {
         let k = Some(l.key);
-        if k == keys.root {
-            root = l.num as u64;
-        }
-        if k == keys.endpoint {
-            has_endpoint = true;
+        if k == keys.endpoint && late.is_some() {
+            changed = true;
+            continue;
         }
         match style {
             TraceLabelStyle::AsRecorded => out.push(*l),
@@ -231,16 +235,14 @@ fn rewrite<'o>(
             }
         }
     }
-    if !has_endpoint && root != 0 {
-        if let Some(endpoint) = endpoint_of(root) {
-            let key = match style {
-                TraceLabelStyle::Pyroscope => span_name_key(b, keys)?,
-                _ => b.try_intern(trace::TRACE_ENDPOINT)?,
-            };
-            let value = b.try_intern(&endpoint)?;
-            out.push(str_label(key, value));
-            changed = true;
-        }
+    if let Some(endpoint) = late {
+        let key = match style {
+            TraceLabelStyle::Pyroscope => span_name_key(b, keys)?,
+            _ => b.try_intern(trace::TRACE_ENDPOINT)?,
+        };
+        let value = b.try_intern(&endpoint)?;
+        out.push(str_label(key, value));
+        changed = true;
     }
     Ok(changed.then_some(&out[..]))
 }
@@ -356,6 +358,43 @@ mod tests {
         );
         assert_eq!(s[&30].len(), 5);
         assert_eq!(keys(&s[&40]), ["thread name"]);
+    }
+
+    #[test]
+    fn a_late_endpoint_replaces_the_one_recorded_with_the_sample() {
+        let mut b = ProfileBuilder::new(&types(), None, t0());
+        let f = ProfFrame {
+            function: b.intern("handle"),
+            file: b.intern("index.php"),
+            line: 1,
+        };
+        let label = |b: &mut ProfileBuilder, k: &str, v: &str, n: u64| ProfLabel {
+            key: b.intern(k),
+            str: if v.is_empty() { 0 } else { b.intern(v) },
+            num: n as i64,
+            num_unit: 0,
+        };
+        // A request served by index.php whose route the host names once it is known (root
+        // 5), and one whose root span has no registered endpoint (root 6).
+        let routed = [
+            label(&mut b, trace::LOCAL_ROOT_SPAN_ID, "", 5),
+            label(&mut b, trace::TRACE_ENDPOINT, "/index.php", 0),
+        ];
+        let unrouted = [
+            label(&mut b, trace::LOCAL_ROOT_SPAN_ID, "", 6),
+            label(&mut b, trace::TRACE_ENDPOINT, "/index.php", 0),
+        ];
+        b.add([f], &[10, 1], &routed, None);
+        b.add([f], &[30, 1], &unrouted, None);
+        finish_trace_labels(&mut b, TraceLabelStyle::AsRecorded, &endpoints);
+        let s = labels_by_value(&b);
+        assert_eq!(s[&10][trace::TRACE_ENDPOINT], "GET /users");
+        assert_eq!(
+            s[&10].len(),
+            2,
+            "the recorded endpoint is replaced, not doubled"
+        );
+        assert_eq!(s[&30][trace::TRACE_ENDPOINT], "/index.php");
     }
 
     #[test]

@@ -24,17 +24,21 @@ use ext_php_rs::ffi::{
     ext_php_rs_executor_globals, php_error_docref, php_info_print_table_end,
     php_info_print_table_row, php_info_print_table_start, E_WARNING,
 };
-use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;
-use ext_php_rs::zend::{ExecutorGlobals, IniEntryDef, IniEntryDefs, ModuleEntry};
+use ext_php_rs::zend::ModuleEntry;
 use forkprof::export::Datadog;
 use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
+mod alloc;
+mod endpoint;
+mod exceptions;
 mod hooks;
+mod ini;
 mod sampler;
 mod settings;
 mod sigmask;
 mod stack;
+mod timeline;
 mod timer;
 mod trace;
 
@@ -56,25 +60,6 @@ static STATE: AtomicU8 = AtomicU8::new(OFF);
 static CHILD_TICK_ERRNO: AtomicI32 = AtomicI32::new(0);
 static REASON: Mutex<String> = Mutex::new(String::new());
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
-
-static INI: IniEntryDefs<12> = IniEntryDefs::new([
-    IniEntryDef::new(c"forkprof.enabled", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.service", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.env", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.version", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.tags", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.output_dir", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.endpoint", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.period_ms", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.export_period_s", c"", IniEntryPermission::System),
-    IniEntryDef::new(c"forkprof.max_depth", c"", IniEntryPermission::System),
-    IniEntryDef::new(
-        c"forkprof.shutdown_timeout_ms",
-        c"",
-        IniEntryPermission::System,
-    ),
-    IniEntryDef::end(),
-]);
 
 fn state_name(s: u8) -> &'static str {
     match s {
@@ -119,15 +104,51 @@ fn warn(msg: &str) {
     };
 }
 
+/// Where each sample type sits in a sample's values: the order `config_of` declares them.
+fn types_of(s: &Settings) -> sampler::Types {
+    let mut t = sampler::Types {
+        count: 3,
+        alloc: None,
+        exception: None,
+        timeline: false,
+    };
+    if s.allocation_distance.is_some() {
+        t.alloc = Some(t.count);
+        t.count += 2;
+    }
+    if s.exception_distance.is_some() {
+        t.exception = Some(t.count);
+        t.count += 1;
+    }
+    if s.timeline {
+        // Last: timeline events write their duration there.
+        t.timeline = true;
+        t.count += 1;
+    }
+    t
+}
+
 fn config_of(s: &Settings) -> forkprof::Result<Config> {
     let mut b = Config::builder(s.service.clone())
-        .sample_type("samples", "count")
+        .sample_type("sample", "count")
         .sample_type("wall-time", "nanoseconds")
         .sample_type("cpu-time", "nanoseconds")
         .sampling_period(
             SampleType::new("wall-time", "nanoseconds"),
             s.period.as_nanos() as i64,
-        )
+        );
+    if s.allocation_distance.is_some() {
+        b = b
+            .sample_type("alloc-samples", "count")
+            .sample_type("alloc-size", "bytes");
+    }
+    if s.exception_distance.is_some() {
+        b = b.sample_type("exception-samples", "count");
+    }
+    if s.timeline {
+        b = b.sample_type("timeline", "nanoseconds");
+    }
+    b = b
         .period(s.export_period)
         .max_stack_depth(s.max_depth)
         .tag("language:php");
@@ -158,26 +179,28 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
     b.build()
 }
 
-fn ini_value(
-    name: &str,
-    all: &std::collections::HashMap<String, Option<String>>,
-) -> Option<String> {
-    all.get(name).cloned().flatten()
+/// The settings in effect now: the directives' values (the environment already written into
+/// them at MINIT; php-fpm's pool values applied in a worker before its first request).
+fn read_settings() -> Result<Settings, settings::BadSetting> {
+    Settings::read(&ini::current)
+}
+
+fn bad_setting(e: &dyn std::fmt::Display) {
+    STATE.store(BAD_SETTING, Ordering::Release);
+    set_reason(e.to_string());
+    warn(&format!("forkprof: {e}; profiling is off"));
 }
 
 fn minit(module_number: i32) {
-    IniEntryDef::register(INI.as_slice(), module_number);
-    // MINIT runs before any other thread exists: the environment and ext-php-rs's globals
-    // guard are safe to use here, and only here.
-    let all = ExecutorGlobals::get().ini_values();
-    let settings = match Settings::read(&|n| ini_value(n, &all), &|n| std::env::var(n).ok()) {
+    ini::register(module_number);
+    // MINIT runs before any other thread exists: the environment is safe to read here, and
+    // only here.
+    ini::apply_env(&|n| std::env::var(n).ok());
+    // Checked now so a bad php.ini says so at start-up; read again at each process's first
+    // request, where php-fpm's pool values are in effect.
+    let settings = match read_settings() {
         Ok(s) => s,
-        Err(e) => {
-            STATE.store(BAD_SETTING, Ordering::Release);
-            set_reason(e.to_string());
-            warn(&format!("forkprof: {e}; profiling is off"));
-            return;
-        }
+        Err(e) => return bad_setting(&e),
     };
     if !settings.enabled {
         STATE.store(OFF, Ordering::Release);
@@ -187,22 +210,13 @@ fn minit(module_number: i32) {
         // One tick thread raises one thread's VM interrupt flag, and the walk reads that
         // thread's executor globals: a thread-safe build (ZTS: FrankenPHP, Apache's worker
         // MPM) needs a flag per PHP thread, which is not built yet.
-        let msg = "thread-safe (ZTS) PHP builds are not supported yet";
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(msg.to_string());
-        warn(&format!("forkprof: {msg}; profiling is off"));
-        return;
+        return bad_setting(&"thread-safe (ZTS) PHP builds are not supported yet");
     }
     // Configuration errors (an unusable output_dir, a malformed URL) are found now, at MINIT,
     // rather than in each worker.
     if let Err(e) = config_of(&settings) {
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(e.to_string());
-        warn(&format!("forkprof: {e}; profiling is off"));
-        return;
+        return bad_setting(&e);
     }
-    sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
-    let _ = SETTINGS.set(settings);
     // SAFETY: MINIT, on the engine's thread; the executor globals live as long as the process
     // and `vm_interrupt` is a one-byte atomic bool the engine polls.
     unsafe {
@@ -215,16 +229,52 @@ fn minit(module_number: i32) {
         }
         hooks::install();
         hooks::wrap_pcntl_fork();
+        if settings.timeline {
+            timeline::install();
+        }
     }
     if let Err(e) = forkprof::fork::on_child_restart(child_restarted) {
         // Only forks through pcntl_fork would be followed: say so rather than profile some
         // children and not others.
-        STATE.store(BAD_SETTING, Ordering::Release);
-        set_reason(e.to_string());
-        warn(&format!("forkprof: {e}; profiling is off"));
-        return;
+        return bad_setting(&e);
     }
     STATE.store(WAITING, Ordering::Release);
+}
+
+/// The first request of a process that profiles: its settings as they are now (a php-fpm
+/// pool's own), or why it does not profile.
+fn first_request_settings() -> Option<&'static Settings> {
+    if let Some(s) = SETTINGS.get() {
+        return Some(s);
+    }
+    let settings = match read_settings().and_then(|s| {
+        // A pool's values are checked as MINIT checked the master's.
+        config_of(&s)
+            .map(|_| s)
+            .map_err(|e| settings::BadSetting(e.to_string()))
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            bad_setting(&e);
+            return None;
+        }
+    };
+    if !settings.enabled {
+        STATE.store(OFF, Ordering::Release);
+        return None;
+    }
+    sampler::MAX_DEPTH.store(settings.max_depth as u64, Ordering::Relaxed);
+    endpoint::ENABLED.store(settings.endpoint_label, Ordering::Relaxed);
+    sampler::set_types(types_of(&settings));
+    if let Some(d) = settings.allocation_distance {
+        alloc::configure(d);
+    }
+    if let Some(d) = settings.exception_distance {
+        // SAFETY: the first request's RINIT, on the engine's thread.
+        unsafe { exceptions::install(d) };
+    }
+    let _ = SETTINGS.set(settings);
+    SETTINGS.get()
 }
 
 /// Starts the profiler of this process (first request) and its tick thread (first request,
@@ -232,7 +282,7 @@ fn minit(module_number: i32) {
 fn rinit() {
     match STATE.load(Ordering::Acquire) {
         WAITING => {
-            let Some(settings) = SETTINGS.get() else {
+            let Some(settings) = first_request_settings() else {
                 return;
             };
             // SAFETY: RINIT, on the engine's thread.
@@ -266,6 +316,9 @@ fn rinit() {
         return;
     }
     sampler::request_started();
+    endpoint::request_started();
+    // SAFETY: RINIT, on the engine's thread.
+    unsafe { alloc::install() };
     // A tick that came after the previous request's last interrupt check is still due: the
     // engine cleared its interrupt flag for this request, so it is raised again.
     timer::rearm_if_due();
@@ -295,6 +348,9 @@ fn start_ticks() -> bool {
 }
 
 fn rshutdown() {
+    // Before the engine shuts the request heap down, which it would skip for a custom one.
+    // SAFETY: RSHUTDOWN, on the engine's thread.
+    unsafe { alloc::uninstall() };
     timer::request_ended();
     trace::request_ended();
     if STATE.load(Ordering::Acquire) == RUNNING {
@@ -316,7 +372,11 @@ fn mshutdown() {
         STATE.store(STOPPED, Ordering::Release);
     }
     // SAFETY: MSHUTDOWN, on the engine's thread.
-    unsafe { hooks::uninstall() };
+    unsafe {
+        hooks::uninstall();
+        exceptions::uninstall();
+        timeline::uninstall();
+    }
 }
 
 /// Right before `pcntl_fork`. Returns whether forkprof's `before_fork` was paired.
@@ -358,6 +418,9 @@ fn child_restarted() {
         }
         hooks::FORKS.store(0, Ordering::Relaxed);
         sampler::reset_counters();
+        alloc::reseed();
+        exceptions::reseed();
+        timeline::reset_counters();
         // A tick that was due in the parent is the parent's: its time is in the parent's
         // next sample, not in the child's first.
         timer::SAMPLE_DUE.store(false, Ordering::Release);
@@ -420,6 +483,26 @@ fn counters() -> Vec<(&'static str, i64)> {
         ("tick_thread_starts", timer::STARTS.load(Relaxed) as i64),
         ("tick_wakeups", timer::WAKEUPS.load(Relaxed) as i64),
         ("pcntl_forks", hooks::FORKS.load(Relaxed) as i64),
+        ("alloc_hooks_installed", i64::from(alloc::installed())),
+        ("alloc_samples", alloc::SAMPLED.load(Relaxed) as i64),
+        (
+            "alloc_samples_without_stack",
+            alloc::WITHOUT_STACK.load(Relaxed) as i64,
+        ),
+        (
+            "exception_samples",
+            exceptions::SAMPLED.load(Relaxed) as i64,
+        ),
+        (
+            "exception_hook_installed",
+            i64::from(exceptions::installed()),
+        ),
+        ("timeline_hooks_installed", timeline::installed()),
+        ("timeline_gc_runs", timeline::GC_RUNS.load(Relaxed) as i64),
+        (
+            "timeline_compilations",
+            timeline::COMPILATIONS.load(Relaxed) as i64,
+        ),
         ("hook_panics", hooks::PANICS.load(Relaxed) as i64),
     ];
     if let Some(p) = sampler::PROFILER.get() {
@@ -446,7 +529,7 @@ fn info_row(key: &str, value: &str) {
     unsafe { php_info_print_table_row(2, k.as_ptr(), v.as_ptr()) };
 }
 
-extern "C" fn on_minfo(_module: *mut ModuleEntry) {
+extern "C" fn on_minfo(module: *mut ModuleEntry) {
     hooks::guard(|| {
         // SAFETY: the engine calls MINFO between its own table calls.
         unsafe { php_info_print_table_start() };
@@ -484,6 +567,10 @@ extern "C" fn on_minfo(_module: *mut ModuleEntry) {
         }
         // SAFETY: closes the table opened above.
         unsafe { php_info_print_table_end() };
+        // Every directive with its value in effect ("Local Value") and its start-up value
+        // ("Master Value"); the defaults are in php/forkprof.ini and the README.
+        // SAFETY: MINFO, with the module the engine is describing.
+        unsafe { ini::display(module) };
     });
 }
 

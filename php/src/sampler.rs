@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use ext_php_rs::ffi::zend_execute_data;
-use forkprof::{Profiler, Sample};
+use forkprof::trace::TRACE_ENDPOINT;
+use forkprof::{Label, Profiler, Sample};
 
 use crate::stack::Walker;
 
@@ -82,6 +83,104 @@ pub fn reset_counters() {
     }
 }
 
+/// The most sample types a profile has: sample, wall-time, cpu-time, alloc-samples,
+/// alloc-size, exception-samples, timeline.
+pub const MAX_TYPES: usize = 7;
+
+/// Where each sample type sits in a sample's values, for this process's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Types {
+    /// How many values a sample has.
+    pub count: usize,
+    /// `alloc-samples`; `alloc-size` is the next one.
+    pub alloc: Option<usize>,
+    pub exception: Option<usize>,
+    pub timeline: bool,
+}
+
+static TYPES: OnceLock<Types> = OnceLock::new();
+
+/// `CLOCK_REALTIME` in ns since the Unix epoch: a timeline sample's time.
+pub fn unix_ns() -> i64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write; clock_gettime takes no lock.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut t) };
+    // time_t and c_long are i64 on the 64-bit targets the extension builds for.
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+pub fn set_types(t: Types) {
+    let _ = TYPES.set(t);
+}
+
+pub fn types() -> Types {
+    TYPES.get().copied().unwrap_or(Types {
+        count: 3,
+        alloc: None,
+        exception: None,
+        timeline: false,
+    })
+}
+
+/// Walks the stack at `ex` and records it with `values` and `labels`, plus the endpoint.
+/// Returns an error when nothing was recorded (the walker busy: a hook inside a walk).
+///
+/// # Safety
+/// `ex` is null or the current frame of the PHP thread this runs on, inside an engine hook.
+pub unsafe fn record_stack(
+    profiler: &Profiler,
+    ex: *const zend_execute_data,
+    values: &[i64],
+    labels: &[Label<'_>],
+    timestamp_ns: Option<i64>,
+) -> Result<(), ()> {
+    let depth = MAX_DEPTH.load(Relaxed) as usize;
+    WALKER.with(|w| {
+        let Ok(mut w) = w.try_borrow_mut() else {
+            return Err(());
+        };
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            w.walk(
+                ex,
+                depth,
+                crate::endpoint::find_class(),
+                |frames, request| {
+                    // (In the unsafe block above: the object the walk found is a live
+                    // Swoole\Http\Request until the hook returns.)
+                    let swoole = request.and_then(|o| crate::endpoint::swoole_uri(o));
+                    crate::endpoint::with(swoole, |endpoint| {
+                        // The endpoint, the span's four labels (userland's or ddtrace's) and
+                        // the caller's own, on this stack.
+                        let trace = crate::trace::labels();
+                        let mut all = [Label::num("", 0); 9];
+                        let mut n = 0;
+                        if !endpoint.is_empty() {
+                            all[0] = Label::str(TRACE_ENDPOINT, endpoint);
+                            n = 1;
+                        }
+                        for l in trace.as_slice().iter().chain(labels) {
+                            if n == all.len() {
+                                break;
+                            }
+                            all[n] = *l;
+                            n += 1;
+                        }
+                        let mut sample = Sample::new(frames, values).labels(&all[..n]);
+                        if let Some(ts) = timestamp_ns {
+                            sample = sample.timestamp_ns(ts);
+                        }
+                        profiler.record(&sample).map_err(|_| ())
+                    })
+                },
+            )
+        }
+    })
+}
+
 /// Takes one sample of the stack at `ex`.
 ///
 /// # Safety
@@ -98,23 +197,17 @@ pub unsafe fn sample(ex: *const zend_execute_data, in_internal: bool) {
     let wall = clock.saturating_sub(LAST_WALL_NS.swap(clock, Relaxed));
     let cpu_d =
         cpu.saturating_sub(LAST_CPU_NS.swap(cpu, Relaxed)) + CPU_CARRIED_NS.swap(0, Relaxed);
-    let values = [1, wall as i64, cpu_d as i64];
-    let trace = crate::trace::labels();
-    let depth = MAX_DEPTH.load(Relaxed) as usize;
-    let recorded = WALKER.with(|w| {
-        let Ok(mut w) = w.try_borrow_mut() else {
-            return None;
-        };
-        // SAFETY: forwarded from this function's contract.
-        Some(unsafe {
-            w.walk(ex, depth, |frames| {
-                profiler.record(&Sample::new(frames, &values).labels(trace.as_slice()))
-            })
-        })
-    });
+    let mut values = [0i64; MAX_TYPES];
+    values[0] = 1;
+    values[1] = wall as i64;
+    values[2] = cpu_d as i64;
+    let t = types();
+    let timestamp = t.timeline.then(unix_ns);
+    // SAFETY: forwarded from this function's contract.
+    let recorded = unsafe { record_stack(profiler, ex, &values[..t.count], &[], timestamp) };
     let cost = forkprof::monotonic_ns().saturating_sub(t0);
     match recorded {
-        Some(Ok(())) => {
+        Ok(()) => {
             let n = SAMPLES.fetch_add(1, Relaxed) as usize;
             COST_RING[n % COSTS].store(cost.min(u64::from(u32::MAX)) as u32, Relaxed);
             if in_internal {

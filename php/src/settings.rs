@@ -1,66 +1,140 @@
-//! The extension's settings: `forkprof.*` INI entries, each with a Datadog-style environment
-//! fallback, parsed once at MINIT into [`Settings`]. Parsing is pure (values are looked up
-//! through a function) so it is tested without PHP.
+//! The extension's settings: `forkprof.*` INI directives, each with its default and the
+//! environment variables Datadog's PHP profiler reads for the same thing.
+//!
+//! Precedence, for every directive: a value set in INI (php.ini, a `conf.d` file, `-d`, a
+//! php-fpm pool's `php_value` / `php_admin_value`), then its environment variable, then the
+//! default. [`crate::ini`] applies the environment at MINIT by writing it into the directive
+//! (so `ini_get()` and `php --ri` show the value in effect), and [`Settings::read`] parses the
+//! directives' values at the first request of each process, after php-fpm applied its pool's
+//! values. Parsing is pure (values are looked up through a function) so it is tested without
+//! PHP.
 
 use std::time::Duration;
 
-/// One INI entry: its name, and the environment variable read when the INI value is empty.
+/// One INI directive: its name, its default (what PHP registers and `ini_get()` returns when
+/// nothing sets it), and the environment variables read, in order, when INI does not set it.
 pub struct Entry {
     pub ini: &'static str,
-    pub env: Option<&'static str>,
+    pub default: &'static str,
+    pub env: &'static [&'static str],
 }
 
 pub const ENABLED: Entry = Entry {
     ini: "forkprof.enabled",
-    env: Some("DD_PROFILING_ENABLED"),
+    default: "1",
+    env: &["DD_PROFILING_ENABLED"],
 };
 pub const SERVICE: Entry = Entry {
     ini: "forkprof.service",
-    env: Some("DD_SERVICE"),
+    default: "php",
+    env: &["DD_SERVICE"],
 };
 pub const ENV: Entry = Entry {
     ini: "forkprof.env",
-    env: Some("DD_ENV"),
+    default: "",
+    env: &["DD_ENV"],
 };
 pub const VERSION: Entry = Entry {
     ini: "forkprof.version",
-    env: Some("DD_VERSION"),
+    default: "",
+    env: &["DD_VERSION"],
 };
 pub const TAGS: Entry = Entry {
     ini: "forkprof.tags",
-    env: Some("DD_TAGS"),
+    default: "",
+    env: &["DD_TAGS"],
 };
 pub const OUTPUT_DIR: Entry = Entry {
     ini: "forkprof.output_dir",
-    env: None,
+    default: "/tmp/forkprof",
+    env: &[],
 };
+/// `DD_TRACE_AGENT_URL`, else `DD_AGENT_HOST` and/or `DD_TRACE_AGENT_PORT` (the other one
+/// defaulting to `localhost` / `8126`), as Datadog's profiler picks its agent.
 pub const ENDPOINT: Entry = Entry {
     ini: "forkprof.endpoint",
-    env: Some("DD_TRACE_AGENT_URL"),
+    default: "",
+    env: &["DD_TRACE_AGENT_URL", "DD_AGENT_HOST", "DD_TRACE_AGENT_PORT"],
 };
 pub const PERIOD_MS: Entry = Entry {
     ini: "forkprof.period_ms",
-    env: None,
+    default: "10",
+    env: &[],
 };
 pub const EXPORT_PERIOD_S: Entry = Entry {
     ini: "forkprof.export_period_s",
-    env: None,
+    default: "60",
+    env: &[],
 };
 pub const MAX_DEPTH: Entry = Entry {
     ini: "forkprof.max_depth",
-    env: None,
+    default: "128",
+    env: &[],
 };
 pub const SHUTDOWN_TIMEOUT_MS: Entry = Entry {
     ini: "forkprof.shutdown_timeout_ms",
-    env: None,
+    default: "250",
+    env: &[],
 };
+
+pub const ENDPOINT_COLLECTION: Entry = Entry {
+    ini: "forkprof.endpoint_collection_enabled",
+    default: "1",
+    env: &["DD_PROFILING_ENDPOINT_COLLECTION_ENABLED"],
+};
+
+pub const ALLOCATION_ENABLED: Entry = Entry {
+    ini: "forkprof.allocation_enabled",
+    default: "1",
+    env: &["DD_PROFILING_ALLOCATION_ENABLED"],
+};
+pub const ALLOCATION_DISTANCE: Entry = Entry {
+    ini: "forkprof.allocation_sampling_distance",
+    default: "4194304",
+    env: &["DD_PROFILING_ALLOCATION_SAMPLING_DISTANCE"],
+};
+
+pub const EXCEPTION_ENABLED: Entry = Entry {
+    ini: "forkprof.exception_enabled",
+    default: "1",
+    env: &["DD_PROFILING_EXCEPTION_ENABLED"],
+};
+pub const EXCEPTION_DISTANCE: Entry = Entry {
+    ini: "forkprof.exception_sampling_distance",
+    default: "100",
+    env: &["DD_PROFILING_EXCEPTION_SAMPLING_DISTANCE"],
+};
+pub const TIMELINE_ENABLED: Entry = Entry {
+    ini: "forkprof.timeline_enabled",
+    default: "1",
+    env: &["DD_PROFILING_TIMELINE_ENABLED"],
+};
+
+/// Every directive, in the order `php --ri forkprof` lists them.
+pub const ALL: &[&Entry] = &[
+    &ENABLED,
+    &SERVICE,
+    &ENV,
+    &VERSION,
+    &TAGS,
+    &OUTPUT_DIR,
+    &ENDPOINT,
+    &PERIOD_MS,
+    &EXPORT_PERIOD_S,
+    &MAX_DEPTH,
+    &SHUTDOWN_TIMEOUT_MS,
+    &ENDPOINT_COLLECTION,
+    &ALLOCATION_ENABLED,
+    &ALLOCATION_DISTANCE,
+    &EXCEPTION_ENABLED,
+    &EXCEPTION_DISTANCE,
+    &TIMELINE_ENABLED,
+];
 
 pub const DEFAULT_SERVICE: &str = "php";
 pub const DEFAULT_OUTPUT_DIR: &str = "/tmp/forkprof";
-pub const DEFAULT_PERIOD_MS: u64 = 10;
-pub const DEFAULT_EXPORT_PERIOD_S: u64 = 60;
+#[cfg(test)]
 pub const DEFAULT_MAX_DEPTH: usize = 128;
-pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u64 = 250;
 
 /// Where profiles go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +155,15 @@ pub struct Settings {
     pub export_period: Duration,
     pub max_depth: usize,
     pub shutdown_timeout: Duration,
+    /// Each sample carries its request's endpoint (the `trace endpoint` label).
+    pub endpoint_label: bool,
+    /// The mean distance in bytes between two sampled allocations; `None`: allocation
+    /// profiling is off.
+    pub allocation_distance: Option<u64>,
+    /// The mean number of throws between two sampled ones; `None`: exception profiling is off.
+    pub exception_distance: Option<u64>,
+    /// Timestamps on every sample, and GC runs and compilations as timeline events.
+    pub timeline: bool,
 }
 
 /// A setting that cannot be used: the message names it and says what to write instead.
@@ -93,19 +176,56 @@ impl std::fmt::Display for BadSetting {
     }
 }
 
-/// The value of `e`: the INI value if it is not blank, else its environment variable's.
-/// Returns the name the value came from, for error messages.
-fn value(
+fn nonblank(v: Option<String>) -> Option<String> {
+    v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// The value `e` takes from the environment, and the variable it came from (for messages).
+pub fn env_value(
     e: &Entry,
-    ini: &dyn Fn(&str) -> Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<(&'static str, String)> {
-    let nonblank = |v: Option<String>| v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    if let Some(v) = nonblank(ini(e.ini)) {
-        return Some((e.ini, v));
+    if e.ini == ENDPOINT.ini {
+        if let Some(url) = nonblank(env("DD_TRACE_AGENT_URL")) {
+            return Some(("DD_TRACE_AGENT_URL", url));
+        }
+        let host = nonblank(env("DD_AGENT_HOST"));
+        let port = nonblank(env("DD_TRACE_AGENT_PORT"));
+        if host.is_none() && port.is_none() {
+            return None;
+        }
+        let from = if host.is_some() {
+            "DD_AGENT_HOST"
+        } else {
+            "DD_TRACE_AGENT_PORT"
+        };
+        let host = host.unwrap_or_else(|| "localhost".into());
+        let port = port.unwrap_or_else(|| "8126".into());
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        return Some((from, format!("http://{host}:{port}")));
     }
-    let name = e.env?;
-    nonblank(env(name)).map(|v| (name, v))
+    e.env
+        .iter()
+        .find_map(|&name| nonblank(env(name)).map(|v| (name, v)))
+}
+
+/// The value of `e` given what INI configured (`None`: nothing set it) and the environment:
+/// INI first, then the environment. `None`: the default applies. (At run time the same
+/// order is split between [`crate::ini::apply_env`] and the engine's own INI handling.)
+#[cfg(test)]
+pub fn resolve(
+    e: &Entry,
+    configured: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(&'static str, String)> {
+    match configured {
+        Some(v) => Some((e.ini, v)),
+        None => env_value(e, env),
+    }
 }
 
 fn parse_bool(from: &str, v: &str) -> Result<bool, BadSetting> {
@@ -156,16 +276,22 @@ fn parse_endpoint(from: &str, v: &str) -> Result<String, BadSetting> {
 }
 
 impl Settings {
-    /// Reads every setting; the first unusable one is the error.
+    /// Reads every setting from `get`, which returns a directive's value in effect and the
+    /// name it came from (the directive, or the environment variable that set it); `None`
+    /// (or a blank value) means the default. The first unusable value is the error.
     pub fn read(
-        ini: &dyn Fn(&str) -> Option<String>,
-        env: &dyn Fn(&str) -> Option<String>,
+        get: &dyn Fn(&Entry) -> Option<(&'static str, String)>,
     ) -> Result<Settings, BadSetting> {
-        let get = |e: &Entry| value(e, ini, env);
-        let enabled = match get(&ENABLED) {
-            Some((from, v)) => parse_bool(from, &v)?,
-            None => true,
+        let get = |e: &Entry| {
+            get(e)
+                .and_then(|(from, v)| nonblank(Some(v)).map(|v| (from, v)))
+                .or_else(|| nonblank(Some(e.default.to_string())).map(|v| (e.ini, v)))
         };
+        let flag = |e: &Entry| match get(e) {
+            Some((from, v)) => parse_bool(from, &v),
+            None => parse_bool(e.ini, e.default),
+        };
+        let enabled = flag(&ENABLED)?;
         let service = get(&SERVICE).map_or_else(|| DEFAULT_SERVICE.to_string(), |(_, v)| v);
         let tags = match get(&TAGS) {
             Some((from, v)) => parse_tags(from, &v)?,
@@ -177,26 +303,14 @@ impl Settings {
                 get(&OUTPUT_DIR).map_or_else(|| DEFAULT_OUTPUT_DIR.to_string(), |(_, v)| v),
             ),
         };
-        let number = |e: &Entry, default: u64, min: u64, max: u64, unit: &str| match get(e) {
+        let number = |e: &Entry, min: u64, max: u64, unit: &str| match get(e) {
             Some((from, v)) => parse_range(from, &v, min, max, unit),
-            None => Ok(default),
+            None => parse_range(e.ini, e.default, min, max, unit),
         };
-        let period_ms = number(&PERIOD_MS, DEFAULT_PERIOD_MS, 1, 1000, "milliseconds")?;
-        let export_s = number(
-            &EXPORT_PERIOD_S,
-            DEFAULT_EXPORT_PERIOD_S,
-            1,
-            3600,
-            "seconds",
-        )?;
-        let max_depth = number(&MAX_DEPTH, DEFAULT_MAX_DEPTH as u64, 2, 10_000, "frames")?;
-        let shutdown_ms = number(
-            &SHUTDOWN_TIMEOUT_MS,
-            DEFAULT_SHUTDOWN_TIMEOUT_MS,
-            0,
-            60_000,
-            "milliseconds",
-        )?;
+        let period_ms = number(&PERIOD_MS, 1, 1000, "milliseconds")?;
+        let export_s = number(&EXPORT_PERIOD_S, 1, 3600, "seconds")?;
+        let max_depth = number(&MAX_DEPTH, 2, 10_000, "frames")?;
+        let shutdown_ms = number(&SHUTDOWN_TIMEOUT_MS, 0, 60_000, "milliseconds")?;
         Ok(Settings {
             enabled,
             service,
@@ -208,6 +322,16 @@ impl Settings {
             export_period: Duration::from_secs(export_s),
             max_depth: max_depth as usize,
             shutdown_timeout: Duration::from_millis(shutdown_ms),
+            endpoint_label: flag(&ENDPOINT_COLLECTION)?,
+            allocation_distance: match flag(&ALLOCATION_ENABLED)? {
+                true => Some(number(&ALLOCATION_DISTANCE, 1, 1 << 40, "bytes")?),
+                false => None,
+            },
+            exception_distance: match flag(&EXCEPTION_ENABLED)? {
+                true => Some(number(&EXCEPTION_DISTANCE, 1, 1 << 32, "throws")?),
+                false => None,
+            },
+            timeline: flag(&TIMELINE_ENABLED)?,
         })
     }
 }
@@ -226,7 +350,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Settings::read(&|k| ini.get(k).cloned(), &|k| env.get(k).cloned())
+        Settings::read(&|e| {
+            resolve(e, nonblank(ini.get(e.ini).cloned()), &|k| {
+                env.get(k).cloned()
+            })
+        })
     }
 
     #[test]
@@ -240,6 +368,36 @@ mod tests {
         );
         assert_eq!(s.period, Duration::from_millis(10));
         assert_eq!(s.max_depth, DEFAULT_MAX_DEPTH);
+        assert_eq!(s.shutdown_timeout, Duration::from_millis(250));
+        assert_eq!(s.allocation_distance, Some(4 << 20));
+        assert_eq!(s.exception_distance, Some(100));
+        assert!(s.timeline);
+    }
+
+    #[test]
+    fn every_default_parses_and_names_are_unique() {
+        let s = Settings::read(&|e| Some((e.ini, e.default.to_string()))).unwrap();
+        assert_eq!(s, read(&[], &[]).unwrap());
+        let mut names: Vec<_> = ALL.iter().map(|e| e.ini).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+        assert!(ALL.iter().all(|e| e.ini.starts_with("forkprof.")));
+    }
+
+    #[test]
+    fn the_sample_ini_file_shows_every_directive_with_its_default() {
+        let file = include_str!("../forkprof.ini");
+        for e in ALL {
+            let line = format!(";{} = {}", e.ini, e.default);
+            assert!(
+                file.lines().any(|l| l.trim_end() == line.trim_end()),
+                "php/forkprof.ini lacks `{line}`"
+            );
+            for env in e.env {
+                assert!(file.contains(env), "php/forkprof.ini does not name {env}");
+            }
+        }
     }
 
     #[test]
@@ -254,12 +412,45 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_selects_the_agent() {
+    fn the_agent_comes_from_its_url_or_host_and_port() {
         let s = read(&[], &[("DD_TRACE_AGENT_URL", "http://127.0.0.1:8126")]).unwrap();
         assert_eq!(
             s.destination,
             Destination::Agent("http://127.0.0.1:8126".into())
         );
+        // The URL wins over host and port.
+        let s = read(
+            &[],
+            &[
+                ("DD_TRACE_AGENT_URL", "unix:///run/apm.socket"),
+                ("DD_AGENT_HOST", "agent"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.destination,
+            Destination::Agent("unix:///run/apm.socket".into())
+        );
+        let agent = |env: &[(&str, &str)]| read(&[], env).unwrap().destination;
+        assert_eq!(
+            agent(&[("DD_AGENT_HOST", "dd-agent")]),
+            Destination::Agent("http://dd-agent:8126".into())
+        );
+        assert_eq!(
+            agent(&[("DD_TRACE_AGENT_PORT", "9126")]),
+            Destination::Agent("http://localhost:9126".into())
+        );
+        assert_eq!(
+            agent(&[("DD_AGENT_HOST", "::1"), ("DD_TRACE_AGENT_PORT", "9126")]),
+            Destination::Agent("http://[::1]:9126".into())
+        );
+        // forkprof.endpoint wins over all of them.
+        let s = read(
+            &[("forkprof.endpoint", "http://ini:1")],
+            &[("DD_AGENT_HOST", "dd-agent")],
+        )
+        .unwrap();
+        assert_eq!(s.destination, Destination::Agent("http://ini:1".into()));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 
 use ext_php_rs::ffi::{
-    zend_execute_data, zend_function, zend_string, ZEND_ACC_CLOSURE, ZEND_EVAL_CODE,
-    ZEND_INTERNAL_FUNCTION,
+    zend_class_entry, zend_execute_data, zend_function, zend_object, zend_string, zval,
+    ZEND_ACC_CLOSURE, ZEND_EVAL_CODE, ZEND_INTERNAL_FUNCTION,
 };
 use forkprof::Frame;
 
@@ -32,6 +32,10 @@ struct RawFrame {
 }
 
 const INCLUDE: &[u8] = b"{include}";
+/// The engine's ZEND_CALL_FRAME_SLOT: a frame's header size in zvals, after which its
+/// arguments start.
+const CALL_FRAME_SLOT: usize =
+    std::mem::size_of::<zend_execute_data>().div_ceil(std::mem::size_of::<zval>());
 const MAIN: &[u8] = b"{main}";
 
 /// A reusable stack walker; one per PHP thread.
@@ -169,26 +173,43 @@ impl Walker {
     }
 
     /// Walks from `ex` to the outermost frame, keeping at most `max_depth` frames (the last
-    /// one says how many were left out), and hands the frames to `f`.
+    /// one says how many were left out), and hands the frames to `f`, with the first argument
+    /// of the outermost frame whose first argument is an object of class `find` (null: none
+    /// looked for; a Swoole request handler's request).
     ///
     /// # Safety
     /// `ex` is null or the running PHP thread's current frame, and the engine does not run
     /// while the walk is in progress (the walk happens inside an engine hook on that thread).
+    /// `find` is null or a live class entry.
     pub unsafe fn walk<R>(
         &mut self,
         ex: *const zend_execute_data,
         max_depth: usize,
-        f: impl FnOnce(&[Frame<'_>]) -> R,
+        find: *const zend_class_entry,
+        f: impl FnOnce(&[Frame<'_>], Option<*const zend_object>) -> R,
     ) -> R {
         self.text.clear();
         self.raw.clear();
         let max_depth = max_depth.max(2);
         let mut cur = ex;
         let mut omitted = 0usize;
+        let mut found = None;
         while !cur.is_null() {
             // SAFETY: `cur` is a live frame of this thread's chain (caller's guarantee, then
             // `prev_execute_data` links the engine maintains).
             let (func, prev) = unsafe { ((*cur).func, (*cur).prev_execute_data) };
+            if !find.is_null() && !func.is_null() {
+                // SAFETY: a live frame: its arguments follow it, `num_args` of them (the
+                // engine's ZEND_CALL_ARG(ex, 1) is the first slot after the frame's header).
+                unsafe {
+                    if (*cur).This.u2.num_args >= 1 {
+                        let arg = (cur as *const zval).add(CALL_FRAME_SLOT);
+                        if let Some(obj) = crate::endpoint::object_of(arg, find) {
+                            found = Some(obj);
+                        }
+                    }
+                }
+            }
             if !func.is_null() {
                 if self.raw.len() + 1 < max_depth {
                     // SAFETY: `func` is the live frame's function.
@@ -230,7 +251,7 @@ impl Walker {
             };
             frames.push(frame);
         }
-        let out = f(&frames);
+        let out = f(&frames, found);
         frames.clear();
         self.frames = frames;
         out
@@ -335,7 +356,7 @@ mod tests {
         let mut w = Walker::new();
         // SAFETY: the fixture's frames form a valid chain and outlive the walk.
         unsafe {
-            w.walk(leaf, depth, |frames| {
+            w.walk(leaf, depth, std::ptr::null(), |frames, _| {
                 frames
                     .iter()
                     .map(|f| {
@@ -428,11 +449,11 @@ mod tests {
         let shallow = fx.frames[1] as *const zend_execute_data;
         let mut w = Walker::new();
         // SAFETY: as in `names`.
-        let n = unsafe { w.walk(leaf, 64, |f| f.len()) };
+        let n = unsafe { w.walk(leaf, 64, std::ptr::null(), |f, _| f.len()) };
         assert_eq!(n, 64);
         // SAFETY: as in `names`.
         let second = unsafe {
-            w.walk(shallow, 64, |f| {
+            w.walk(shallow, 64, std::ptr::null(), |f, _| {
                 f.iter()
                     .map(|f| String::from_utf8_lossy(f.function).into_owned())
                     .collect::<Vec<_>>()
