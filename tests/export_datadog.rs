@@ -120,6 +120,8 @@ fn the_datadog_test_agent_receives_every_profile() {
         .env("test")
         .version("1.2.3")
         .tag("team", "profiling")
+        // A tag without a value (`DD_TAGS=canary`): its bare key, which the agent accepts.
+        .tag("canary", "")
         .into();
     let p = start(exporter, "dd-test");
     let names = ["alpha_fn", "beta_fn", "gamma_fn"];
@@ -171,6 +173,7 @@ fn the_datadog_test_agent_receives_every_profile() {
             "version:1.2.3",
             "region:eu",
             "team:profiling",
+            "canary",
             &format!("process_id:{pid}"),
             &runtime_id,
         ] {

@@ -140,7 +140,8 @@ impl ConfigBuilder {
         }
     }
 
-    /// Adds a `key:value` tag, attached to every profile.
+    /// Adds a `key:value` tag (or a bare `key`, a tag with an empty value), attached to every
+    /// profile.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
@@ -239,17 +240,15 @@ impl ConfigBuilder {
         }
         let mut tags = Vec::with_capacity(self.tags.len());
         for tag in &self.tags {
-            match tag.split_once(':') {
-                Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                    tags.push((k.to_string(), v.to_string()))
-                }
-                _ => {
-                    return Err(Error::config(
-                        "tags",
-                        format!("`{tag}` is not of the form key:value"),
-                    ))
-                }
+            // A bare `key` is a tag with an empty value, as Datadog's tags may be.
+            let (k, v) = tag.split_once(':').unwrap_or((tag, ""));
+            if k.trim().is_empty() {
+                return Err(Error::config(
+                    "tags",
+                    format!("`{tag}` has no key: expected key:value or key"),
+                ));
             }
+            tags.push((k.to_string(), v.to_string()));
         }
         self.exporter.validate()?;
         Ok(Config {
@@ -282,7 +281,8 @@ mod tests {
             (Config::builder(" ").sample_type("a", "b"), "service"),
             (Config::builder("svc"), "sample_types"),
             (base().period(Duration::ZERO), "period"),
-            (base().tag("nocolon"), "tags"),
+            (base().tag(":novalue"), "tags"),
+            (base().tag(" "), "tags"),
             (base().max_stack_depth(1), "max_stack_depth"),
             (base().buffer_capacity(10), "buffer_capacity"),
             (base().max_pending_profiles(0), "max_pending_profiles"),
@@ -297,8 +297,14 @@ mod tests {
 
     #[test]
     fn tags_are_split() {
-        let c = base().tag("env:prod").tag("url:http://x").build().unwrap();
+        let c = base()
+            .tag("env:prod")
+            .tag("url:http://x")
+            .tag("canary")
+            .build()
+            .unwrap();
         assert_eq!(c.tags()[0], ("env".into(), "prod".into()));
         assert_eq!(c.tags()[1], ("url".into(), "http://x".into()));
+        assert_eq!(c.tags()[2], ("canary".into(), "".into()));
     }
 }

@@ -285,7 +285,8 @@ impl ExporterFactory for DatadogFactory {
     }
 }
 
-/// `key:value,key:value`, with the characters that would break the list replaced.
+/// `key:value,key:value`, with the characters that would break the list replaced. A tag
+/// with an empty value is its bare key, as Datadog writes such tags (`DD_TAGS=foo`).
 #[derive(Default)]
 struct TagList(String);
 
@@ -296,8 +297,11 @@ impl TagList {
         }
         let clean = |s: &str| s.trim().replace([',', '\n', '\r'], "_");
         self.0.push_str(&clean(key));
-        self.0.push(':');
-        self.0.push_str(&clean(value));
+        let value = clean(value);
+        if !value.is_empty() {
+            self.0.push(':');
+            self.0.push_str(&value);
+        }
     }
 }
 
@@ -485,7 +489,8 @@ mod tests {
         let mut t = TagList::default();
         t.push("service", "a,b");
         t.push("env", " prod ");
-        assert_eq!(t.0, "service:a_b,env:prod");
+        t.push("foo", "");
+        assert_eq!(t.0, "service:a_b,env:prod,foo");
     }
 
     #[test]

@@ -224,7 +224,8 @@ pub unsafe extern "C" fn forkprof_config_free(cfg: *mut forkprof_config) {
     }
 }
 
-/// Adds a `key:value` tag attached to every profile.
+/// Adds a `key:value` tag (or a bare `key`: a tag with an empty value) attached to every
+/// profile.
 ///
 /// # Safety
 /// `cfg` is a live handle; `tag` points to `tag_len` readable bytes.
