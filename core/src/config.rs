@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::export::{Compression, ExporterConfig};
+use crate::export::{Compression, ExporterConfig, Retention};
 
 /// One value column of the profile, e.g. `wall-time` in `nanoseconds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +116,9 @@ pub struct ConfigBuilder {
     drain_interval: Duration,
     max_pending_profiles: usize,
     exporter: ExporterConfig,
+    /// Set by `output_retention`; applied to the file exporter at `build`, so it holds
+    /// whichever of `output_dir` and `output_retention` came first.
+    retention: Option<Retention>,
     child_policy: ChildPolicy,
     sampling: Option<(SampleType, i64)>,
 }
@@ -131,10 +134,8 @@ impl ConfigBuilder {
             buffer_capacity: DEFAULT_BUFFER_CAPACITY,
             drain_interval: DEFAULT_DRAIN_INTERVAL,
             max_pending_profiles: DEFAULT_MAX_PENDING_PROFILES,
-            exporter: ExporterConfig::File {
-                dir: PathBuf::from("profiles"),
-                compression: Compression::Gzip,
-            },
+            exporter: ExporterConfig::file("profiles", Compression::Gzip),
+            retention: None,
             child_policy: ChildPolicy::Restart,
             sampling: None,
         }
@@ -183,10 +184,14 @@ impl ConfigBuilder {
     }
     /// Shorthand for the file exporter: `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`.
     pub fn output_dir(mut self, dir: impl Into<PathBuf>, compression: Compression) -> Self {
-        self.exporter = ExporterConfig::File {
-            dir: dir.into(),
-            compression,
-        };
+        self.exporter = ExporterConfig::file(dir, compression);
+        self
+    }
+    /// How much of its directory the file exporter keeps (default [`Retention::DEFAULT`]:
+    /// 10,000 files, 1 GiB); the oldest profile files beyond it are deleted after each write.
+    /// An error at `build` if profiles do not go to files.
+    pub fn output_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
         self
     }
     pub fn child_policy(mut self, policy: ChildPolicy) -> Self {
@@ -250,7 +255,19 @@ impl ConfigBuilder {
             }
             tags.push((k.to_string(), v.to_string()));
         }
-        self.exporter.validate()?;
+        let mut exporter = self.exporter;
+        if let Some(r) = self.retention {
+            match &mut exporter {
+                ExporterConfig::File { retention, .. } => *retention = r,
+                _ => {
+                    return Err(Error::config(
+                        "output_retention",
+                        "applies to the file exporter: profiles here go elsewhere (set output_dir, or drop the retention)",
+                    ))
+                }
+            }
+        }
+        exporter.validate()?;
         Ok(Config {
             service: self.service,
             tags,
@@ -260,7 +277,7 @@ impl ConfigBuilder {
             buffer_capacity: self.buffer_capacity,
             drain_interval: self.drain_interval,
             max_pending_profiles: self.max_pending_profiles,
-            exporter: self.exporter,
+            exporter,
             child_policy: self.child_policy,
             sampling: self.sampling,
         })
