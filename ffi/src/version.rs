@@ -15,7 +15,7 @@ pub const FORKPROF_ABI_VERSION_MAJOR: u32 = 1;
 
 /// The ABI's minor version: it moves when calls, constants or fields at the end of a
 /// size-tagged struct are added.
-pub const FORKPROF_ABI_VERSION_MINOR: u32 = 0;
+pub const FORKPROF_ABI_VERSION_MINOR: u32 = 1;
 
 /// The ABI this header describes, `major << 16 | minor`: pass it to `forkprof_abi_check`.
 pub const FORKPROF_ABI_VERSION: u32 = FORKPROF_ABI_VERSION_MAJOR << 16 | FORKPROF_ABI_VERSION_MINOR;
@@ -35,8 +35,6 @@ pub extern "C" fn forkprof_abi_version() -> u32 {
 pub extern "C" fn forkprof_abi_check(header_version: u32) -> forkprof_status {
     guard(|| {
         let (major, minor) = (header_version >> 16, header_version & 0xffff);
-        // The minor is 0 until the first addition, which makes `<=` look absurd to clippy.
-        #[allow(clippy::absurd_extreme_comparisons)]
         let served = minor <= FORKPROF_ABI_VERSION_MINOR;
         if major == FORKPROF_ABI_VERSION_MAJOR && served {
             return Ok(());
