@@ -188,7 +188,7 @@ impl ConfigBuilder {
         self
     }
     /// How much of its directory the file exporter keeps (default [`Retention::DEFAULT`]:
-    /// 10,000 files, 1 GiB); the oldest profile files beyond it are deleted after each write.
+    /// 1,000 files, 256 MiB); the oldest profile files beyond it are deleted after each write.
     /// An error at `build` if profiles do not go to files.
     pub fn output_retention(mut self, retention: Retention) -> Self {
         self.retention = Some(retention);

@@ -456,7 +456,7 @@ enum forkprof_status forkprof_config_output_dir(struct forkprof_config *cfg,
  * the oldest profile files of the directory beyond `max_files` files or `max_bytes` bytes are
  * deleted (0: no bound of that kind; both 0: keep everything). Only files named as forkprof
  * names profiles count and are deleted, of any service, and the newest always stays. Default
- * when not called: 10000 files and 1 GiB. An error at start if profiles do not go to files.
+ * when not called: 1000 files and 256 MiB. An error at start if profiles do not go to files.
  *
  * # Safety
  * `cfg` is a live handle.
