@@ -208,9 +208,9 @@ fn run(o: &Args) -> Result<i32, String> {
         match &o.endpoint {
             None => r.read_back(&o.out, started),
             // Nothing local to read back: the endpoint has the profiles.
-            Some(_) if r.profiles == 0 && r.problems.is_empty() => {
-                r.problems.push("uploaded no profile".into())
-            }
+            Some(_) if r.profiles == 0 && r.problems.is_empty() => r
+                .problems
+                .push("uploaded no profile (forkprof's messages on stderr say why)".into()),
             Some(_) => {}
         }
     }

@@ -265,7 +265,8 @@ fn bad_lengths_and_constants_are_invalid() {
         assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
         assert!(last_error().contains("period"), "{}", last_error());
         assert_eq!(forkprof_config_period_ms(cfg, 1000), FORKPROF_OK);
-        assert_eq!(forkprof_config_tag(cfg, ptr(b"notag"), 5), FORKPROF_OK);
+        // A tag without a key (a bare key is a tag with an empty value, and fine).
+        assert_eq!(forkprof_config_tag(cfg, ptr(b":v"), 2), FORKPROF_OK);
         let mut q = null_mut();
         assert_eq!(forkprof_start(cfg, &mut q), FORKPROF_ERR_CONFIG);
         assert!(last_error().contains("tags"), "{}", last_error());
