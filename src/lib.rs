@@ -48,8 +48,8 @@ pub mod export {
 pub use forkprof_core::{
     compress, config, exit, messages, pprof, Activity, ChildPolicy, Compression, Config,
     ConfigBuilder, Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory,
-    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack,
-    Stats, StrId,
+    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Retention, Sample,
+    SampleType, Stack, Stats, StrId,
 };
 
 /// Trace context on samples: [`TraceContext`], [`TracedLabels`] (the host's labels and a

@@ -120,6 +120,8 @@ fn the_datadog_test_agent_receives_every_profile() {
         .env("test")
         .version("1.2.3")
         .tag("team", "profiling")
+        // A tag without a value (`DD_TAGS=canary`): its bare key, which the agent accepts.
+        .tag("canary", "")
         .into();
     let p = start(exporter, "dd-test");
     let names = ["alpha_fn", "beta_fn", "gamma_fn"];
@@ -171,6 +173,7 @@ fn the_datadog_test_agent_receives_every_profile() {
             "version:1.2.3",
             "region:eu",
             "team:profiling",
+            "canary",
             &format!("process_id:{pid}"),
             &runtime_id,
         ] {
@@ -332,4 +335,94 @@ fn a_forked_child_uploads_its_own_profile_through_its_own_connection() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     // One connection per upload: none is kept, none is shared across the fork.
     assert_eq!(server.connections(), 3);
+}
+
+/// A runtime uploading through forkprof (PHP here) names its family, its library and its
+/// tracer's runtime id; a forked child is another runtime and gets an id of its own.
+#[test]
+fn the_host_sets_the_family_the_library_and_its_runtime_id() {
+    let _w = Watchdog::new("family and runtime id", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(202));
+    let id = "0b1d5e0c-6d3f-4a52-9f1e-1c2b3a4d5e6f";
+    let exporter: ExporterConfig = Datadog::agent(&server.url())
+        .family("php")
+        .runtime_id(id)
+        .library("forkprof-php", "0.3.1")
+        .into();
+    let p = start(exporter, "family-test");
+    record(&p, "parent_work", 2);
+    p.flush_sync(Duration::from_secs(10)).unwrap();
+    let child = fork_and_run(|| {
+        record(&p, "child_work", 1);
+        match p.stop(Duration::from_secs(10)) {
+            Ok(s) if s.profiles_written == 1 => 0,
+            _ => 2,
+        }
+    });
+    expect_exit_0(child, "forked child uploading");
+    p.stop(Duration::from_secs(10)).unwrap();
+    let reqs = server.requests();
+    assert!(reqs.len() >= 2, "{}", reqs.len());
+    let mut runtime_ids = std::collections::BTreeMap::new();
+    for r in &reqs {
+        assert_eq!(r.header("DD-EVP-ORIGIN"), Some("forkprof-php"));
+        assert_eq!(r.header("DD-EVP-ORIGIN-VERSION"), Some("0.3.1"));
+        let parts = parse_multipart(r.header("Content-Type").unwrap(), &r.body);
+        let event: serde_json::Value = serde_json::from_slice(&parts[0].data).unwrap();
+        assert_eq!(event["family"], "php");
+        let tags: Vec<&str> = event["tags_profiler"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .collect();
+        assert!(
+            tags.contains(&concat!("profiler_version:", env!("CARGO_PKG_VERSION"))),
+            "{tags:?}"
+        );
+        let pid = tags
+            .iter()
+            .find_map(|t| t.strip_prefix("process_id:"))
+            .unwrap()
+            .to_string();
+        let rid = tags
+            .iter()
+            .find_map(|t| t.strip_prefix("runtime-id:"))
+            .unwrap()
+            .to_string();
+        runtime_ids.insert(pid, rid);
+    }
+    assert_eq!(runtime_ids[&std::process::id().to_string()], id);
+    let child_id = &runtime_ids[&child.to_string()];
+    assert_ne!(child_id, id, "the child is another runtime");
+    assert_eq!(child_id.len(), 36, "{child_id}");
+}
+
+#[test]
+fn unusable_family_runtime_id_or_library_name_the_field() {
+    for (d, field) in [
+        (Datadog::agent("http://127.0.0.1:1").family(" "), "family"),
+        (
+            Datadog::agent("http://127.0.0.1:1").runtime_id(""),
+            "runtime_id",
+        ),
+        (
+            Datadog::agent("http://127.0.0.1:1").runtime_id("a,b"),
+            "runtime_id",
+        ),
+        (
+            Datadog::agent("http://127.0.0.1:1").library("x\r\ny", "1"),
+            "library name",
+        ),
+        (
+            Datadog::agent("http://127.0.0.1:1").library("x", ""),
+            "library version",
+        ),
+    ] {
+        let err = Config::builder("svc")
+            .sample_type("samples", "count")
+            .exporter(d.into())
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
 }

@@ -319,6 +319,15 @@ fn retry_after_seconds_on_429_is_waited_out() {
             Reply::Status(200)
         }
     });
+    // A host logging at info (the CLI's default) hears of the wait: the server throttles it.
+    let infos = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let i = infos.clone();
+    forkprof::messages::set_sink(Some((
+        Box::new(move |m: &forkprof::messages::Message<'_>| {
+            i.lock().unwrap().push(m.text.to_string())
+        }),
+        forkprof::messages::Level::Info,
+    )));
     // Backoff alone would pause 10-40 ms.
     let p = start(&server.url(), fast_http(3), 8);
     let s = one_profile(&p);
@@ -326,6 +335,15 @@ fn retry_after_seconds_on_429_is_waited_out() {
     let waited = gap(&server, 0, 1);
     assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
     p.stop(Duration::from_secs(5)).unwrap();
+    let infos = infos.lock().unwrap().clone();
+    assert!(
+        infos
+            .iter()
+            .any(|t| t.starts_with("forkprof: export retry: ")
+                && t.contains("HTTP 429")
+                && t.contains("retrying in 1.0 s as the server asked (Retry-After)")),
+        "{infos:#?}"
+    );
 }
 
 #[test]

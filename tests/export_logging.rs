@@ -180,10 +180,7 @@ fn no_log_record_comes_from_a_forkprof_thread() {
         "unix",
     );
     run(
-        ExporterConfig::File {
-            dir: dir.path().join("files"),
-            compression: Compression::Gzip,
-        },
+        ExporterConfig::file(dir.path().join("files"), Compression::Gzip),
         "files",
     );
     assert!(ok.requests().len() >= 2 && unix.requests().len() >= 2);

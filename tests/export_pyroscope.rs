@@ -17,6 +17,8 @@ fn ingest_gets_the_series_name_the_time_range_and_a_gzip_pprof() {
     let server = TestServer::tcp(|_| Reply::Status(200));
     let exporter: ExporterConfig = Pyroscope::new(&format!("{}/", server.url()), "my-app")
         .tag("zone", "b")
+        // No value, no label form in a series name: left out.
+        .tag("canary", "")
         .into();
     let cfg = Config::builder("ignored-service")
         .sample_type("samples", "count")

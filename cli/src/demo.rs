@@ -155,6 +155,7 @@ fn run(o: &Args) -> Result<i32, String> {
     ticker.stop();
     shadow::uninstall();
     let master_stop = profiler.stop(STOP_TIMEOUT);
+    forkprof::drain_messages();
     println!("workers done after {:.1}s", start.elapsed().as_secs_f64());
 
     // One row per process, master first.
@@ -207,9 +208,9 @@ fn run(o: &Args) -> Result<i32, String> {
         match &o.endpoint {
             None => r.read_back(&o.out, started),
             // Nothing local to read back: the endpoint has the profiles.
-            Some(_) if r.profiles == 0 && r.problems.is_empty() => {
-                r.problems.push("uploaded no profile".into())
-            }
+            Some(_) if r.profiles == 0 && r.problems.is_empty() => r
+                .problems
+                .push("uploaded no profile (forkprof's messages on stderr say why)".into()),
             Some(_) => {}
         }
     }
@@ -309,6 +310,9 @@ fn worker_process(index: usize, profiler: &Profiler, slot: &'static Slot, deadli
         run_worker(index, profiler, slot, deadline)
     }))
     .unwrap_or(EXIT_WORKER_PANICKED);
+    // A child whose profiler could not restart answers `stop` with an error before delivering
+    // anything: what it queued (why it could not restart) is handed over here.
+    forkprof::drain_messages();
     let _ = std::io::stdout().flush();
     // SAFETY: `_exit` ends this child only, without running the master's atexit handlers or
     // destructors of state the child merely inherited.

@@ -3,6 +3,7 @@
 
 mod demo;
 mod flame;
+mod stderr_log;
 mod top;
 mod torture;
 
@@ -16,6 +17,11 @@ use clap::{CommandFactory, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Which of forkprof's messages (failed uploads and their reasons, dropped profiles,
+    /// children that do not profile) are printed on stderr: off, error, warn, info, debug or
+    /// trace. Default: RUST_LOG's level for `forkprof` (e.g. RUST_LOG=forkprof=debug), else info.
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = stderr_log::parse_level)]
+    log_level: Option<log::LevelFilter>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +74,7 @@ pub fn usage_error(subcommand: &str, message: impl std::fmt::Display) -> ! {
 
 fn main() {
     let cli = Cli::parse();
+    stderr_log::install(cli.log_level);
     let code = match cli.command {
         Command::Demo(a) => demo::main(a),
         Command::Torture(a) => torture::main(a),

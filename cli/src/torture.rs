@@ -198,7 +198,8 @@ impl Phase {
 
 /// The child's whole life. Only forkprof calls, the monotonic clock (vDSO, no lock) and a
 /// plain store into memory shared with the parent: no printing (the stdout and stderr locks
-/// may belong to a thread that does not exist here).
+/// may belong to a thread that does not exist here). forkprof's messages, which its `flush`
+/// and `stats` deliver, go through the CLI's logger, which takes no lock (`cli/src/stderr_log.rs`).
 fn child(
     p: Option<&Profiler>,
     policy: ChildPolicy,
@@ -209,6 +210,11 @@ fn child(
     let Some(p) = p else {
         return 0;
     };
+    if policy == ChildPolicy::Disable {
+        // Every child would say, at info, that it does not profile because the run chose
+        // `--policy disable`: thousands of identical lines. Its warnings and errors still show.
+        crate::stderr_log::cap(log::LevelFilter::Warn);
+    }
     let frames = [
         Frame::new("torture_child_work", "torture.rs", 2),
         Frame::new("torture_child_main", "torture.rs", 1),

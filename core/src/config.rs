@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::export::{Compression, ExporterConfig};
+use crate::export::{Compression, ExporterConfig, Retention};
 
 /// One value column of the profile, e.g. `wall-time` in `nanoseconds`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,9 @@ pub struct ConfigBuilder {
     drain_interval: Duration,
     max_pending_profiles: usize,
     exporter: ExporterConfig,
+    /// Set by `output_retention`; applied to the file exporter at `build`, so it holds
+    /// whichever of `output_dir` and `output_retention` came first.
+    retention: Option<Retention>,
     child_policy: ChildPolicy,
     sampling: Option<(SampleType, i64)>,
 }
@@ -132,16 +135,15 @@ impl ConfigBuilder {
             buffer_capacity: DEFAULT_BUFFER_CAPACITY,
             drain_interval: DEFAULT_DRAIN_INTERVAL,
             max_pending_profiles: DEFAULT_MAX_PENDING_PROFILES,
-            exporter: ExporterConfig::File {
-                dir: PathBuf::from("profiles"),
-                compression: Compression::Gzip,
-            },
+            exporter: ExporterConfig::file("profiles", Compression::Gzip),
+            retention: None,
             child_policy: ChildPolicy::Restart,
             sampling: None,
         }
     }
 
-    /// Adds a `key:value` tag, attached to every profile.
+    /// Adds a `key:value` tag (or a bare `key`, a tag with an empty value), attached to every
+    /// profile.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
@@ -183,10 +185,14 @@ impl ConfigBuilder {
     }
     /// Shorthand for the file exporter: `<dir>/<service>-<pid>-<stamp>-<seq>.pprof[.gz|.zst]`.
     pub fn output_dir(mut self, dir: impl Into<PathBuf>, compression: Compression) -> Self {
-        self.exporter = ExporterConfig::File {
-            dir: dir.into(),
-            compression,
-        };
+        self.exporter = ExporterConfig::file(dir, compression);
+        self
+    }
+    /// How much of its directory the file exporter keeps (default [`Retention::DEFAULT`]:
+    /// 1,000 files, 256 MiB); the oldest profile files beyond it are deleted after each write.
+    /// An error at `build` if profiles do not go to files.
+    pub fn output_retention(mut self, retention: Retention) -> Self {
+        self.retention = Some(retention);
         self
     }
     pub fn child_policy(mut self, policy: ChildPolicy) -> Self {
@@ -240,19 +246,29 @@ impl ConfigBuilder {
         }
         let mut tags = Vec::with_capacity(self.tags.len());
         for tag in &self.tags {
-            match tag.split_once(':') {
-                Some((k, v)) if !k.is_empty() && !v.is_empty() => {
-                    tags.push((k.to_string(), v.to_string()))
-                }
+            // A bare `key` is a tag with an empty value, as Datadog's tags may be.
+            let (k, v) = tag.split_once(':').unwrap_or((tag, ""));
+            if k.trim().is_empty() {
+                return Err(Error::config(
+                    "tags",
+                    format!("`{tag}` has no key: expected key:value or key"),
+                ));
+            }
+            tags.push((k.to_string(), v.to_string()));
+        }
+        let mut exporter = self.exporter;
+        if let Some(r) = self.retention {
+            match &mut exporter {
+                ExporterConfig::File { retention, .. } => *retention = r,
                 _ => {
                     return Err(Error::config(
-                        "tags",
-                        format!("`{tag}` is not of the form key:value"),
+                        "output_retention",
+                        "applies to the file exporter: profiles here go elsewhere (set output_dir, or drop the retention)",
                     ))
                 }
             }
         }
-        self.exporter.validate()?;
+        exporter.validate()?;
         Ok(Config {
             service: self.service,
             tags,
@@ -262,7 +278,7 @@ impl ConfigBuilder {
             buffer_capacity: self.buffer_capacity,
             drain_interval: self.drain_interval,
             max_pending_profiles: self.max_pending_profiles,
-            exporter: self.exporter,
+            exporter,
             child_policy: self.child_policy,
             sampling: self.sampling,
         })
@@ -283,7 +299,8 @@ mod tests {
             (Config::builder(" ").sample_type("a", "b"), "service"),
             (Config::builder("svc"), "sample_types"),
             (base().period(Duration::ZERO), "period"),
-            (base().tag("nocolon"), "tags"),
+            (base().tag(":novalue"), "tags"),
+            (base().tag(" "), "tags"),
             (base().max_stack_depth(1), "max_stack_depth"),
             (base().buffer_capacity(10), "buffer_capacity"),
             (base().max_pending_profiles(0), "max_pending_profiles"),
@@ -298,8 +315,14 @@ mod tests {
 
     #[test]
     fn tags_are_split() {
-        let c = base().tag("env:prod").tag("url:http://x").build().unwrap();
+        let c = base()
+            .tag("env:prod")
+            .tag("url:http://x")
+            .tag("canary")
+            .build()
+            .unwrap();
         assert_eq!(c.tags()[0], ("env".into(), "prod".into()));
         assert_eq!(c.tags()[1], ("url".into(), "http://x".into()));
+        assert_eq!(c.tags()[2], ("canary".into(), "".into()));
     }
 }

@@ -46,7 +46,9 @@ mod workers;
 
 pub use config::{ChildPolicy, Config, ConfigBuilder, SampleType};
 pub use error::{Error, Result};
-pub use export::{Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory};
+pub use export::{
+    Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory, Retention,
+};
 pub use platform::{ForkStrategy, Platform};
 pub use profiler::{intern_on, Profiler};
 pub use region_vec::Memory;

@@ -76,7 +76,8 @@ impl Level {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
-    /// An upload attempt failed and will be retried (debug level).
+    /// An upload attempt failed and will be retried: debug level, info when the server asked
+    /// for the wait (429 or 503 with `Retry-After`).
     ExportRetry = 0,
     /// The exporter gave up on a profile: endpoint, status, the server's answer, attempts.
     ExportFailed = 1,

@@ -46,6 +46,11 @@ pub struct Datadog {
     version: Option<String>,
     tags: Vec<(String, String)>,
     family: String,
+    /// The host's runtime id and the pid of the process that set it (see [`Datadog::runtime_id`]).
+    runtime_id: Option<(String, u32)>,
+    /// The profiling library's name and version, sent as `DD-EVP-ORIGIN` and
+    /// `DD-EVP-ORIGIN-VERSION` (forkprof's own by default).
+    library: Option<(String, String)>,
     http: HttpOptions,
     max_request_bytes: usize,
     lookup: crate::resolve::LookupFn,
@@ -61,6 +66,8 @@ impl fmt::Debug for Datadog {
             .field("version", &self.version)
             .field("tags", &self.tags)
             .field("family", &self.family)
+            .field("runtime_id", &self.runtime_id)
+            .field("library", &self.library)
             .field("http", &self.http)
             .finish()
     }
@@ -111,6 +118,8 @@ impl Datadog {
             version: None,
             tags: Vec::new(),
             family: "native".into(),
+            runtime_id: None,
+            library: None,
             http: HttpOptions::default(),
             max_request_bytes: DATADOG_MAX_REQUEST_BYTES,
             lookup: crate::resolve::LookupFn(crate::resolve::system_lookup),
@@ -135,9 +144,26 @@ impl Datadog {
         self.tags.push((key.into(), value.into()));
         self
     }
-    /// The profiler family shown by Datadog (`ruby`, `php`, `python`, `native`…).
+    /// The profiler family shown by Datadog: the language of the profiled code (`php`,
+    /// `ruby`, `python`, `native`, the default). A runtime uploading through forkprof sets its
+    /// own, or Datadog labels its profiles `native`.
     pub fn family(mut self, family: impl Into<String>) -> Self {
         self.family = family.into();
+        self
+    }
+    /// The `runtime-id` tag: the host's tracer's runtime id (a UUID), so Datadog links the
+    /// profiles to that runtime's traces. It applies to the process that calls this: a
+    /// forked child is another runtime (its tracer makes a new id), and gets a random id of
+    /// its own, as every process does when none is set.
+    pub fn runtime_id(mut self, id: impl Into<String>) -> Self {
+        self.runtime_id = Some((id.into(), std::process::id()));
+        self
+    }
+    /// The profiling library's name and version, as the host's own profiler would send
+    /// them (`DD-EVP-ORIGIN` and `DD-EVP-ORIGIN-VERSION`; default `forkprof` and its
+    /// version). forkprof's own version stays in the `profiler_version` tag.
+    pub fn library(mut self, name: impl Into<String>, version: impl Into<String>) -> Self {
+        self.library = Some((name.into(), version.into()));
         self
     }
     pub fn http_options(mut self, http: HttpOptions) -> Self {
@@ -228,8 +254,33 @@ impl ExporterFactory for DatadogFactory {
             }
             http::secret_header(&k.0)?;
         }
-        if self.settings.family.is_empty() {
+        let s = &self.settings;
+        if s.family.trim().is_empty() {
             return Err(Error::config("family", "must not be empty"));
+        }
+        if s.family.contains(char::is_control) {
+            return Err(Error::config(
+                "family",
+                format!("{:?} holds a control character", s.family),
+            ));
+        }
+        if let Some((id, _)) = &s.runtime_id {
+            if id.trim().is_empty() || id.contains(|c: char| c.is_control() || c == ',') {
+                return Err(Error::config(
+                    "runtime_id",
+                    format!("{id:?} is empty or holds a comma or a control character: expected the tracer's runtime id, a UUID"),
+                ));
+            }
+        }
+        if let Some((name, version)) = &s.library {
+            for (field, v) in [("library name", name), ("library version", version)] {
+                if v.trim().is_empty() || http::HeaderValue::new(v).is_none() {
+                    return Err(Error::config(
+                        field,
+                        format!("{v:?} is empty or holds a control character"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -251,23 +302,33 @@ impl ExporterFactory for DatadogFactory {
         if let Some(h) = hostname() {
             tags.push("host", &h);
         }
-        tags.push(
-            "runtime-id",
-            &runtime_id(seed, http::seed(ctx.pid ^ 0x5bd1_e995)),
-        );
+        let own_id = s.runtime_id.as_ref().filter(|(_, pid)| *pid == ctx.pid);
+        match own_id {
+            Some((id, _)) => tags.push("runtime-id", id),
+            None => tags.push(
+                "runtime-id",
+                &runtime_id(seed, http::seed(ctx.pid ^ 0x5bd1_e995)),
+            ),
+        }
         tags.push("profiler_version", env!("CARGO_PKG_VERSION"));
         for (k, v) in ctx.tags.iter().chain(&s.tags) {
             tags.push(k, v);
         }
-        let mut headers = vec![
-            (
-                "DD-EVP-ORIGIN".to_string(),
-                http::HeaderValue::fixed(ORIGIN),
+        let (origin, origin_version) = match &s.library {
+            Some((name, version)) => (
+                http::HeaderValue::new(name)
+                    .ok_or_else(|| Error::config("library name", "holds a control character"))?,
+                http::HeaderValue::new(version)
+                    .ok_or_else(|| Error::config("library version", "holds a control character"))?,
             ),
-            (
-                "DD-EVP-ORIGIN-VERSION".to_string(),
+            None => (
+                http::HeaderValue::fixed(ORIGIN),
                 http::HeaderValue::fixed(env!("CARGO_PKG_VERSION")),
             ),
+        };
+        let mut headers = vec![
+            ("DD-EVP-ORIGIN".to_string(), origin),
+            ("DD-EVP-ORIGIN-VERSION".to_string(), origin_version),
         ];
         if let Some(k) = &s.api_key {
             headers.push(("DD-API-KEY".to_string(), http::secret_header(&k.0)?));
@@ -290,7 +351,8 @@ impl ExporterFactory for DatadogFactory {
     }
 }
 
-/// `key:value,key:value`, with the characters that would break the list replaced.
+/// `key:value,key:value`, with the characters that would break the list replaced. A tag
+/// with an empty value is its bare key, as Datadog writes such tags (`DD_TAGS=foo`).
 #[derive(Default)]
 struct TagList(String);
 
@@ -301,8 +363,11 @@ impl TagList {
         }
         let clean = |s: &str| s.trim().replace([',', '\n', '\r'], "_");
         self.0.push_str(&clean(key));
-        self.0.push(':');
-        self.0.push_str(&clean(value));
+        let value = clean(value);
+        if !value.is_empty() {
+            self.0.push(':');
+            self.0.push_str(&value);
+        }
     }
 }
 
@@ -503,7 +568,8 @@ mod tests {
         let mut t = TagList::default();
         t.push("service", "a,b");
         t.push("env", " prod ");
-        assert_eq!(t.0, "service:a_b,env:prod");
+        t.push("foo", "");
+        assert_eq!(t.0, "service:a_b,env:prod,foo");
     }
 
     #[test]

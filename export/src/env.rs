@@ -16,7 +16,7 @@
 //! | endpoint | `FORKPROF_ENDPOINT` (see [`ExporterConfig::from_url`]) | `DD_TRACE_AGENT_URL`, then `DD_AGENT_HOST` + `DD_TRACE_AGENT_PORT`; `PYROSCOPE_SERVER_ADDRESS` | see above |
 //! | service | `FORKPROF_SERVICE` | `DD_SERVICE`; `PYROSCOPE_APPLICATION_NAME` | `Config::service` |
 //! | env, version | `FORKPROF_ENV`, `FORKPROF_VERSION` | `DD_ENV`, `DD_VERSION` | none |
-//! | tags | `FORKPROF_TAGS` | `DD_TAGS` | none |
+//! | tags | `FORKPROF_TAGS` | `DD_TAGS` (read as the tracers do: [`parse_dd_tags`]) | none |
 //! | intake | `FORKPROF_SITE` | `DD_SITE`, `DD_API_KEY` | `datadoghq.com` |
 //! | timeouts | `FORKPROF_CONNECT_TIMEOUT_MS`, `FORKPROF_UPLOAD_TIMEOUT_MS` | | 2 s, 10 s |
 //! | retries | `FORKPROF_MAX_RETRIES`, `FORKPROF_RETRY_BUDGET_MS`, `FORKPROF_INITIAL_BACKOFF_MS`, `FORKPROF_MAX_BACKOFF_MS` | | 3, 30 s, 250 ms, 4 s |
@@ -108,11 +108,9 @@ impl<'a> Vars<'a> {
         Ok(o)
     }
 
-    fn tags(&self) -> Result<Vec<(String, String)>> {
-        let Some((name, list)) = self.any(&["FORKPROF_TAGS", "DD_TAGS"]) else {
-            return Ok(Vec::new());
-        };
-        parse_tags(name, &list)
+    fn tags(&self) -> Vec<(String, String)> {
+        self.value(&["FORKPROF_TAGS", "DD_TAGS"])
+            .map_or_else(Vec::new, |list| parse_dd_tags(&list))
     }
 
     fn agent_url(&self) -> String {
@@ -162,7 +160,7 @@ impl<'a> Vars<'a> {
         if let Some(v) = self.value(&["FORKPROF_VERSION", "DD_VERSION"]) {
             d = d.version(v);
         }
-        for (k, v) in self.tags()? {
+        for (k, v) in self.tags() {
             d = d.tag(k, v);
         }
         Ok(d.http_options(self.http()?))
@@ -177,7 +175,7 @@ impl<'a> Vars<'a> {
             .value(&["FORKPROF_SERVICE", "PYROSCOPE_APPLICATION_NAME"])
             .unwrap_or_default();
         let mut p = Pyroscope::new(&url, &app);
-        for (k, v) in self.tags()? {
+        for (k, v) in self.tags() {
             p = p.tag(k, v);
         }
         match (
@@ -237,16 +235,26 @@ impl<'a> Vars<'a> {
     }
 }
 
-/// `key:value` entries separated by commas or spaces (the `DD_TAGS` convention).
-fn parse_tags(var: &'static str, list: &str) -> Result<Vec<(String, String)>> {
-    list.split([',', ' '])
-        .filter(|t| !t.trim().is_empty())
-        .map(|t| match t.trim().split_once(':') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(Error::config(
-                var,
-                format!("`{t}` is not of the form key:value"),
-            )),
+/// Tags as Datadog's tracers read `DD_TAGS`: entries separated by commas when the list has
+/// one (`team:data platform,zone:b` keeps the space inside a value), else by whitespace
+/// (`team:a zone:b`, the agent's own form). Each entry is `key:value` split at the first colon
+/// (`url:http://x` keeps its colons), or a bare `key`, a tag with an empty value. Whitespace
+/// around keys and values is trimmed; empty entries and entries with an empty key (`:v`) are
+/// skipped. Never fails: a tracer ignores what it cannot use rather than refusing to start,
+/// and a profiler configured from the same variable should not be stricter than the tracer
+/// beside it.
+pub fn parse_dd_tags(list: &str) -> Vec<(String, String)> {
+    let entries: Vec<&str> = if list.contains(',') {
+        list.split(',').collect()
+    } else {
+        list.split_whitespace().collect()
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let (k, v) = entry.split_once(':').unwrap_or((entry, ""));
+            let k = k.trim();
+            (!k.is_empty()).then(|| (k.to_string(), v.trim().to_string()))
         })
         .collect()
 }
@@ -438,10 +446,65 @@ mod tests {
         );
     }
 
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dd_tags_are_read_as_the_tracers_read_them() {
+        // Commas, when there is one; whitespace trimmed, empty entries skipped.
+        assert_eq!(
+            parse_dd_tags(" team:a , zone:b,,"),
+            pairs(&[("team", "a"), ("zone", "b")])
+        );
+        // With a comma, a space belongs to the value.
+        assert_eq!(
+            parse_dd_tags("team:data platform,zone:b"),
+            pairs(&[("team", "data platform"), ("zone", "b")])
+        );
+        // No comma: whitespace of any kind separates.
+        assert_eq!(
+            parse_dd_tags("team:a  zone:b\tfoo"),
+            pairs(&[("team", "a"), ("zone", "b"), ("foo", "")])
+        );
+        // A bare key is a tag with an empty value; the first colon splits.
+        assert_eq!(
+            parse_dd_tags("foo,url:http://x:1,key:"),
+            pairs(&[("foo", ""), ("url", "http://x:1"), ("key", "")])
+        );
+        // Nothing usable is no tag, never an error.
+        assert!(parse_dd_tags("").is_empty());
+        assert!(parse_dd_tags(" , ,:orphan, : ").is_empty());
+    }
+
+    #[test]
+    fn a_tag_without_a_value_does_not_fail_the_configuration() {
+        let d = dd(with(&[("DD_TAGS", "foo team:a")], false).unwrap());
+        assert_eq!(
+            d,
+            Datadog::agent(DEFAULT_AGENT_URL)
+                .tag("foo", "")
+                .tag("team", "a")
+        );
+        // FORKPROF_TAGS wins over DD_TAGS, read the same way.
+        let d = dd(with(
+            &[("DD_TAGS", "foo"), ("FORKPROF_TAGS", "bar, baz:1")],
+            false,
+        )
+        .unwrap());
+        assert_eq!(
+            d,
+            Datadog::agent(DEFAULT_AGENT_URL)
+                .tag("bar", "")
+                .tag("baz", "1")
+        );
+    }
+
     #[test]
     fn bad_values_name_the_variable() {
         for (vars, name) in [
-            (vec![("DD_TAGS", "novalue")], "DD_TAGS"),
             (
                 vec![("FORKPROF_UPLOAD_TIMEOUT_MS", "soon")],
                 "FORKPROF_UPLOAD_TIMEOUT_MS",

@@ -401,7 +401,14 @@ impl HttpClient {
                 };
                 return Err(self.fail(reason, retries, false));
             }
-            if forkprof_core::messages::wants(forkprof_core::messages::Level::Debug) {
+            // A retry the server asked for (429/503 with Retry-After) is the server throttling
+            // this host: worth telling at info. Other retries are routine, at debug.
+            let level = if asked.is_some() {
+                forkprof_core::messages::Level::Info
+            } else {
+                forkprof_core::messages::Level::Debug
+            };
+            if forkprof_core::messages::wants(level) {
                 let text = self.scrub(format!(
                     "POST {target}: {why} (attempt {n} of {attempts}); retrying in {}{}",
                     Dur(pause),
@@ -413,7 +420,7 @@ impl HttpClient {
                 ));
                 forkprof_core::messages::post(
                     forkprof_core::messages::Kind::ExportRetry,
-                    forkprof_core::messages::Level::Debug,
+                    level,
                     format_args!("{text}"),
                 );
             }

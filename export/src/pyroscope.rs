@@ -269,11 +269,13 @@ impl ExporterFactory for PyroscopeFactory {
             &s.app_name
         };
         // Pyroscope series names: app{k=v,k=v}; keys and values must avoid the delimiters.
+        // A tag without a value (`DD_TAGS=foo`) has no label form there: it is left out.
         let clean = |v: &str| v.replace(['{', '}', ',', '='], "_");
         let labels: Vec<String> = ctx
             .tags
             .iter()
             .chain(&s.tags)
+            .filter(|(_, v)| !v.trim().is_empty())
             .map(|(k, v)| format!("{}={}", clean(k), clean(v)))
             .collect();
         let name = format!("{}{{{}}}", clean(app), labels.join(","));

@@ -12,6 +12,8 @@
 mod args;
 #[path = "../src/config.rs"]
 mod config;
+#[path = "../src/datadog.rs"]
+mod datadog;
 #[path = "../src/fork.rs"]
 mod fork;
 #[path = "../src/profiler.rs"]

@@ -382,7 +382,8 @@ enum forkprof_status forkprof_config_new(const char *service,
 void forkprof_config_free(struct forkprof_config *cfg);
 
 /**
- * Adds a `key:value` tag attached to every profile.
+ * Adds a `key:value` tag (or a bare `key`: a tag with an empty value) attached to every
+ * profile.
  *
  * # Safety
  * `cfg` is a live handle; `tag` points to `tag_len` readable bytes.
@@ -459,6 +460,20 @@ enum forkprof_status forkprof_config_output_dir(struct forkprof_config *cfg,
                                                 const char *dir,
                                                 size_t dir_len,
                                                 uint32_t compression);
+
+/**
+ * How much of the output directory the file exporter keeps: after each profile it writes,
+ * the oldest profile files of the directory beyond `max_files` files or `max_bytes` bytes are
+ * deleted (0: no bound of that kind; both 0: keep everything). Only files named as forkprof
+ * names profiles count and are deleted, of any service, and the newest always stays. Default
+ * when not called: 1000 files and 256 MiB. An error at start if profiles do not go to files.
+ *
+ * # Safety
+ * `cfg` is a live handle.
+ */
+enum forkprof_status forkprof_config_output_retention(struct forkprof_config *cfg,
+                                                      uint64_t max_files,
+                                                      uint64_t max_bytes);
 
 /**
  * Exports to the endpoint a URL names, instead of files: `http://host:8126`, `https://...`
@@ -590,6 +605,45 @@ enum forkprof_status forkprof_config_sampling_period(struct forkprof_config *cfg
  * `cfg` is NULL or a live handle.
  */
 enum forkprof_status forkprof_config_validate(const struct forkprof_config *cfg);
+
+/**
+ * The profiler family Datadog shows: the language of the profiled code (`php`, `ruby`,
+ * `python`, ...; `native` when not set). Applies to the Datadog exporter configured when the
+ * profiler starts; an error then if profiles go elsewhere.
+ *
+ * # Safety
+ * `cfg` is a live handle; `family` points to `family_len` readable bytes.
+ */
+enum forkprof_status forkprof_config_datadog_family(struct forkprof_config *cfg,
+                                                    const char *family,
+                                                    size_t family_len);
+
+/**
+ * The `runtime-id` tag: the host tracer's runtime id (a UUID), so Datadog links profiles and
+ * traces. It applies to the process that calls this; a forked child, another runtime, gets a
+ * random id of its own (as every process does when none is set). Applies like
+ * `forkprof_config_datadog_family`.
+ *
+ * # Safety
+ * `cfg` is a live handle; `runtime_id` points to `runtime_id_len` readable bytes.
+ */
+enum forkprof_status forkprof_config_datadog_runtime_id(struct forkprof_config *cfg,
+                                                        const char *runtime_id,
+                                                        size_t runtime_id_len);
+
+/**
+ * The profiling library's name and version, sent as `DD-EVP-ORIGIN` and
+ * `DD-EVP-ORIGIN-VERSION` (default: forkprof and its version, which stays in the
+ * `profiler_version` tag). Applies like `forkprof_config_datadog_family`.
+ *
+ * # Safety
+ * `cfg` is a live handle; `name` and `version` point to that many readable bytes.
+ */
+enum forkprof_status forkprof_config_datadog_library(struct forkprof_config *cfg,
+                                                     const char *name,
+                                                     size_t name_len,
+                                                     const char *version,
+                                                     size_t version_len);
 
 /**
  * Call right before the host forks. Pairs with exactly one `forkprof_after_fork_parent` (in

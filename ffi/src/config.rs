@@ -39,6 +39,7 @@ pub(crate) struct ConfigHandle {
     /// the order of the setter calls does not matter.
     http: HttpOverrides,
     pyroscope: PyroscopeOverrides,
+    pub(crate) datadog: crate::datadog::DatadogOverrides,
 }
 
 #[derive(Clone, Default)]
@@ -90,7 +91,9 @@ pub(crate) unsafe fn config_ref<'a>(
 
 /// # Safety
 /// As [`config_ref`], and no other thread uses the handle.
-unsafe fn config_mut<'a>(cfg: *mut forkprof_config) -> Result<&'a mut ConfigHandle, FfiError> {
+pub(crate) unsafe fn config_mut<'a>(
+    cfg: *mut forkprof_config,
+) -> Result<&'a mut ConfigHandle, FfiError> {
     // SAFETY: per the contract, a non-null `cfg` came from a `Box<ConfigHandle>`.
     unsafe { cfg.cast::<ConfigHandle>().as_mut() }.ok_or_else(|| FfiError::null("cfg"))
 }
@@ -121,6 +124,7 @@ impl ConfigHandle {
             }
             exporter = p.into();
         }
+        exporter = self.datadog.apply(exporter)?;
         if self.http.any() {
             let Some(mut h) = exporter.http_options() else {
                 return Err(FfiError::from(forkprof::Error::InvalidConfig {
@@ -201,6 +205,7 @@ pub unsafe extern "C" fn forkprof_config_new(
             builder: Config::builder(service),
             http: HttpOverrides::default(),
             pyroscope: PyroscopeOverrides::default(),
+            datadog: Default::default(),
         });
         // SAFETY: as above.
         unsafe { out.write(Box::into_raw(handle).cast()) };
@@ -224,7 +229,8 @@ pub unsafe extern "C" fn forkprof_config_free(cfg: *mut forkprof_config) {
     }
 }
 
-/// Adds a `key:value` tag attached to every profile.
+/// Adds a `key:value` tag (or a bare `key`: a tag with an empty value) attached to every
+/// profile.
 ///
 /// # Safety
 /// `cfg` is a live handle; `tag` points to `tag_len` readable bytes.
@@ -358,6 +364,31 @@ pub unsafe extern "C" fn forkprof_config_output_dir(
             };
             let dir = PathBuf::from(OsStr::from_bytes(bytes(dir, dir_len, "dir")?));
             Ok(b.output_dir(dir, compression))
+        })
+    }
+}
+
+/// How much of the output directory the file exporter keeps: after each profile it writes,
+/// the oldest profile files of the directory beyond `max_files` files or `max_bytes` bytes are
+/// deleted (0: no bound of that kind; both 0: keep everything). Only files named as forkprof
+/// names profiles count and are deleted, of any service, and the newest always stays. Default
+/// when not called: 1000 files and 256 MiB. An error at start if profiles do not go to files.
+///
+/// # Safety
+/// `cfg` is a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn forkprof_config_output_retention(
+    cfg: *mut forkprof_config,
+    max_files: u64,
+    max_bytes: u64,
+) -> forkprof_status {
+    // SAFETY: per the contract.
+    unsafe {
+        update(cfg, |b| {
+            Ok(b.output_retention(forkprof::Retention {
+                max_files,
+                max_bytes,
+            }))
         })
     }
 }

@@ -25,6 +25,7 @@
 
 mod args;
 mod config;
+mod datadog;
 mod fork;
 mod log;
 mod profiler;
@@ -34,6 +35,7 @@ mod trace;
 mod version;
 
 pub use config::*;
+pub use datadog::*;
 pub use fork::*;
 pub use log::*;
 pub use profiler::*;

@@ -35,8 +35,6 @@ pub extern "C" fn forkprof_abi_version() -> u32 {
 pub extern "C" fn forkprof_abi_check(header_version: u32) -> forkprof_status {
     guard(|| {
         let (major, minor) = (header_version >> 16, header_version & 0xffff);
-        // The minor is 0 until the first addition, which makes `<=` look absurd to clippy.
-        #[allow(clippy::absurd_extreme_comparisons)]
         let served = minor <= FORKPROF_ABI_VERSION_MINOR;
         if major == FORKPROF_ABI_VERSION_MAJOR && served {
             return Ok(());

@@ -265,7 +265,8 @@ fn bad_lengths_and_constants_are_invalid() {
         assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
         assert!(last_error().contains("period"), "{}", last_error());
         assert_eq!(forkprof_config_period_ms(cfg, 1000), FORKPROF_OK);
-        assert_eq!(forkprof_config_tag(cfg, ptr(b"notag"), 5), FORKPROF_OK);
+        // A tag without a key (a bare key is a tag with an empty value, and fine).
+        assert_eq!(forkprof_config_tag(cfg, ptr(b":v"), 2), FORKPROF_OK);
         let mut q = null_mut();
         assert_eq!(forkprof_start(cfg, &mut q), FORKPROF_ERR_CONFIG);
         assert!(last_error().contains("tags"), "{}", last_error());
@@ -1157,4 +1158,148 @@ fn the_abi_version_is_checked_against_the_callers_header() {
     // SAFETY: static NUL-terminated strings.
     let name = unsafe { CStr::from_ptr(forkprof_status_name(FORKPROF_ERR_ABI as i32)) };
     assert_eq!(name.to_str(), Ok("FORKPROF_ERR_ABI"));
+}
+
+// ---- Datadog identity and file retention (ABI 1.1) ----
+
+#[test]
+fn datadog_family_runtime_id_and_library_through_the_abi() {
+    use crate::export_support::{parse_multipart, Reply, TestServer};
+    let _w = Watchdog::new("c datadog identity", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(202));
+    let id = b"0b1d5e0c-6d3f-4a52-9f1e-1c2b3a4d5e6f";
+    // Set before the URL: applied at start, whatever the order.
+    let mut cfg = null_mut();
+    // SAFETY: live handles and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_new(ptr(b"abi-dd"), 6, &mut cfg),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_sample_type(cfg, ptr(b"wall-time"), 9, ptr(b"nanoseconds"), 11),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_datadog_family(cfg, ptr(b"ruby"), 4),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_datadog_runtime_id(cfg, ptr(id), id.len()),
+            FORKPROF_OK
+        );
+        assert_eq!(
+            forkprof_config_datadog_library(cfg, ptr(b"forkprof-rb"), 11, ptr(b"0.9.0"), 5),
+            FORKPROF_OK
+        );
+        let url = server.url();
+        assert_eq!(
+            forkprof_config_exporter_url(cfg, ptr(url.as_bytes()), url.len()),
+            FORKPROF_OK
+        );
+    }
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+    let frames = [frame(b"f", b"f.rb", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    let stats = stop(p);
+    assert_eq!(stats.profiles_written, 1, "{stats:?}");
+    let r = &server.requests()[0];
+    assert_eq!(r.header("DD-EVP-ORIGIN"), Some("forkprof-rb"));
+    assert_eq!(r.header("DD-EVP-ORIGIN-VERSION"), Some("0.9.0"));
+    let parts = parse_multipart(r.header("Content-Type").unwrap(), &r.body);
+    let event = String::from_utf8_lossy(&parts[0].data).into_owned();
+    assert!(event.contains("\"family\":\"ruby\""), "{event}");
+    assert!(
+        event.contains(&format!("runtime-id:{}", std::str::from_utf8(id).unwrap())),
+        "{event}"
+    );
+
+    // On a file exporter: an error naming the settings. A bad value: an error naming it.
+    let dir = TempDir::new("abi-dd-file");
+    let cfg = config(dir.path(), false);
+    // SAFETY: live handle and slices.
+    unsafe {
+        assert_eq!(
+            forkprof_config_datadog_family(cfg, ptr(b"php"), 3),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(
+            last_error().contains("datadog settings"),
+            "{}",
+            last_error()
+        );
+        forkprof_config_free(cfg);
+        let cfg = http_config(&server.url(), |_| {});
+        assert_eq!(
+            forkprof_config_datadog_runtime_id(cfg, ptr(b"a,b"), 3),
+            FORKPROF_OK
+        );
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(last_error().contains("runtime_id"), "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+}
+
+#[test]
+fn output_retention_through_the_abi() {
+    let _w = Watchdog::new("c retention", Duration::from_secs(60));
+    let dir = TempDir::new("abi-retention");
+    // Three older profiles of another process, and a file that is not a profile.
+    for seq in 0..3u64 {
+        let f = std::fs::File::create(
+            dir.path()
+                .join(format!("abi-1-20260101T000000000000-{seq}.pprof.gz")),
+        )
+        .unwrap();
+        f.set_modified(std::time::SystemTime::now() - Duration::from_secs(100 - seq))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("README"), b"kept").unwrap();
+    let cfg = config(dir.path(), false);
+    let mut p = null_mut();
+    // SAFETY: live handles.
+    unsafe {
+        assert_eq!(forkprof_config_output_retention(cfg, 2, 0), FORKPROF_OK);
+        assert_eq!(forkprof_start(cfg, &mut p), FORKPROF_OK, "{}", last_error());
+        forkprof_config_free(cfg);
+    }
+    let frames = [frame(b"f", b"f.c", 1)];
+    assert_eq!(record(p, &frames, &[1]), FORKPROF_OK);
+    let stats = stop(p);
+    assert_eq!(stats.profiles_written, 1, "{stats:?}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let own = format!("abi-{}-", std::process::id());
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"README".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"abi-1-20260101T000000000000-2.pprof.gz".to_string()),
+        "the newest older profile stays: {names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with(&own)), "{names:?}");
+
+    // On an HTTP exporter: an error naming it.
+    let cfg = http_config("http://127.0.0.1:1", |cfg| {
+        // SAFETY: live handle.
+        unsafe { assert_eq!(forkprof_config_output_retention(cfg, 5, 0), FORKPROF_OK) };
+    });
+    // SAFETY: live handle, freed once.
+    unsafe {
+        assert_eq!(forkprof_config_validate(cfg), FORKPROF_ERR_CONFIG);
+        assert!(
+            last_error().contains("output_retention"),
+            "{}",
+            last_error()
+        );
+        forkprof_config_free(cfg);
+    }
 }

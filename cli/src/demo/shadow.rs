@@ -217,6 +217,10 @@ fn take_sample() {
             STACK.with(|st| sampler.sample(&st.borrow()));
         }
     });
+    // forkprof's threads only queue their messages; a host hands them to its logger from its
+    // own threads. The demo's VM does it at its sampling safe points, so a 429 or a refused
+    // connection shows while the run lasts, not only at the end (`record` never delivers).
+    forkprof::drain_messages();
 }
 
 /// The thread that raises [`TICK`] at a fixed interval.

@@ -12,6 +12,8 @@
 pub mod fds;
 pub mod file;
 
+pub use file::Retention;
+
 // Called by a forked child before it starts its own uploader (see `fds.rs`).
 pub(crate) use fds::close_inherited_fds;
 
@@ -251,16 +253,27 @@ pub trait ExporterFactory: Send + Sync + fmt::Debug {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum ExporterConfig {
-    /// The embedded default: files in a local directory.
+    /// The embedded default: files in a local directory, of which it keeps the newest
+    /// `retention` (see [`file::Retention`]).
     File {
         dir: std::path::PathBuf,
         compression: Compression,
+        retention: file::Retention,
     },
     /// Anything else: the network exporters, or the host's own.
     Custom(Arc<dyn ExporterFactory>),
 }
 
 impl ExporterConfig {
+    /// Files in `dir`, keeping the default [`file::Retention`].
+    pub fn file(dir: impl Into<std::path::PathBuf>, compression: Compression) -> ExporterConfig {
+        ExporterConfig::File {
+            dir: dir.into(),
+            compression,
+            retention: file::Retention::DEFAULT,
+        }
+    }
+
     pub fn compression(&self) -> Compression {
         match self {
             ExporterConfig::File { compression, .. } => *compression,
@@ -285,7 +298,9 @@ impl ExporterConfig {
 
     pub(crate) fn create(&self, ctx: &ExportContext<'_>) -> Result<Box<dyn Exporter>> {
         match self {
-            ExporterConfig::File { dir, .. } => Ok(Box::new(file::FileExporter::open(dir, ctx)?)),
+            ExporterConfig::File { dir, retention, .. } => Ok(Box::new(
+                file::FileExporter::open_with(dir, *retention, ctx)?,
+            )),
             ExporterConfig::Custom(f) => f.create(ctx),
         }
     }
