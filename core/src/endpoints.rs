@@ -374,7 +374,7 @@ mod tests {
             num: n as i64,
             num_unit: 0,
         };
-        // A request served by index.php whose route the host names once it is known (root
+        // A request served by the front script whose route the host names once it is known (root
         // 5), and one whose root span has no registered endpoint (root 6).
         let routed = [
             label(&mut b, trace::LOCAL_ROOT_SPAN_ID, "", 5),
