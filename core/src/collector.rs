@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::config::Config;
-use crate::export::EncodedProfile;
+use crate::export::{EncodedProfile, ProfileFormat};
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
 use crate::region_vec::{Memory, RegionVec};
@@ -190,6 +190,18 @@ pub(crate) fn run(s: Arc<Session>) {
     s.check_in();
     let cfg = s.config().clone();
     let compression = cfg.exporter.compression();
+    let format = cfg.exporter.format();
+    // Asked once per collector: a forked child's collector asks again, on its own thread.
+    let host = match format {
+        ProfileFormat::Otlp => crate::export::host_name(),
+        ProfileFormat::Pprof => None,
+    };
+    let resource = crate::otlp::Resource {
+        service: &cfg.service,
+        pid: s.pid(),
+        host: host.as_deref(),
+        tags: &cfg.tags,
+    };
     // Everything the profile being built is made of lives in fork-local memory (see
     // region_vec.rs): children neither copy it nor make the collector fault it back.
     let mem = Memory::fork_local(s.buffer().platform());
@@ -230,6 +242,7 @@ pub(crate) fn run(s: Arc<Session>) {
                 new_flush.then(|| EncodedProfile {
                     bytes: Vec::new(),
                     compression,
+                    format,
                     start: finished.start,
                     end: SystemTime::now(),
                     seq: u64::MAX,
@@ -243,13 +256,20 @@ pub(crate) fn run(s: Arc<Session>) {
                 let mut bytes = Vec::new();
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
                 // whole, so the peak is the tables plus the compressed bytes.
-                let compressed =
-                    serializer.encode_compressed(finished, end, compression, &mut bytes);
+                let compressed = serializer.encode_as(
+                    format,
+                    finished,
+                    end,
+                    Some(&resource),
+                    compression,
+                    &mut bytes,
+                );
                 let (start, samples) = (finished.start, finished.sample_count());
                 match compressed {
                     Ok(()) => Some(EncodedProfile {
                         bytes,
                         compression,
+                        format,
                         start,
                         end,
                         seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),

@@ -14,6 +14,7 @@ pub mod export;
 pub mod fork;
 pub mod intern;
 pub mod messages;
+pub mod otlp;
 pub mod pause_points;
 pub mod platform;
 pub mod pprof;
@@ -45,7 +46,9 @@ mod workers;
 
 pub use config::{ChildPolicy, Config, ConfigBuilder, SampleType};
 pub use error::{Error, Result};
-pub use export::{Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory};
+pub use export::{
+    Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory, ProfileFormat,
+};
 pub use platform::{ForkStrategy, Platform};
 pub use profiler::{intern_on, Profiler};
 pub use region_vec::Memory;
