@@ -243,7 +243,7 @@ impl ExporterFactory for DatadogFactory {
         if let Some(v) = &s.version {
             tags.push("version", v);
         }
-        if let Some(h) = hostname() {
+        if let Some(h) = forkprof_core::export::host_name() {
             tags.push("host", &h);
         }
         tags.push(
@@ -384,20 +384,6 @@ impl Exporter for DatadogExporter {
             f
         })
     }
-}
-
-/// The machine's name, from the kernel (no DNS).
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its whole length, which we pass; gethostname writes at
-    // most that many bytes and we stop at the first NUL (or the end) below.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 /// A random (version 4) UUID, one per process: Datadog groups a process's profiles by it.

@@ -102,6 +102,39 @@ pub(crate) struct Request<'a> {
     pub body: &'a [u8],
 }
 
+/// Request headers by name.
+pub(crate) type Headers = Vec<(String, HeaderValue)>;
+
+/// Appends the user's extra headers to `headers`, each value a secret (also pushed to
+/// `secrets`, to be scrubbed from reasons); refuses invalid names, names given twice and the
+/// headers forkprof sets itself.
+pub(crate) fn add_extra_headers(
+    extra: &[(String, Secret)],
+    headers: &mut Headers,
+    secrets: &mut Vec<String>,
+) -> Result<()> {
+    for (name, value) in extra {
+        if !crate::http1::valid_header_name(name) {
+            return Err(Error::config(
+                "headers",
+                format!("`{name}` is not a valid HTTP header name"),
+            ));
+        }
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || ["content-type", "content-length", "content-encoding", "host"]
+                .contains(&name.to_ascii_lowercase().as_str())
+        {
+            return Err(Error::config(
+                "headers",
+                format!("`{name}` is set by forkprof (or twice): remove the extra header"),
+            ));
+        }
+        headers.push((name.clone(), secret_header_for("headers", &value.0)?));
+        secrets.push(value.0.clone());
+    }
+    Ok(())
+}
+
 /// A header value that must never be shown: marked sensitive, so `Debug` hides it.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue> {
     secret_header_for("api_key", value)
