@@ -167,6 +167,7 @@ fn new_builder(cfg: &Config, pid: u32, mem: Memory) -> ProfileBuilder {
         SystemTime::now(),
         mem,
     );
+    b.set_default_sample_type(cfg.default_sample_type);
     add_comments(&mut b, cfg, pid);
     b
 }

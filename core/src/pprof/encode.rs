@@ -428,6 +428,10 @@ pub(crate) fn encode_spilling<O: Out + ?Sized>(
     for &c in &p.comments {
         uint_field(out, 13, c as u64);
     }
+    // The type's name, as `go tool pprof` reads it: without it, tools show the last type.
+    if let Some(&(name, _)) = p.sample_types.get(p.default_type) {
+        uint_field(out, 14, name as u64);
+    }
     if !out.ok() {
         return Err(no_memory());
     }
