@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, HttpClient, HttpOptions, Request, Secret};
 use crate::multipart::Multipart;
-use crate::resolve::{AddressBook, Endpoint};
+use crate::resolve::Endpoint;
 use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
@@ -169,35 +169,13 @@ impl From<Datadog> for ExporterConfig {
     }
 }
 
-/// Builds Datadog exporters; holds what every process's exporter shares: the settings, the
-/// endpoint's addresses.
-pub struct DatadogFactory {
-    settings: Datadog,
-    book: AddressBook,
-    setup: http::ClientSetup,
-}
-
-impl fmt::Debug for DatadogFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.settings.fmt(f)
-    }
-}
+/// Builds Datadog exporters.
+pub type DatadogFactory = http::HttpFactory<Datadog>;
 
 impl DatadogFactory {
     fn new(settings: Datadog) -> DatadogFactory {
-        DatadogFactory {
-            book: AddressBook::new(settings.lookup.0),
-            setup: http::ClientSetup::new(settings.endpoint.as_ref().ok()),
-            settings,
-        }
-    }
-
-    pub fn settings(&self) -> &Datadog {
-        &self.settings
-    }
-
-    fn endpoint(&self) -> Result<&Endpoint> {
-        self.settings.endpoint.as_ref().map_err(Clone::clone)
+        let lookup = settings.lookup.0;
+        DatadogFactory::with_lookup(settings, |d| &d.endpoint, lookup)
     }
 }
 
@@ -565,7 +543,7 @@ mod tests {
             .build()
             .unwrap();
         let mut f = DatadogFactory::new(Datadog::agent(&format!("http://agent.invalid:{port}")));
-        f.book = AddressBook::new(|host, p| {
+        f.book = crate::resolve::AddressBook::new(|host, p| {
             LOOKUPS.fetch_add(1, Ordering::SeqCst);
             assert_eq!(host, "agent.invalid");
             Ok(vec![std::net::SocketAddr::from((

@@ -102,6 +102,51 @@ pub(crate) struct Request<'a> {
     pub body: &'a [u8],
 }
 
+/// Where an HTTP exporter's settings keep their parsed endpoint (or why it could not be
+/// parsed, reported by `validate`).
+pub(crate) type EndpointOf<S> = fn(&S) -> &std::result::Result<Endpoint, Error>;
+
+/// Builds one kind of HTTP exporter (`S`: its settings); holds what every process's exporter
+/// shares: the settings, the endpoint's addresses, the client setup.
+pub struct HttpFactory<S> {
+    pub(crate) settings: S,
+    endpoint_of: EndpointOf<S>,
+    pub(crate) book: crate::resolve::AddressBook,
+    pub(crate) setup: ClientSetup,
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpFactory<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.settings.fmt(f)
+    }
+}
+
+impl<S> HttpFactory<S> {
+    /// A factory whose host names are looked up with `lookup` (when a profiler starts).
+    pub(crate) fn with_lookup(
+        settings: S,
+        endpoint_of: EndpointOf<S>,
+        lookup: crate::resolve::Lookup,
+    ) -> Self {
+        HttpFactory {
+            book: crate::resolve::AddressBook::new(lookup),
+            setup: ClientSetup::new(endpoint_of(&settings).as_ref().ok()),
+            endpoint_of,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &S {
+        &self.settings
+    }
+
+    pub(crate) fn endpoint(&self) -> Result<&Endpoint> {
+        (self.endpoint_of)(&self.settings)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
 /// Request headers by name.
 pub(crate) type Headers = Vec<(String, HeaderValue)>;
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::http::{self, HeaderValue, Headers, HttpClient, HttpOptions, Request, Secret};
-use crate::resolve::{AddressBook, Endpoint};
+use crate::resolve::Endpoint;
 use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
@@ -122,34 +122,16 @@ impl Otlp {
 
 impl From<Otlp> for ExporterConfig {
     fn from(o: Otlp) -> ExporterConfig {
-        ExporterConfig::Custom(Arc::new(OtlpFactory {
-            book: AddressBook::new(crate::resolve::system_lookup),
-            setup: http::ClientSetup::new(o.endpoint.as_ref().ok()),
-            settings: o,
-        }))
+        ExporterConfig::Custom(Arc::new(OtlpFactory::with_lookup(
+            o,
+            |s| &s.endpoint,
+            crate::resolve::system_lookup,
+        )))
     }
 }
 
-pub struct OtlpFactory {
-    settings: Otlp,
-    book: AddressBook,
-    setup: http::ClientSetup,
-}
-
-impl fmt::Debug for OtlpFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.settings.fmt(f)
-    }
-}
-
-impl OtlpFactory {
-    pub fn settings(&self) -> &Otlp {
-        &self.settings
-    }
-    fn endpoint(&self) -> Result<&Endpoint> {
-        self.settings.endpoint.as_ref().map_err(Clone::clone)
-    }
-}
+/// Builds Otlp exporters.
+pub type OtlpFactory = http::HttpFactory<Otlp>;
 
 impl ExporterFactory for OtlpFactory {
     fn as_any(&self) -> Option<&dyn std::any::Any> {

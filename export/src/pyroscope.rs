@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
 use crate::http::{self, HeaderValue, Headers, HttpClient, HttpOptions, Request, Secret};
-use crate::resolve::{AddressBook, Endpoint};
+use crate::resolve::Endpoint;
 use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
@@ -181,34 +181,16 @@ impl Pyroscope {
 
 impl From<Pyroscope> for ExporterConfig {
     fn from(p: Pyroscope) -> ExporterConfig {
-        ExporterConfig::Custom(Arc::new(PyroscopeFactory {
-            book: AddressBook::new(crate::resolve::system_lookup),
-            setup: http::ClientSetup::new(p.endpoint.as_ref().ok()),
-            settings: p,
-        }))
+        ExporterConfig::Custom(Arc::new(PyroscopeFactory::with_lookup(
+            p,
+            |s| &s.endpoint,
+            crate::resolve::system_lookup,
+        )))
     }
 }
 
-pub struct PyroscopeFactory {
-    settings: Pyroscope,
-    book: AddressBook,
-    setup: http::ClientSetup,
-}
-
-impl fmt::Debug for PyroscopeFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.settings.fmt(f)
-    }
-}
-
-impl PyroscopeFactory {
-    pub fn settings(&self) -> &Pyroscope {
-        &self.settings
-    }
-    fn endpoint(&self) -> Result<&Endpoint> {
-        self.settings.endpoint.as_ref().map_err(Clone::clone)
-    }
-}
+/// Builds Pyroscope exporters.
+pub type PyroscopeFactory = http::HttpFactory<Pyroscope>;
 
 impl ExporterFactory for PyroscopeFactory {
     fn as_any(&self) -> Option<&dyn std::any::Any> {
