@@ -131,6 +131,10 @@ fn requests_decode_to_what_was_recorded_in_parent_and_child() {
         .sampling_period(SampleType::new("wall-time", "nanoseconds"), 10_000_000)
         .tag("env:prod")
         .tag("zone:b")
+        // Resource keys are unique: a repeated tag and one named like forkprof's own
+        // attributes are left out.
+        .tag("env:staging")
+        .tag("service.name:other")
         .exporter(exporter)
         .build()
         .unwrap();

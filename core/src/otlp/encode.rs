@@ -286,8 +286,10 @@ fn resource<S: Sink>(s: &mut S, r: &Resource<'_>) -> io::Result<()> {
     if let Some(h) = r.host {
         nested!(s, 1, key_value(OWN[2], &Value::Str(h)));
     }
-    for (k, v) in r.tags {
-        if !OWN.contains(&k.as_str()) {
+    for (i, (k, v)) in r.tags.iter().enumerate() {
+        // Resource keys are unique: the first tag of a key wins, ours win over tags.
+        let repeated = r.tags[..i].iter().any(|(earlier, _)| earlier == k);
+        if !OWN.contains(&k.as_str()) && !repeated {
             nested!(s, 1, key_value(k, &Value::Str(v)));
         }
     }

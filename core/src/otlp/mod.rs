@@ -31,7 +31,7 @@ pub struct Resource<'a> {
     pub pid: u32,
     /// `host.name`, when the kernel gave one.
     pub host: Option<&'a str>,
-    /// The profiler's tags, each an attribute with a string value (a tag named like one of
-    /// the attributes above is left out: resource keys are unique).
+    /// The profiler's tags, each an attribute with a string value (resource keys are unique:
+    /// a tag named like one of the attributes above, or like an earlier tag, is left out).
     pub tags: &'a [(String, String)],
 }
