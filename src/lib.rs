@@ -48,8 +48,8 @@ pub mod export {
 pub use forkprof_core::{
     compress, config, exit, messages, otlp, pprof, Activity, ChildPolicy, Compression, Config,
     ConfigBuilder, Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory,
-    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Sample, SampleType, Stack,
-    Stats, StrId,
+    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, ProfileFormat, Result, Sample,
+    SampleType, Stack, Stats, StrId,
 };
 
 cfg_if! {
