@@ -144,19 +144,22 @@ fn add_ids(c: &mut Criterion, p: &Profiler, w: &Workload) {
 
 const TS0: i64 = 1_750_000_000_000_000_000;
 
+/// A builder holding `BATCH` timestamped samples, what the serialize rows encode.
+fn timeline_builder(w: &Workload) -> ProfileBuilder {
+    let mut pb = fp_builder();
+    let mut scratch = Vec::new();
+    for i in 0..BATCH {
+        let ts = TS0 + i as i64 * 10_000_000;
+        fp_builder_add_text(&mut pb, w, &mut scratch, i, Some(ts));
+    }
+    pb
+}
+
 fn serialize(c: &mut Criterion, w: &Workload) {
     let mut g = c.benchmark_group("serialize_zstd");
     g.bench_function("forkprof", |b| {
         b.iter_batched(
-            || {
-                let mut pb = fp_builder();
-                let mut scratch = Vec::new();
-                for i in 0..BATCH {
-                    let ts = TS0 + i as i64 * 10_000_000;
-                    fp_builder_add_text(&mut pb, w, &mut scratch, i, Some(ts));
-                }
-                pb
-            },
+            || timeline_builder(w),
             |pb| {
                 let mut out = Vec::new();
                 pb.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
@@ -181,15 +184,7 @@ fn serialize(c: &mut Criterion, w: &Workload) {
             };
             let mut serializer = forkprof_core::serialize::Serializer::new();
             b.iter_batched(
-                || {
-                    let mut pb = fp_builder();
-                    let mut scratch = Vec::new();
-                    for i in 0..BATCH {
-                        let ts = TS0 + i as i64 * 10_000_000;
-                        fp_builder_add_text(&mut pb, w, &mut scratch, i, Some(ts));
-                    }
-                    pb
-                },
+                || timeline_builder(w),
                 |pb| {
                     let mut out = Vec::new();
                     serializer

@@ -135,6 +135,24 @@ fn hash_of<T: Hash + ?Sized>(v: &T) -> u64 {
     h.finish()
 }
 
+/// The index of `v` in a table whose entry 0 is the zero value (so `values[i]` is entry
+/// `i + 1`), added if new.
+fn dedup<T: Copy + Eq + Hash>(
+    values: &mut RegionVec<T>,
+    index: &mut HashIndex,
+    v: T,
+) -> Result<u32, OutOfMemory> {
+    let h = hash_of(&v);
+    if let Some(i) = index.find(h, |i| values[i as usize] == v) {
+        return Ok(i + 1);
+    }
+    values.reserve(1)?;
+    index.reserve_one()?;
+    values.push_reserved(v);
+    let values = &*values;
+    Ok(index.insert(h, |i| hash_of(&values[i as usize])) + 1)
+}
+
 fn is_trace_key(k: &str) -> bool {
     [SPAN_ID, LOCAL_ROOT_SPAN_ID, TRACE_ID_HIGH, TRACE_ID_LOW].contains(&k)
 }
@@ -164,30 +182,12 @@ impl OtlpScratch {
 
     /// Index in `attribute_table` of `l`, added if new.
     fn attr(&mut self, l: ProfLabel) -> Result<u32, OutOfMemory> {
-        let h = hash_of(&l);
-        let attrs = &self.attrs;
-        if let Some(i) = self.attr_index.find(h, |i| attrs[i as usize] == l) {
-            return Ok(i + 1);
-        }
-        self.attrs.reserve(1)?;
-        self.attr_index.reserve_one()?;
-        self.attrs.push_reserved(l);
-        let attrs = &self.attrs;
-        Ok(self.attr_index.insert(h, |i| hash_of(&attrs[i as usize])) + 1)
+        dedup(&mut self.attrs, &mut self.attr_index, l)
     }
 
     /// Index in `link_table` of `link`, added if new.
     fn link(&mut self, link: (u128, u64)) -> Result<u32, OutOfMemory> {
-        let h = hash_of(&link);
-        let links = &self.links;
-        if let Some(i) = self.link_index.find(h, |i| links[i as usize] == link) {
-            return Ok(i + 1);
-        }
-        self.links.reserve(1)?;
-        self.link_index.reserve_one()?;
-        self.links.push_reserved(link);
-        let links = &self.links;
-        Ok(self.link_index.insert(h, |i| hash_of(&links[i as usize])) + 1)
+        dedup(&mut self.links, &mut self.link_index, link)
     }
 
     /// Fills the tables for `p`: one pass over its label sets.
