@@ -2,6 +2,7 @@
 export CARGO_TERM_COLOR=never
 export FORKPROF_REQUIRE_GO=1
 export FORKPROF_REQUIRE_TEST_AGENT=1
+export FORKPROF_REQUIRE_OTLP_PROTO=1
 STEPS=()
 
 step() {
@@ -40,4 +41,5 @@ install_deps() {
   fi
   command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
   bash ci/test-agent.sh
+  bash ci/otlp-proto.sh
 }

@@ -33,23 +33,23 @@ pub struct ReadmeDoctests;
 
 /// Where finished profiles go: the engine's exporter interface and file exporter
 /// (`forkprof-core`), and with the `http` feature (on by default) the network exporters of
-/// `forkprof-export`: [`export::Datadog`], [`export::Pyroscope`], and the
+/// `forkprof-export`: [`export::Datadog`], [`export::Pyroscope`], [`export::Otlp`], and the
 /// [`export::ExporterConfigExt`] constructors (`ExporterConfig::datadog_agent`, `from_url`,
 /// `from_env`, ...).
 pub mod export {
     pub use forkprof_core::export::*;
     #[cfg(feature = "http")]
     pub use forkprof_export::{
-        datadog, datadog_settings, env, http, pyroscope, pyroscope_settings, Datadog,
-        ExporterConfigExt, HttpOptions, Pyroscope,
+        datadog, datadog_settings, env, http, otlp, otlp_settings, pyroscope, pyroscope_settings,
+        Datadog, ExporterConfigExt, HttpOptions, Otlp, Pyroscope,
     };
 }
 
 pub use forkprof_core::{
-    compress, config, exit, messages, pprof, Activity, ChildPolicy, Compression, Config,
+    compress, config, exit, messages, otlp, pprof, Activity, ChildPolicy, Compression, Config,
     ConfigBuilder, Disabled, EncodedProfile, Error, Exporter, ExporterConfig, ExporterFactory,
-    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, Result, Retention, Sample,
-    SampleType, Stack, Stats, StrId,
+    ForkStrategy, Frame, FrameIds, Label, LabelValue, Platform, ProfileFormat, Result, Retention,
+    Sample, SampleType, Stack, Stats, StrId,
 };
 
 /// Trace context on samples: [`TraceContext`], [`TracedLabels`] (the host's labels and a

@@ -8,7 +8,8 @@
 //!   aggregation (`ProfileBuilder::add`) run in-thread.
 //! - `add_ids`: the same with names interned beforehand.
 //! - `serialize_zstd`: encode + zstd level 1 of 1000 timestamped samples (forkprof:
-//!   `ProfileBuilder::encode_compressed`, what the collector runs).
+//!   `ProfileBuilder::encode_compressed`, what the collector runs); beside it forkprof's pprof
+//!   and OTLP encodings into gzip (what the OTLP exporter sends).
 //! - `intern_1059x2`: 1059 strings of a WordPress profile into a fresh table, twice.
 
 use std::hint::black_box;
@@ -143,19 +144,22 @@ fn add_ids(c: &mut Criterion, p: &Profiler, w: &Workload) {
 
 const TS0: i64 = 1_750_000_000_000_000_000;
 
+/// A builder holding `BATCH` timestamped samples, what the serialize rows encode.
+fn timeline_builder(w: &Workload) -> ProfileBuilder {
+    let mut pb = fp_builder();
+    let mut scratch = Vec::new();
+    for i in 0..BATCH {
+        let ts = TS0 + i as i64 * 10_000_000;
+        fp_builder_add_text(&mut pb, w, &mut scratch, i, Some(ts));
+    }
+    pb
+}
+
 fn serialize(c: &mut Criterion, w: &Workload) {
     let mut g = c.benchmark_group("serialize_zstd");
     g.bench_function("forkprof", |b| {
         b.iter_batched(
-            || {
-                let mut pb = fp_builder();
-                let mut scratch = Vec::new();
-                for i in 0..BATCH {
-                    let ts = TS0 + i as i64 * 10_000_000;
-                    fp_builder_add_text(&mut pb, w, &mut scratch, i, Some(ts));
-                }
-                pb
-            },
+            || timeline_builder(w),
             |pb| {
                 let mut out = Vec::new();
                 pb.encode_compressed(SystemTime::now(), Compression::Zstd, &mut out)
@@ -165,6 +169,40 @@ fn serialize(c: &mut Criterion, w: &Workload) {
             BatchSize::SmallInput,
         )
     });
+    // The OTLP exporter's path (OTLP request, gzip), beside pprof + gzip to tell the encoder's
+    // share from the compressor's.
+    for (name, format) in [
+        ("forkprof-pprof-gzip", forkprof::ProfileFormat::Pprof),
+        ("forkprof-otlp-gzip", forkprof::ProfileFormat::Otlp),
+    ] {
+        g.bench_function(name, |b| {
+            let resource = forkprof::otlp::Resource {
+                service: "bench",
+                pid: 1,
+                host: Some("bench-host"),
+                tags: &[],
+            };
+            let mut serializer = forkprof_core::serialize::Serializer::new();
+            b.iter_batched(
+                || timeline_builder(w),
+                |pb| {
+                    let mut out = Vec::new();
+                    serializer
+                        .encode_as(
+                            format,
+                            &pb,
+                            SystemTime::now(),
+                            Some(&resource),
+                            Compression::Gzip,
+                            &mut out,
+                        )
+                        .expect("gzip");
+                    (pb, out)
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
     g.bench_function("libdatadog", |b| {
         b.iter_batched(
             || {

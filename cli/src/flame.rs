@@ -213,11 +213,14 @@ impl<'r> Fold<'r> {
                         have.join(", ")
                     )
                 })?,
-            None => p
-                .sample_types
-                .iter()
-                .position(|t| t.unit != "count")
-                .unwrap_or(0),
+            // The profile's default type, as `go tool pprof` reads it; a profile without one
+            // (older forkprof, other writers): the first that is not a count.
+            None => forkprof::pprof::top::default_sample_type_index(p).unwrap_or_else(|| {
+                p.sample_types
+                    .iter()
+                    .position(|t| t.unit != "count")
+                    .unwrap_or(0)
+            }),
         };
         let st = p
             .sample_types

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use forkprof::pprof::top::{sample_type_index, top, Top};
+use forkprof::pprof::top::{default_sample_type_index, sample_type_index, top, Top};
 use forkprof::pprof::{self, Profile};
 
 /// The options (their help text is in main.rs, on the subcommand).
@@ -110,7 +110,14 @@ fn report(path: &str, o: &Args) -> Result<String, String> {
                 have.join(", ")
             )
         })?],
-        None => (0..p.sample_types.len()).collect(),
+        // The default type first, as `go tool pprof` shows it, then the others.
+        None => {
+            let first = default_sample_type_index(&p).unwrap_or(0);
+            std::iter::once(first)
+                .chain((0..p.sample_types.len()).filter(|&i| i != first))
+                .filter(|&i| i < p.sample_types.len())
+                .collect()
+        }
     };
     let mut out = format!("File: {path}\n");
     if p.duration_nanos > 0 {

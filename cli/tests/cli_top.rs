@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use forkprof::{Compression, Config, Frame, Profiler, Sample};
-use support::{TempDir, Watchdog};
+use support::{go_pprof_available, TempDir, Watchdog};
 
 fn forkprof(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_forkprof"))
@@ -23,12 +23,19 @@ fn text(b: &[u8]) -> String {
 
 /// Writes one profile with a known shape: `hot` leaf under `main` 3× the value of `cold`.
 fn write_profile(dir: &Path, compression: Compression) -> PathBuf {
-    let config = Config::builder("toptest")
+    write_profile_with(dir, compression, None)
+}
+
+/// [`write_profile`], with `default_sample_type` set when `default` is given.
+fn write_profile_with(dir: &Path, compression: Compression, default: Option<&str>) -> PathBuf {
+    let mut builder = Config::builder("toptest")
         .sample_type("wall-time", "nanoseconds")
         .sample_type("cpu-time", "nanoseconds")
-        .output_dir(dir, compression)
-        .build()
-        .unwrap();
+        .output_dir(dir, compression);
+    if let Some(d) = default {
+        builder = builder.default_sample_type(d);
+    }
+    let config = builder.build().unwrap();
     let p = Profiler::start(config).unwrap();
     let hot = [Frame::new("hot", "a.rs", 1), Frame::new("main", "m.rs", 1)];
     let cold = [Frame::new("cold", "b.rs", 2), Frame::new("main", "m.rs", 1)];
@@ -155,4 +162,53 @@ fn usage_errors_exit_2() {
     assert_eq!(forkprof(&["top"]).status.code(), Some(2));
     assert_eq!(forkprof(&["top", "-n", "many", "f"]).status.code(), Some(2));
     assert_eq!(forkprof(&["top", "--help"]).status.code(), Some(0));
+}
+
+/// The `Type:` line `go tool pprof -top` prints: the type it shows when none is named.
+fn go_pprof_type(file: &Path) -> Option<String> {
+    if !go_pprof_available() {
+        assert!(
+            std::env::var_os("FORKPROF_REQUIRE_GO").is_none(),
+            "go is required (FORKPROF_REQUIRE_GO set) but not found"
+        );
+        eprintln!("go not found: skipping the go tool pprof half of this test");
+        return None;
+    }
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(file)
+        .env("PPROF_TMPDIR", std::env::temp_dir())
+        .output()
+        .expect("run go tool pprof");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Type: "))
+        .expect("a Type: line");
+    Some(line["Type: ".len()..].to_string())
+}
+
+#[test]
+fn go_pprof_and_top_show_the_default_sample_type_first() {
+    let _w = Watchdog::new("default sample type", Duration::from_secs(60));
+    // Unset: the first configured type (the demo's wall-time); set: the one named, even
+    // when it is not the first.
+    for (default, want) in [(None, "wall-time"), (Some("cpu-time"), "cpu-time")] {
+        let dir = TempDir::new("top-default");
+        let file = write_profile_with(dir.path(), Compression::Gzip, default);
+        if let Some(ty) = go_pprof_type(&file) {
+            assert_eq!(ty, want, "go tool pprof -top");
+        }
+        let out = forkprof(&["top", file.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        let first = stdout.lines().find(|l| l.starts_with("Type: ")).unwrap();
+        assert_eq!(first, format!("Type: {want} (nanoseconds)"), "{stdout}");
+        assert_eq!(
+            stdout.matches("Type: ").count(),
+            2,
+            "every type still listed"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::endpoints::{finish_trace_labels, Period};
-use crate::export::EncodedProfile;
+use crate::export::{EncodedProfile, ProfileFormat};
 use crate::intern;
 use crate::profile::{ProfFrame, ProfLabel, ProfileBuilder, StrIdx};
 use crate::region_vec::{Memory, RegionVec};
@@ -166,6 +166,7 @@ fn ingest(bytes: &[u8], b: &mut ProfileBuilder, ids: &mut IdCache, sc: &mut Scra
 
 fn new_builder(cfg: &Config, pid: u32, mem: Memory, start: SystemTime) -> ProfileBuilder {
     let mut b = ProfileBuilder::new_in(&cfg.sample_types, cfg.sampling.as_ref(), start, mem);
+    b.set_default_sample_type(cfg.default_sample_type);
     add_comments(&mut b, cfg, pid);
     b
 }
@@ -195,6 +196,18 @@ pub(crate) fn run(s: Arc<Session>) {
     // not charged for profile tables nobody fills.
     s.set_collector_activity(Activity::Idle);
     s.collector_sleep(cfg.drain_interval.min(cfg.period));
+    let format = cfg.exporter.format();
+    // Asked once per collector: a forked child's collector asks again, on its own thread.
+    let host = match format {
+        ProfileFormat::Otlp => crate::export::host_name(),
+        ProfileFormat::Pprof => None,
+    };
+    let resource = crate::otlp::Resource {
+        service: &cfg.service,
+        pid: s.pid(),
+        host: host.as_deref(),
+        tags: &cfg.tags,
+    };
     // Everything the profile being built is made of lives in fork-local memory (see
     // region_vec.rs): children neither copy it nor make the collector fault it back.
     let mem = Memory::fork_local(s.buffer().platform());
@@ -238,6 +251,7 @@ pub(crate) fn run(s: Arc<Session>) {
                 new_flush.then(|| EncodedProfile {
                     bytes: Vec::new(),
                     compression,
+                    format,
                     start: finished.start,
                     end: SystemTime::now(),
                     seq: u64::MAX,
@@ -268,13 +282,20 @@ pub(crate) fn run(s: Arc<Session>) {
                 let mut bytes = Vec::new();
                 // Encoded and compressed in 64 KiB steps: the uncompressed pprof never exists
                 // whole, so the peak is the tables plus the compressed bytes.
-                let compressed =
-                    serializer.encode_compressed(finished, end, compression, &mut bytes);
+                let compressed = serializer.encode_as(
+                    format,
+                    finished,
+                    end,
+                    Some(&resource),
+                    compression,
+                    &mut bytes,
+                );
                 let (start, samples) = (finished.start, finished.sample_count());
                 match compressed {
                     Ok(()) => Some(EncodedProfile {
                         bytes,
                         compression,
+                        format,
                         start,
                         end,
                         seq: NEXT_SEQ.fetch_add(1, Ordering::Relaxed),

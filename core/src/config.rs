@@ -48,6 +48,8 @@ pub struct Config {
     pub(crate) exporter: ExporterConfig,
     pub(crate) child_policy: ChildPolicy,
     pub(crate) sampling: Option<(SampleType, i64)>,
+    /// Index into `sample_types` of the type tools show when none is named.
+    pub(crate) default_sample_type: usize,
 }
 
 impl Config {
@@ -72,6 +74,10 @@ impl Config {
     }
     pub fn sample_types(&self) -> &[SampleType] {
         &self.sample_types
+    }
+    /// The sample type `go tool pprof` and `forkprof top`/`flame` show when none is named.
+    pub fn default_sample_type(&self) -> &SampleType {
+        &self.sample_types[self.default_sample_type]
     }
     pub fn period(&self) -> Duration {
         self.period
@@ -122,6 +128,7 @@ pub struct ConfigBuilder {
     retention: Option<Retention>,
     child_policy: ChildPolicy,
     sampling: Option<(SampleType, i64)>,
+    default_sample_type: Option<String>,
 }
 
 impl ConfigBuilder {
@@ -139,6 +146,7 @@ impl ConfigBuilder {
             retention: None,
             child_policy: ChildPolicy::Restart,
             sampling: None,
+            default_sample_type: None,
         }
     }
 
@@ -200,6 +208,12 @@ impl ConfigBuilder {
         self
     }
     /// The pprof `period_type` / `period` (e.g. `cpu`/`nanoseconds`, 10_000_000 at 100 Hz).
+    /// The sample type (by name) that tools show when the user names none, written as the
+    /// profile's `default_sample_type`; the first configured type when not set.
+    pub fn default_sample_type(mut self, name: impl Into<String>) -> Self {
+        self.default_sample_type = Some(name.into());
+        self
+    }
     pub fn sampling_period(mut self, kind: SampleType, period: i64) -> Self {
         self.sampling = Some((kind, period));
         self
@@ -226,6 +240,24 @@ impl ConfigBuilder {
         if self.sample_types.len() > u8::MAX as usize {
             return Err(Error::config("sample_types", "at most 255 sample types"));
         }
+        let default_sample_type = match &self.default_sample_type {
+            None => 0,
+            Some(name) => self
+                .sample_types
+                .iter()
+                .position(|t| &t.name == name)
+                .ok_or_else(|| {
+                    let have: Vec<&str> =
+                        self.sample_types.iter().map(|t| t.name.as_str()).collect();
+                    Error::config(
+                        "default_sample_type",
+                        format!(
+                            "`{name}` is not a configured sample type ({})",
+                            have.join(", ")
+                        ),
+                    )
+                })?,
+        };
         if self.period.is_zero() {
             return Err(Error::config("period", "must be greater than zero"));
         }
@@ -281,6 +313,7 @@ impl ConfigBuilder {
             exporter,
             child_policy: self.child_policy,
             sampling: self.sampling,
+            default_sample_type,
         })
     }
 }
@@ -304,6 +337,7 @@ mod tests {
             (base().max_stack_depth(1), "max_stack_depth"),
             (base().buffer_capacity(10), "buffer_capacity"),
             (base().max_pending_profiles(0), "max_pending_profiles"),
+            (base().default_sample_type("nope"), "default_sample_type"),
         ];
         for (builder, field) in cases {
             match builder.build() {

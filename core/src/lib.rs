@@ -15,6 +15,7 @@ pub mod export;
 pub mod fork;
 pub mod intern;
 pub mod messages;
+pub mod otlp;
 pub mod pause_points;
 pub mod platform;
 pub mod pprof;
@@ -47,7 +48,8 @@ mod workers;
 pub use config::{ChildPolicy, Config, ConfigBuilder, SampleType};
 pub use error::{Error, Result};
 pub use export::{
-    Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory, Retention,
+    Compression, EncodedProfile, Exporter, ExporterConfig, ExporterFactory, ProfileFormat,
+    Retention,
 };
 pub use platform::{ForkStrategy, Platform};
 pub use profiler::{intern_on, Profiler};

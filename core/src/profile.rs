@@ -66,6 +66,8 @@ pub struct ProfileBuilder {
     pub(crate) sample_types: Vec<(StrIdx, StrIdx)>,
     pub(crate) period: Option<((StrIdx, StrIdx), i64)>,
     pub(crate) comments: Vec<StrIdx>,
+    /// Index into `sample_types` of the default sample type.
+    pub(crate) default_type: usize,
     /// Function id − 1 → (name, file).
     pub(crate) functions: RegionVec<(StrIdx, StrIdx)>,
     function_index: HashIndex,
@@ -143,6 +145,7 @@ impl ProfileBuilder {
             sample_types: Vec::new(),
             period: None,
             comments: Vec::new(),
+            default_type: 0,
             functions: RegionVec::new(mem),
             function_index: HashIndex::dense(mem),
             locations: RegionVec::new(mem),
@@ -294,6 +297,14 @@ impl ProfileBuilder {
             self.comments.push(i);
         }
         self.failed = false;
+    }
+
+    /// Which sample type (an index into those the builder was made with) tools show when
+    /// none is named; the first by default. An index out of range is ignored.
+    pub fn set_default_sample_type(&mut self, index: usize) {
+        if index < self.n_values {
+            self.default_type = index;
+        }
     }
 
     pub fn n_values(&self) -> usize {

@@ -612,6 +612,9 @@ pub(crate) mod encode {
         for &c in &p.comments {
             uint_field(out, 13, c as u64);
         }
+        if let Some(&(name, _)) = p.sample_types.first() {
+            uint_field(out, 14, name as u64);
+        }
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! A profile being built, turned into the bytes an exporter sends: the pprof encoder
-//! (`pprof/encode.rs`) streamed into the compressor (`compress.rs`) 64 KiB at a time, so the
+//! (`pprof/encode.rs`) or the OTLP one (`otlp/encode.rs`) streamed into the compressor (`compress.rs`) 64 KiB at a time, so the
 //! uncompressed profile never exists whole and the peak is the tables plus the compressed
 //! bytes (see BENCHMARKS.md, peak RSS). The one module that knows both the encoder and the
 //! compressor: neither knows the other.
@@ -7,7 +7,8 @@
 use std::time::SystemTime;
 
 use crate::compress::Compressor;
-use crate::export::Compression;
+use crate::export::{Compression, ProfileFormat};
+use crate::otlp::{OtlpScratch, Resource};
 use crate::pprof::encode::{EncodeScratch, Out, RegionBytes};
 use crate::profile::ProfileBuilder;
 use crate::region_vec::Memory;
@@ -22,6 +23,7 @@ pub struct Serializer {
     compressor: Compressor,
     chunk: RegionBytes,
     scratch: EncodeScratch,
+    otlp: OtlpScratch,
 }
 
 impl Default for Serializer {
@@ -42,6 +44,7 @@ impl Serializer {
             compressor: Compressor::new_in(mem),
             chunk: RegionBytes::new(mem),
             scratch: EncodeScratch::new(mem),
+            otlp: OtlpScratch::new(mem),
         }
     }
 
@@ -54,21 +57,50 @@ impl Serializer {
         c: Compression,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
+        self.encode_as(ProfileFormat::Pprof, profile, end, None, c, out)
+    }
+
+    /// Encodes `profile` in `format` and compresses it into `out` (cleared first), as
+    /// [`Serializer::encode_compressed`] does. `resource` describes the process for OTLP
+    /// (pprof carries it in the profile's comments).
+    pub fn encode_as(
+        &mut self,
+        format: ProfileFormat,
+        profile: &ProfileBuilder,
+        end: SystemTime,
+        resource: Option<&Resource<'_>>,
+        c: Compression,
+        out: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
         let Serializer {
             compressor,
             chunk,
             scratch,
+            otlp,
         } = self;
         chunk.reset();
+        let unknown = Resource {
+            service: "",
+            pid: 0,
+            host: None,
+            tags: &[],
+        };
         compressor.write(c, out, |w| {
-            crate::pprof::encode_spilling(
-                profile,
-                end,
-                chunk,
-                SPILL_AT,
-                &mut |b| w.write_all(b),
-                scratch,
-            )?;
+            let spill = &mut |b: &[u8]| w.write_all(b);
+            match format {
+                ProfileFormat::Pprof => {
+                    crate::pprof::encode_spilling(profile, end, chunk, SPILL_AT, spill, scratch)?
+                }
+                ProfileFormat::Otlp => crate::otlp::encode::encode_spilling(
+                    profile,
+                    end,
+                    resource.unwrap_or(&unknown),
+                    chunk,
+                    SPILL_AT,
+                    spill,
+                    otlp,
+                )?,
+            }
             if !chunk.ok() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::OutOfMemory,
@@ -105,6 +137,12 @@ impl ProfileBuilder {
     /// Encodes the profile as pprof protobuf (uncompressed) into `out`.
     pub fn encode(&self, end: SystemTime, out: &mut Vec<u8>) {
         crate::pprof::encode(self, end, out)
+    }
+
+    /// Encodes the profile as an OTLP `ExportProfilesServiceRequest` (uncompressed) for the
+    /// process `resource` into `out`.
+    pub fn encode_otlp(&self, end: SystemTime, resource: &Resource<'_>, out: &mut Vec<u8>) {
+        crate::otlp::encode::encode(self, end, resource, out)
     }
 }
 
@@ -151,6 +189,25 @@ mod tests {
             assert!(
                 crate::compress::decompress_any(&out, 1 << 30).unwrap() == raw,
                 "{c:?} differs"
+            );
+        }
+        let resource = Resource {
+            service: "svc",
+            pid: 7,
+            host: Some("h"),
+            tags: &[],
+        };
+        let mut raw = Vec::new();
+        b.encode_otlp(end, &resource, &mut raw);
+        assert!(raw.len() > 4 * SPILL_AT, "{} bytes", raw.len());
+        let mut s = Serializer::new();
+        for c in [Compression::None, Compression::Gzip] {
+            let mut out = Vec::new();
+            s.encode_as(ProfileFormat::Otlp, &b, end, Some(&resource), c, &mut out)
+                .unwrap();
+            assert!(
+                crate::compress::decompress_any(&out, 1 << 30).unwrap() == raw,
+                "OTLP {c:?} differs"
             );
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::http::{self, HttpClient, HttpOptions, Request, Secret};
 use crate::multipart::Multipart;
-use crate::resolve::{AddressBook, Endpoint};
+use crate::resolve::Endpoint;
 use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
@@ -196,35 +196,13 @@ impl From<Datadog> for ExporterConfig {
     }
 }
 
-/// Builds Datadog exporters; holds what every process's exporter shares: the settings, the
-/// endpoint's addresses.
-pub struct DatadogFactory {
-    settings: Datadog,
-    book: AddressBook,
-    setup: http::ClientSetup,
-}
-
-impl fmt::Debug for DatadogFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.settings.fmt(f)
-    }
-}
+/// Builds Datadog exporters.
+pub type DatadogFactory = http::HttpFactory<Datadog>;
 
 impl DatadogFactory {
     fn new(settings: Datadog) -> DatadogFactory {
-        DatadogFactory {
-            book: AddressBook::new(settings.lookup.0),
-            setup: http::ClientSetup::new(settings.endpoint.as_ref().ok()),
-            settings,
-        }
-    }
-
-    pub fn settings(&self) -> &Datadog {
-        &self.settings
-    }
-
-    fn endpoint(&self) -> Result<&Endpoint> {
-        self.settings.endpoint.as_ref().map_err(Clone::clone)
+        let lookup = settings.lookup.0;
+        DatadogFactory::with_lookup(settings, |d| &d.endpoint, lookup)
     }
 }
 
@@ -299,7 +277,7 @@ impl ExporterFactory for DatadogFactory {
         if let Some(v) = &s.version {
             tags.push("version", v);
         }
-        if let Some(h) = hostname() {
+        if let Some(h) = forkprof_core::export::host_name() {
             tags.push("host", &h);
         }
         let own_id = s.runtime_id.as_ref().filter(|(_, pid)| *pid == ctx.pid);
@@ -467,20 +445,6 @@ impl Exporter for DatadogExporter {
             f
         })
     }
-}
-
-/// The machine's name, from the kernel (no DNS).
-fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its whole length, which we pass; gethostname writes at
-    // most that many bytes and we stop at the first NUL (or the end) below.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
-    (!name.is_empty()).then_some(name)
 }
 
 /// A random (version 4) UUID, one per process: Datadog groups a process's profiles by it.
@@ -663,7 +627,7 @@ mod tests {
             .build()
             .unwrap();
         let mut f = DatadogFactory::new(Datadog::agent(&format!("http://agent.invalid:{port}")));
-        f.book = AddressBook::new(|host, p| {
+        f.book = crate::resolve::AddressBook::new(|host, p| {
             LOOKUPS.fetch_add(1, Ordering::SeqCst);
             assert_eq!(host, "agent.invalid");
             Ok(vec![std::net::SocketAddr::from((

@@ -6,9 +6,10 @@
 //!    or an [`ExporterConfig`] built without the environment at all);
 //! 2. forkprof's own variables, `FORKPROF_*`;
 //! 3. the conventional variables of the back end, `DD_*` for Datadog, `PYROSCOPE_*` for
-//!    Pyroscope;
+//!    Pyroscope, `OTEL_EXPORTER_OTLP_*` for OTLP;
 //! 4. the defaults (the agent's Unix socket if it exists, else `http://localhost:8126`;
-//!    `http://localhost:4040` for Pyroscope; the service name of the profiler's `Config`).
+//!    `http://localhost:4040` for Pyroscope, `http://localhost:4318` for OTLP; the service
+//!    name of the profiler's `Config`).
 //!
 //! | setting | FORKPROF_* | back end's | default |
 //! |---|---|---|---|
@@ -22,6 +23,11 @@
 //! | retries | `FORKPROF_MAX_RETRIES`, `FORKPROF_RETRY_BUDGET_MS`, `FORKPROF_INITIAL_BACKOFF_MS`, `FORKPROF_MAX_BACKOFF_MS` | | 3, 30 s, 250 ms, 4 s |
 //! | Pyroscope auth | | `PYROSCOPE_BASIC_AUTH_USER` + `PYROSCOPE_BASIC_AUTH_PASSWORD`, or `PYROSCOPE_AUTH_TOKEN` (bearer); credentials in `PYROSCOPE_SERVER_ADDRESS`'s URL | none |
 //! | Pyroscope tenant | | `PYROSCOPE_TENANT_ID` (sent as `X-Scope-OrgID`) | none |
+//! | OTLP | `FORKPROF_EXPORTER=otlp`, or `FORKPROF_ENDPOINT=otlp+http://…` (a base URL) | `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT` (the whole URL, used as is; setting it alone selects OTLP), then `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL: `/v1development/profiles` is appended) | `http://localhost:4318` |
+//! | OTLP headers | | `OTEL_EXPORTER_OTLP_PROFILES_HEADERS`, then `OTEL_EXPORTER_OTLP_HEADERS` (`name=value,…`, values percent-decoded) | none |
+//!
+//! An OTLP profile's resource is the profiler's own: `service.name` is `Config::service` and
+//! the tags are `Config::tags` (the exporter does not rename them).
 //!
 //! The environment is read once, by the call that builds the configuration, on the caller's
 //! thread. Nothing reads it later: not `start()`, not a forked child's restart, never a
@@ -33,6 +39,7 @@ use std::time::Duration;
 
 use crate::datadog::{Datadog, DEFAULT_AGENT_SOCKET, DEFAULT_AGENT_URL, DEFAULT_SITE};
 use crate::http::HttpOptions;
+use crate::otlp::Otlp;
 use crate::pyroscope::Pyroscope;
 use crate::ExporterConfig;
 use forkprof_core::error::{Error, Result};
@@ -200,6 +207,31 @@ impl<'a> Vars<'a> {
         Ok(p.http_options(self.http()?))
     }
 
+    fn otlp(&self) -> Result<Otlp> {
+        let mut o = match (
+            self.value(&["FORKPROF_ENDPOINT"]),
+            self.value(&["OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT"]),
+        ) {
+            (Some(base), _) => Otlp::new(base.strip_prefix("otlp+").unwrap_or(&base)),
+            (None, Some(url)) => Otlp::profiles_url(&url),
+            (None, None) => Otlp::new(
+                &self
+                    .value(&["OTEL_EXPORTER_OTLP_ENDPOINT"])
+                    .unwrap_or_else(|| crate::otlp::DEFAULT_OTLP_URL.into()),
+            ),
+        };
+        let names = [
+            "OTEL_EXPORTER_OTLP_PROFILES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ];
+        if let Some((name, list)) = self.any(&names) {
+            for (k, v) in crate::otlp::parse_headers(name, &list)? {
+                o = o.header(k, v);
+            }
+        }
+        Ok(o.http_options(self.http()?))
+    }
+
     pub fn exporter(&self) -> Result<ExporterConfig> {
         let kind = match self.any(&["FORKPROF_EXPORTER"]) {
             Some((_, k)) => k.to_ascii_lowercase(),
@@ -214,7 +246,15 @@ impl<'a> Vars<'a> {
                                 .is_none()
                     }
                 };
-                if pyroscope {
+                let otlp = match &endpoint {
+                    Some(e) => e.starts_with("otlp+"),
+                    None => self
+                        .value(&["OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT"])
+                        .is_some(),
+                };
+                if otlp {
+                    "otlp".into()
+                } else if pyroscope {
                     "pyroscope".into()
                 } else if endpoint.is_none() && self.agentless_requested() {
                     "datadog-agentless".into()
@@ -227,9 +267,10 @@ impl<'a> Vars<'a> {
             "datadog" => Ok(self.datadog(false)?.into()),
             "datadog-agentless" => Ok(self.datadog(true)?.into()),
             "pyroscope" => Ok(self.pyroscope()?.into()),
+            "otlp" => Ok(self.otlp()?.into()),
             other => Err(Error::config(
                 "FORKPROF_EXPORTER",
-                format!("`{other}`: expected datadog, datadog-agentless or pyroscope"),
+                format!("`{other}`: expected datadog, datadog-agentless, pyroscope or otlp"),
             )),
         }
     }
@@ -541,5 +582,75 @@ mod tests {
             ..HttpOptions::default()
         };
         assert_eq!(t, Datadog::agent(DEFAULT_AGENT_URL).http_options(o));
+    }
+
+    #[test]
+    fn otlp_is_chosen_and_configured_by_its_variables() {
+        let otlp = |vars: &[(&str, &str)]| {
+            let cfg = with(vars, true).unwrap();
+            match crate::otlp_settings(&cfg) {
+                Some(o) => o.clone(),
+                None => panic!("expected OTLP for {vars:?}, got {cfg:?}"),
+            }
+        };
+        let url = |vars: &[(&str, &str)]| otlp(vars).url().unwrap();
+        // The signal's own variable selects OTLP and is the whole URL.
+        assert_eq!(
+            url(&[
+                ("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT", "http://c:4318/p"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:1"),
+            ]),
+            "http://c:4318/p"
+        );
+        // The generic endpoint alone does not take profiles from Datadog...
+        assert!(crate::datadog_settings(
+            &with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")], true).unwrap()
+        )
+        .is_some());
+        // ...but is the base URL once OTLP is chosen.
+        assert_eq!(
+            url(&[
+                ("FORKPROF_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")
+            ]),
+            "http://c:4318/v1development/profiles"
+        );
+        assert_eq!(
+            url(&[("FORKPROF_EXPORTER", "OTLP")]),
+            "http://localhost:4318/v1development/profiles"
+        );
+        // FORKPROF_ENDPOINT wins over both, and its otlp+ scheme selects OTLP.
+        assert_eq!(
+            url(&[
+                ("FORKPROF_ENDPOINT", "otlp+http://f:9"),
+                ("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT", "http://c:4318/p"),
+                ("DD_TRACE_AGENT_URL", "http://agent:8126"),
+            ]),
+            "http://f:9/v1development/profiles"
+        );
+        // The profiles headers win over the generic ones; every entry is kept.
+        let o = otlp(&[
+            ("FORKPROF_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_PROFILES_HEADERS", "a=1,b=2"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "c=3"),
+        ]);
+        assert_eq!(o.header_names().collect::<Vec<_>>(), ["a", "b"]);
+        let o = otlp(&[
+            ("FORKPROF_EXPORTER", "otlp"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20t"),
+            ("FORKPROF_MAX_RETRIES", "7"),
+        ]);
+        assert_eq!(o.header_names().collect::<Vec<_>>(), ["Authorization"]);
+        assert_eq!(o.http().max_retries, 7);
+        let err = with(
+            &[
+                ("FORKPROF_EXPORTER", "otlp"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "junk"),
+            ],
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{err}");
     }
 }

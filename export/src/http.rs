@@ -102,6 +102,84 @@ pub(crate) struct Request<'a> {
     pub body: &'a [u8],
 }
 
+/// Where an HTTP exporter's settings keep their parsed endpoint (or why it could not be
+/// parsed, reported by `validate`).
+pub(crate) type EndpointOf<S> = fn(&S) -> &std::result::Result<Endpoint, Error>;
+
+/// Builds one kind of HTTP exporter (`S`: its settings); holds what every process's exporter
+/// shares: the settings, the endpoint's addresses, the client setup.
+pub struct HttpFactory<S> {
+    pub(crate) settings: S,
+    endpoint_of: EndpointOf<S>,
+    pub(crate) book: crate::resolve::AddressBook,
+    pub(crate) setup: ClientSetup,
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpFactory<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.settings.fmt(f)
+    }
+}
+
+impl<S> HttpFactory<S> {
+    /// A factory whose host names are looked up with `lookup` (when a profiler starts).
+    pub(crate) fn with_lookup(
+        settings: S,
+        endpoint_of: EndpointOf<S>,
+        lookup: crate::resolve::Lookup,
+    ) -> Self {
+        HttpFactory {
+            book: crate::resolve::AddressBook::new(lookup),
+            setup: ClientSetup::new(endpoint_of(&settings).as_ref().ok()),
+            endpoint_of,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &S {
+        &self.settings
+    }
+
+    pub(crate) fn endpoint(&self) -> Result<&Endpoint> {
+        (self.endpoint_of)(&self.settings)
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Request headers by name.
+pub(crate) type Headers = Vec<(String, HeaderValue)>;
+
+/// Appends the user's extra headers to `headers`, each value a secret (also pushed to
+/// `secrets`, to be scrubbed from reasons); refuses invalid names, names given twice and the
+/// headers forkprof sets itself.
+pub(crate) fn add_extra_headers(
+    extra: &[(String, Secret)],
+    headers: &mut Headers,
+    secrets: &mut Vec<String>,
+) -> Result<()> {
+    for (name, value) in extra {
+        if !crate::http1::valid_header_name(name) {
+            return Err(Error::config(
+                "headers",
+                format!("`{name}` is not a valid HTTP header name"),
+            ));
+        }
+        if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || ["content-type", "content-length", "content-encoding", "host"]
+                .contains(&name.to_ascii_lowercase().as_str())
+        {
+            return Err(Error::config(
+                "headers",
+                format!("`{name}` is set by forkprof (or twice): remove the extra header"),
+            ));
+        }
+        headers.push((name.clone(), secret_header_for("headers", &value.0)?));
+        secrets.push(value.0.clone());
+    }
+    Ok(())
+}
+
 /// A header value that must never be shown: marked sensitive, so `Debug` hides it.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue> {
     secret_header_for("api_key", value)

@@ -1,5 +1,5 @@
-//! forkprof's network exporters: the Datadog agent or intake ([`Datadog`]) and Pyroscope
-//! ([`Pyroscope`]), over forkprof's own small HTTP/1.1 client with timeouts, bounded retries,
+//! forkprof's network exporters: the Datadog agent or intake ([`Datadog`]), Pyroscope
+//! ([`Pyroscope`]) and OpenTelemetry profiles over OTLP/HTTP ([`Otlp`]), over forkprof's own small HTTP/1.1 client with timeouts, bounded retries,
 //! `Retry-After`, and addresses resolved when the profiler starts (never on a profiler thread,
 //! never in a forked child). A layer above the engine (`forkprof-core`): it implements the
 //! engine's [`ExporterFactory`](forkprof_core::export::ExporterFactory), and the engine knows
@@ -23,6 +23,7 @@
 //!     .build()?;
 //! // Or: ExporterConfig::datadog_agent("unix:///var/run/datadog/apm.socket"),
 //! //     ExporterConfig::pyroscope("http://pyroscope:4040", "checkout"),
+//! //     ExporterConfig::otlp("http://collector:4318"),
 //! //     ExporterConfig::from_env()?.
 //! # Ok::<(), forkprof_core::Error>(())
 //! ```
@@ -33,6 +34,7 @@ pub mod env;
 pub mod http;
 mod http1;
 mod multipart;
+pub mod otlp;
 pub mod pyroscope;
 mod resolve;
 mod retry_after;
@@ -41,6 +43,7 @@ mod tls;
 
 pub use datadog::Datadog;
 pub use http::HttpOptions;
+pub use otlp::Otlp;
 pub use pyroscope::Pyroscope;
 
 // What every exporter shares with the engine, under the names the modules here use.
@@ -59,6 +62,11 @@ pub fn datadog_settings(config: &ExporterConfig) -> Option<&Datadog> {
 /// The Pyroscope settings inside `config`, if it is a Pyroscope exporter made here.
 pub fn pyroscope_settings(config: &ExporterConfig) -> Option<&Pyroscope> {
     factory::<pyroscope::PyroscopeFactory>(config).map(|f| f.settings())
+}
+
+/// The OTLP settings inside `config`, if it is an OTLP exporter made here.
+pub fn otlp_settings(config: &ExporterConfig) -> Option<&Otlp> {
+    factory::<otlp::OtlpFactory>(config).map(|f| f.settings())
 }
 
 fn factory<T: 'static>(config: &ExporterConfig) -> Option<&T> {
@@ -81,8 +89,12 @@ pub trait ExporterConfigExt: Sized {
     /// A Pyroscope server (e.g. `http://pyroscope:4040`), series `app_name` (empty: the
     /// profiler's service name).
     fn pyroscope(url: &str, app_name: &str) -> Self;
+    /// An OpenTelemetry collector's OTLP/HTTP receiver at base URL `url` (e.g.
+    /// `http://collector:4318`); profiles are posted to `{url}/v1development/profiles`.
+    fn otlp(url: &str) -> Self;
     /// An exporter named by a URL: `http://…`, `https://…` or `unix:///…` is a Datadog agent;
-    /// `pyroscope+http://…` (or `+https`) a Pyroscope server. An invalid URL is reported by
+    /// `pyroscope+http://…` (or `+https`) a Pyroscope server; `otlp+http://…` (or `+https`)
+    /// an OTLP/HTTP receiver's base URL. An invalid URL is reported by
     /// `ConfigBuilder::build`, naming the `endpoint` field.
     fn from_url(url: &str) -> Self;
     /// The exporter the environment describes; see the precedence rules in
@@ -110,11 +122,19 @@ impl ExporterConfigExt for ExporterConfig {
         Pyroscope::new(url, app_name).into()
     }
 
+    fn otlp(url: &str) -> Self {
+        Otlp::new(url).into()
+    }
+
     fn from_url(url: &str) -> Self {
-        match url.trim().strip_prefix("pyroscope+") {
-            Some(server) => Pyroscope::new(server, "").into(),
-            None => Datadog::agent(url).into(),
+        let url = url.trim();
+        if let Some(server) = url.strip_prefix("pyroscope+") {
+            return Pyroscope::new(server, "").into();
         }
+        if let Some(base) = url.strip_prefix("otlp+") {
+            return Otlp::new(base).into();
+        }
+        Datadog::agent(url).into()
     }
 
     fn from_env() -> Result<Self> {
@@ -125,6 +145,7 @@ impl ExporterConfigExt for ExporterConfig {
         datadog_settings(self)
             .map(|d| d.http())
             .or_else(|| pyroscope_settings(self).map(|p| p.http()))
+            .or_else(|| otlp_settings(self).map(|o| o.http()))
     }
 
     fn with_http_options(self, http: HttpOptions) -> Result<Self> {
@@ -134,9 +155,12 @@ impl ExporterConfigExt for ExporterConfig {
         if let Some(p) = pyroscope_settings(&self) {
             return Ok(p.clone().http_options(http).into());
         }
+        if let Some(o) = otlp_settings(&self) {
+            return Ok(o.clone().http_options(http).into());
+        }
         Err(Error::config(
             "http_options",
-            "apply to the HTTP exporters (Datadog, Pyroscope): set an endpoint first",
+            "apply to the HTTP exporters (Datadog, Pyroscope, OTLP): set an endpoint first",
         ))
     }
 }

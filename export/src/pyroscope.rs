@@ -13,8 +13,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
 
-use crate::http::{self, HeaderValue, HttpClient, HttpOptions, Request, Secret};
-use crate::resolve::{AddressBook, Endpoint};
+use crate::http::{self, HeaderValue, Headers, HttpClient, HttpOptions, Request, Secret};
+use crate::resolve::Endpoint;
 use crate::{
     Compression, Delivered, EncodedProfile, ExportContext, ExportFailure, Exporter, ExporterConfig,
     ExporterFactory,
@@ -25,9 +25,6 @@ use forkprof_core::TraceLabelStyle;
 /// Largest body sent to Pyroscope; its server refuses larger ingest requests by default.
 pub const PYROSCOPE_MAX_REQUEST_BYTES: usize = 10 << 20;
 const USER_AGENT: &str = concat!("forkprof/", env!("CARGO_PKG_VERSION"));
-
-/// Request headers by name.
-type Headers = Vec<(String, HeaderValue)>;
 
 /// Where Pyroscope profiles go. Build with [`Pyroscope::new`], turn into an
 /// [`ExporterConfig`] with `.into()`.
@@ -169,25 +166,7 @@ impl Pyroscope {
             }
             headers.push(("X-Scope-OrgID".to_string(), value));
         }
-        for (name, value) in &self.headers {
-            if !crate::http1::valid_header_name(name) {
-                return Err(Error::config(
-                    "headers",
-                    format!("`{name}` is not a valid HTTP header name"),
-                ));
-            }
-            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
-                || ["content-type", "content-length", "host"]
-                    .contains(&name.to_ascii_lowercase().as_str())
-            {
-                return Err(Error::config(
-                    "headers",
-                    format!("`{name}` is set by forkprof (or twice): remove the extra header"),
-                ));
-            }
-            headers.push((name.clone(), http::secret_header_for("headers", &value.0)?));
-            secrets.push(value.0.clone());
-        }
+        http::add_extra_headers(&self.headers, &mut headers, &mut secrets)?;
         Ok((headers, secrets))
     }
     /// Adds a label to the series (after the profiler's own `Config` tags).
@@ -203,34 +182,16 @@ impl Pyroscope {
 
 impl From<Pyroscope> for ExporterConfig {
     fn from(p: Pyroscope) -> ExporterConfig {
-        ExporterConfig::Custom(Arc::new(PyroscopeFactory {
-            book: AddressBook::new(crate::resolve::system_lookup),
-            setup: http::ClientSetup::new(p.endpoint.as_ref().ok()),
-            settings: p,
-        }))
+        ExporterConfig::Custom(Arc::new(PyroscopeFactory::with_lookup(
+            p,
+            |s| &s.endpoint,
+            crate::resolve::system_lookup,
+        )))
     }
 }
 
-pub struct PyroscopeFactory {
-    settings: Pyroscope,
-    book: AddressBook,
-    setup: http::ClientSetup,
-}
-
-impl fmt::Debug for PyroscopeFactory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.settings.fmt(f)
-    }
-}
-
-impl PyroscopeFactory {
-    pub fn settings(&self) -> &Pyroscope {
-        &self.settings
-    }
-    fn endpoint(&self) -> Result<&Endpoint> {
-        self.settings.endpoint.as_ref().map_err(Clone::clone)
-    }
-}
+/// Builds Pyroscope exporters.
+pub type PyroscopeFactory = http::HttpFactory<Pyroscope>;
 
 impl ExporterFactory for PyroscopeFactory {
     fn as_any(&self) -> Option<&dyn std::any::Any> {

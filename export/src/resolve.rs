@@ -207,7 +207,7 @@ impl Endpoint {
 }
 
 /// `%XX` escapes to bytes; `None` for a malformed escape or a result that is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -395,7 +395,8 @@ pub unsafe extern "C" fn forkprof_config_output_retention(
 
 /// Exports to the endpoint a URL names, instead of files: `http://host:8126`, `https://...`
 /// or `unix:///path/to/apm.socket` is a Datadog agent; `pyroscope+http://host:4040` (or
-/// `+https`) a Pyroscope server. An unusable URL is reported by `forkprof_start` (or
+/// `+https`) a Pyroscope server; `otlp+http://host:4318` (or `+https`) an OpenTelemetry
+/// collector's OTLP/HTTP receiver (profiles go to `/v1development/profiles`). An unusable URL is reported by `forkprof_start` (or
 /// `forkprof_config_validate`) as FORKPROF_ERR_CONFIG naming `endpoint`. Host names are
 /// resolved once, at start, on the calling thread.
 ///

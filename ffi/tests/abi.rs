@@ -1303,3 +1303,28 @@ fn output_retention_through_the_abi() {
         forkprof_config_free(cfg);
     }
 }
+
+#[test]
+fn otlp_urls_through_the_abi() {
+    use crate::export_support::{Reply, TestServer};
+    let _w = Watchdog::new("c otlp url", Duration::from_secs(60));
+    let server = TestServer::tcp(|_| Reply::Status(200));
+    let p = start_with_url(&format!("otlp+{}", server.url())).expect("otlp+http URL accepted");
+    let frames = [frame(b"otlp_leaf", b"o.c", 1)];
+    assert_eq!(record(p, &frames, &[5]), FORKPROF_OK);
+    let stats = stop(p);
+    assert_eq!(stats.profiles_written, 1, "{stats:?}");
+    let r = &server.requests()[0];
+    assert_eq!(r.target, "/v1development/profiles");
+    assert_eq!(r.header("Content-Type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    let raw = forkprof::compress::decompress_any(&r.body, 1 << 30).unwrap();
+    // An ExportProfilesServiceRequest starts with its ResourceProfiles (field 1, length
+    // delimited); the function name is in its dictionary. tests/export_otlp.rs decodes it all.
+    assert_eq!(raw[0], 0x0a);
+    assert!(raw.windows(9).any(|w| w == b"otlp_leaf"));
+    // A Unix socket cannot carry OTLP/HTTP: refused at start, naming the endpoint.
+    let err = start_with_url("otlp+unix:///tmp/x.sock").unwrap_err();
+    assert_eq!(err.0, FORKPROF_ERR_CONFIG);
+    assert!(err.1.contains("endpoint"), "{}", err.1);
+}

@@ -55,6 +55,8 @@ pub struct Profile {
     pub period_type: Option<ValueType>,
     pub period: i64,
     pub comments: Vec<String>,
+    /// The sample type tools show when none is named (`default_sample_type`), if written.
+    pub default_sample_type: Option<String>,
 }
 
 impl Profile {
@@ -214,6 +216,7 @@ pub fn decode(buf: &[u8]) -> Result<Profile> {
     let mut raw_functions = Vec::new();
     let mut raw_period_type = None;
     let mut comments = Vec::new();
+    let mut default_type = 0;
     let mut p = Profile::default();
     each(buf, |n, v| {
         match (n, v) {
@@ -227,6 +230,7 @@ pub fn decode(buf: &[u8]) -> Result<Profile> {
             (11, Value::Bytes(b)) => raw_period_type = Some(b),
             (12, v) => p.period = int(v) as i64,
             (13, v) => push_ints(v, &mut comments)?,
+            (14, v) => default_type = int(v),
             _ => {}
         }
         Ok(())
@@ -340,6 +344,9 @@ pub fn decode(buf: &[u8]) -> Result<Profile> {
             name: s(name)?,
             filename: s(file)?,
         });
+    }
+    if default_type != 0 {
+        p.default_sample_type = Some(s(default_type)?);
     }
     for c in comments {
         p.comments.push(s(c)?);

@@ -72,6 +72,11 @@ pub fn sample_type_index(profile: &Profile, name: &str) -> Option<usize> {
     profile.sample_types.iter().position(|t| t.ty == name)
 }
 
+/// The index of the profile's `default_sample_type`, if it names one of its types.
+pub fn default_sample_type_index(profile: &Profile) -> Option<usize> {
+    sample_type_index(profile, profile.default_sample_type.as_deref()?)
+}
+
 /// Flat and cumulative totals of value `value` (an index into `sample_types`) per function.
 /// A value index past the sample's values counts as 0; unknown location or function ids are
 /// skipped, never a panic.

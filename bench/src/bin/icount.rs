@@ -80,6 +80,38 @@ fn batch_fp_serialize(b: &ProfileBuilder) -> usize {
     out.len()
 }
 
+/// `format` into gzip, as the OTLP exporter's collector does.
+fn fp_serialize_gzip(b: &ProfileBuilder, format: forkprof::ProfileFormat) -> usize {
+    let resource = forkprof::otlp::Resource {
+        service: "bench",
+        pid: 1,
+        host: Some("bench-host"),
+        tags: &[],
+    };
+    let mut out = Vec::new();
+    forkprof_core::serialize::Serializer::new()
+        .encode_as(
+            format,
+            b,
+            SystemTime::now(),
+            Some(&resource),
+            Compression::Gzip,
+            &mut out,
+        )
+        .expect("gzip");
+    out.len()
+}
+
+#[inline(never)]
+fn batch_fp_serialize_otlp(b: &ProfileBuilder) -> usize {
+    fp_serialize_gzip(b, forkprof::ProfileFormat::Otlp)
+}
+
+#[inline(never)]
+fn batch_fp_serialize_pprof_gzip(b: &ProfileBuilder) -> usize {
+    fp_serialize_gzip(b, forkprof::ProfileFormat::Pprof)
+}
+
 #[inline(never)]
 fn batch_dd_serialize(p: DdProfile) -> usize {
     p.serialize_into_compressed_pprof(None, None)
@@ -173,7 +205,7 @@ fn run(mode: &str, batches: usize) {
                 batch_dd_interning(&mut p);
             }
         }
-        "fp_serialize" => {
+        "fp_serialize" | "fp_serialize_otlp" | "fp_serialize_pprof_gzip" => {
             for _ in 0..batches {
                 let mut b = fp_builder();
                 let mut scratch = Vec::new();
@@ -181,7 +213,11 @@ fn run(mode: &str, batches: usize) {
                     let ts = TS0 + i as i64 * 10_000_000;
                     fp_builder_add_text(&mut b, &w, &mut scratch, i, Some(ts));
                 }
-                std::hint::black_box(batch_fp_serialize(&b));
+                std::hint::black_box(match mode {
+                    "fp_serialize_otlp" => batch_fp_serialize_otlp(&b),
+                    "fp_serialize_pprof_gzip" => batch_fp_serialize_pprof_gzip(&b),
+                    _ => batch_fp_serialize(&b),
+                });
             }
         }
         "dd_serialize" => {
@@ -260,7 +296,7 @@ fn main() {
         return;
     }
     println!("instructions per sample (callgrind; 1000-sample batches, 6 batches minus 1)");
-    let rows: [Row; 7] = [
+    let rows: [Row; 9] = [
         (
             "add, text: record (host thread) vs try_add_sample",
             "fp_record_text",
@@ -304,6 +340,20 @@ fn main() {
             Some("batch_dd_serialize"),
         ),
         (
+            "serialize + gzip, pprof, 1000 timestamped samples (vs dd pprof + zstd)",
+            "fp_serialize_pprof_gzip",
+            Some("batch_fp_serialize_pprof_gzip"),
+            "dd_serialize",
+            Some("batch_dd_serialize"),
+        ),
+        (
+            "serialize + gzip, OTLP, 1000 timestamped samples (vs dd pprof + zstd)",
+            "fp_serialize_otlp",
+            Some("batch_fp_serialize_otlp"),
+            "dd_serialize",
+            Some("batch_dd_serialize"),
+        ),
+        (
             "intern 1059 strings twice (per string, per pass)",
             "fp_intern",
             Some("batch_fp_intern"),
@@ -324,7 +374,15 @@ fn main() {
         cache.push((mode.to_string(), v));
         v
     };
+    // `--rows TEXT`: only the rows whose description holds TEXT.
+    let only = args
+        .iter()
+        .position(|a| a == "--rows")
+        .and_then(|i| args.get(i + 1).cloned());
     for (what, fm, ft, dm, dt) in rows {
+        if only.as_deref().is_some_and(|o| !what.contains(o)) {
+            continue;
+        }
         let f = get(fm, ft);
         let d = get(dm, dt);
         println!(

@@ -130,9 +130,18 @@ fn forkprof_profiler(n: &Names, buffer: usize) -> Outcome {
     }
 }
 
-/// `streamed`: `encode_compressed`, what the collector does (the encoder hands 64 KiB at a time
-/// to zstd); otherwise the whole pprof is encoded into one buffer, then compressed.
-fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
+/// How `forkprof_builder` serializes.
+#[derive(Clone, Copy, PartialEq)]
+enum Serialize {
+    /// `encode_compressed`, what the collector does (the encoder hands 64 KiB at a time to zstd).
+    Streamed,
+    /// The whole pprof encoded into one buffer, then compressed.
+    Unstreamed,
+    /// An OTLP request, streamed into gzip, what the collector does for the OTLP exporter.
+    Otlp,
+}
+
+fn forkprof_builder(n: &Names, how: Serialize) -> Outcome {
     let types: Vec<SampleType> = SAMPLE_TYPES
         .iter()
         .map(|&(t, u)| SampleType::new(t, u))
@@ -172,12 +181,30 @@ fn forkprof_builder(n: &Names, streamed: bool) -> Outcome {
     let hwm_before_serialize = vm_hwm_kib();
     let t = Instant::now();
     let mut out = Vec::new();
-    if streamed {
-        forkprof_core::serialize::Serializer::new_in(forkprof_core::Memory::fork_local(
-            forkprof::platform(),
-        ))
-        .encode_compressed(&b, SystemTime::now(), Compression::Zstd, &mut out)
-        .expect("zstd");
+    let mut serializer = forkprof_core::serialize::Serializer::new_in(
+        forkprof_core::Memory::fork_local(forkprof::platform()),
+    );
+    if how == Serialize::Streamed {
+        serializer
+            .encode_compressed(&b, SystemTime::now(), Compression::Zstd, &mut out)
+            .expect("zstd");
+    } else if how == Serialize::Otlp {
+        let resource = forkprof::otlp::Resource {
+            service: "bench",
+            pid: std::process::id(),
+            host: Some("bench-host"),
+            tags: &[],
+        };
+        serializer
+            .encode_as(
+                forkprof::ProfileFormat::Otlp,
+                &b,
+                SystemTime::now(),
+                Some(&resource),
+                Compression::Gzip,
+                &mut out,
+            )
+            .expect("otlp");
     } else {
         let mut raw = Vec::new();
         b.encode(SystemTime::now(), &mut raw);
@@ -250,8 +277,9 @@ fn child(mode: &str) {
         "baseline" => baseline(&names),
         "forkprof" => forkprof_profiler(&names, forkprof::config::DEFAULT_BUFFER_CAPACITY),
         "forkprof-1MiB-buf" => forkprof_profiler(&names, 1 << 20),
-        "forkprof-builder" => forkprof_builder(&names, true),
-        "builder-unstreamed" => forkprof_builder(&names, false),
+        "forkprof-builder" => forkprof_builder(&names, Serialize::Streamed),
+        "builder-unstreamed" => forkprof_builder(&names, Serialize::Unstreamed),
+        "builder-otlp-gzip" => forkprof_builder(&names, Serialize::Otlp),
         "libdatadog" => libdatadog(&names),
         other => panic!("unknown mode {other:?}"),
     };
@@ -315,6 +343,7 @@ fn main() {
         "forkprof-1MiB-buf",
         "forkprof-builder",
         "builder-unstreamed",
+        "builder-otlp-gzip",
         "libdatadog",
     ];
     let rows: Vec<(&str, Row)> = modes.iter().map(|&m| (m, measure(m))).collect();

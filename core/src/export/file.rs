@@ -455,6 +455,7 @@ mod tests {
         EncodedProfile {
             bytes: bytes.to_vec(),
             compression: Compression::Gzip,
+            format: Default::default(),
             start: SystemTime::now(),
             end: SystemTime::now(),
             seq,

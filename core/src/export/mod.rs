@@ -145,11 +145,37 @@ impl Compression {
     }
 }
 
+/// The machine's name, from the kernel (no DNS): the `host` of a profile. Called on the
+/// thread that builds an exporter or starts a collector, never in a fork or signal path.
+pub fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length, which we pass; gethostname writes at
+    // most that many bytes and we stop at the first NUL (or the end) below.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    (!name.is_empty()).then_some(name)
+}
+
+/// The encoding of the profiles an exporter is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProfileFormat {
+    /// pprof (`profile.proto`).
+    #[default]
+    Pprof,
+    /// An OTLP `ExportProfilesServiceRequest` (see [`crate::otlp`]), resource included.
+    Otlp,
+}
+
 /// A finished, compressed profile waiting for its exporter.
 #[derive(Debug, Clone)]
 pub struct EncodedProfile {
     pub bytes: Vec<u8>,
     pub compression: Compression,
+    pub format: ProfileFormat,
     pub start: SystemTime,
     pub end: SystemTime,
     /// Per-process sequence number, from 0.
@@ -174,6 +200,7 @@ impl EncodedProfile {
         EncodedProfile {
             bytes,
             compression,
+            format: ProfileFormat::Pprof,
             start,
             end,
             seq: 0,
@@ -230,6 +257,10 @@ pub trait Exporter: Send {
 /// the child (so the child never shares the parent's connections).
 pub trait ExporterFactory: Send + Sync + fmt::Debug {
     fn compression(&self) -> Compression;
+    /// The encoding the collector writes for this exporter; pprof unless it says otherwise.
+    fn format(&self) -> ProfileFormat {
+        ProfileFormat::Pprof
+    }
     /// Static checks run by `ConfigBuilder::build`.
     fn validate(&self) -> Result<()> {
         Ok(())
@@ -286,6 +317,14 @@ impl ExporterConfig {
         match self {
             ExporterConfig::File { .. } => TraceLabelStyle::AsRecorded,
             ExporterConfig::Custom(f) => f.trace_labels(),
+        }
+    }
+
+    /// The format this exporter's profiles are encoded in (see [`ExporterFactory::format`]).
+    pub fn format(&self) -> ProfileFormat {
+        match self {
+            ExporterConfig::File { .. } => ProfileFormat::Pprof,
+            ExporterConfig::Custom(f) => f.format(),
         }
     }
 

@@ -101,18 +101,18 @@ impl Out for RegionBytes {
     }
 }
 
-fn no_memory() -> io::Error {
+pub(crate) fn no_memory() -> io::Error {
     io::Error::new(
         io::ErrorKind::OutOfMemory,
         "the encoder's buffer could not grow",
     )
 }
 
-const WIRE_VARINT: u64 = 0;
-const WIRE_LEN: u64 = 2;
+pub(crate) const WIRE_VARINT: u64 = 0;
+pub(crate) const WIRE_LEN: u64 = 2;
 
 #[inline]
-fn varint<O: Out + ?Sized>(out: &mut O, mut v: u64) {
+pub(crate) fn varint<O: Out + ?Sized>(out: &mut O, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -121,18 +121,18 @@ fn varint<O: Out + ?Sized>(out: &mut O, mut v: u64) {
 }
 
 #[inline]
-fn varint_len(v: u64) -> usize {
+pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
-fn key<O: Out + ?Sized>(out: &mut O, field: u64, wire: u64) {
+pub(crate) fn key<O: Out + ?Sized>(out: &mut O, field: u64, wire: u64) {
     varint(out, (field << 3) | wire);
 }
 
 /// A varint field, skipped when zero (proto3 default).
 #[inline]
-fn uint_field<O: Out + ?Sized>(out: &mut O, field: u64, v: u64) {
+pub(crate) fn uint_field<O: Out + ?Sized>(out: &mut O, field: u64, v: u64) {
     if v != 0 {
         key(out, field, WIRE_VARINT);
         varint(out, v);
@@ -140,7 +140,7 @@ fn uint_field<O: Out + ?Sized>(out: &mut O, field: u64, v: u64) {
 }
 
 #[inline]
-fn uint_field_len(field: u64, v: u64) -> usize {
+pub(crate) fn uint_field_len(field: u64, v: u64) -> usize {
     if v == 0 {
         0
     } else {
@@ -149,7 +149,7 @@ fn uint_field_len(field: u64, v: u64) -> usize {
 }
 
 #[inline]
-fn len_prefix<O: Out + ?Sized>(out: &mut O, field: u64, len: usize) {
+pub(crate) fn len_prefix<O: Out + ?Sized>(out: &mut O, field: u64, len: usize) {
     key(out, field, WIRE_LEN);
     varint(out, len as u64);
 }
@@ -295,7 +295,7 @@ impl EncodeScratch {
     }
 }
 
-fn nanos_since_epoch(t: SystemTime) -> i64 {
+pub(crate) fn nanos_since_epoch(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
@@ -311,7 +311,7 @@ pub(crate) fn encode(p: &ProfileBuilder, end: SystemTime, out: &mut Vec<u8>) {
 
 /// Hands `out` to `spill` and empties it once it holds `spill_at` bytes.
 #[inline]
-fn spill_if_full<O: Out + ?Sized>(
+pub(crate) fn spill_if_full<O: Out + ?Sized>(
     out: &mut O,
     spill_at: usize,
     spill: &mut dyn FnMut(&[u8]) -> io::Result<()>,
@@ -427,6 +427,10 @@ pub(crate) fn encode_spilling<O: Out + ?Sized>(
     }
     for &c in &p.comments {
         uint_field(out, 13, c as u64);
+    }
+    // The type's name, as `go tool pprof` reads it: without it, tools show the last type.
+    if let Some(&(name, _)) = p.sample_types.get(p.default_type) {
+        uint_field(out, 14, name as u64);
     }
     if !out.ok() {
         return Err(no_memory());
