@@ -20,6 +20,8 @@ fn config(service: &str, dir: &std::path::Path, policy: ChildPolicy) -> Config {
         .child_policy(policy)
         .period(Duration::from_millis(100))
         .output_dir(dir, Compression::Gzip)
+        // Every profile is counted: none may be pruned by the default retention.
+        .output_retention(forkprof::Retention::UNBOUNDED)
         .build()
         .unwrap()
 }

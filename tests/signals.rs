@@ -28,6 +28,8 @@ fn config(dir: &std::path::Path, policy: ChildPolicy) -> Config {
         // Only stop() writes: one file per process, read back below.
         .period(Duration::from_secs(600))
         .output_dir(dir, Compression::None)
+        // Every profile is counted: none may be pruned by the default retention.
+        .output_retention(forkprof::Retention::UNBOUNDED)
         .build()
         .unwrap()
 }

@@ -26,6 +26,8 @@ pub fn run_suite(tag: &str) {
         .child_policy(ChildPolicy::Restart)
         .period(Duration::from_secs(60))
         .output_dir(dir.path(), Compression::None)
+        // Every profile is counted: none may be pruned by the default retention.
+        .output_retention(forkprof::Retention::UNBOUNDED)
         .build()
         .unwrap();
     let p = Profiler::start(config).unwrap();

@@ -310,6 +310,8 @@ pub fn file_config(service: &str, dir: &Path, policy: forkprof::ChildPolicy) -> 
         .sample_type("samples", "count")
         .child_policy(policy)
         .output_dir(dir, forkprof::Compression::Gzip)
+        // Every profile is counted: none may be pruned by the default retention.
+        .output_retention(forkprof::Retention::UNBOUNDED)
         .build()
         .unwrap()
 }

@@ -40,6 +40,8 @@ pub fn main(depth: u64, limit: Duration) -> i32 {
         .child_policy(ChildPolicy::Restart)
         .period(Duration::from_secs(60))
         .output_dir(&dir, Compression::None)
+        // Every profile is counted: none may be pruned by the default retention.
+        .output_retention(forkprof::Retention::UNBOUNDED)
         .build()
     {
         Ok(c) => c,

@@ -121,6 +121,8 @@ pub fn main(a: SignalArgs) -> i32 {
             .child_policy(ChildPolicy::Restart)
             .period(Duration::from_secs(60))
             .output_dir(&dir, Compression::None)
+            // Every profile is counted: none may be pruned by the default retention.
+            .output_retention(forkprof::Retention::UNBOUNDED)
             .build()
         {
             Ok(c) => c,
