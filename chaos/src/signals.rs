@@ -98,6 +98,9 @@ pub struct Options {
     pub max_hangs: usize,
     /// Called once per 1000 forks with the tally so far (progress on long runs).
     pub progress: Option<fn(&Progress)>,
+    /// Called with each hang as it is found, backtrace included: a long run that is stopped
+    /// before its end still shows where its hangs waited.
+    pub on_hang: Option<fn(&Hang)>,
 }
 
 impl Default for Options {
@@ -112,6 +115,7 @@ impl Default for Options {
             backtrace_hangs: true,
             max_hangs: 1,
             progress: None,
+            on_hang: None,
         }
     }
 }
@@ -1060,12 +1064,16 @@ fn hang(pid: i32, grandchild: bool, slot: &Slot, opts: &Options) -> Hang {
         // SAFETY: a hung grandchild of this run.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    Hang {
+    let h = Hang {
         pid,
         grandchild,
         stage,
         backtrace,
+    };
+    if let Some(on_hang) = opts.on_hang {
+        on_hang(&h);
     }
+    h
 }
 
 /// VmRSS of this process, where /proc has it.

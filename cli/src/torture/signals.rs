@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use forkprof::{ChildPolicy, Compression, Config};
-use forkprof_chaos::signals::{self, Options, Progress, Report, PHASES};
+use forkprof_chaos::signals::{self, Hang, Options, Progress, Report, PHASES};
 
 pub struct SignalArgs {
     pub forks: u64,
@@ -23,6 +23,17 @@ pub struct SignalArgs {
 /// A phase stops forking after this many hangs: each costs the child limit, and one is enough
 /// to fail the run.
 const MAX_HANGS: usize = 3;
+
+/// Each hang as it is found; the summary at the end names them again.
+fn print_hang(h: &Hang) {
+    println!(
+        "  DEADLOCK: {} {} hung in stage {:?}; killed. Backtrace:\n{}",
+        if h.grandchild { "grandchild" } else { "child" },
+        h.pid,
+        h.stage,
+        h.backtrace.as_deref().unwrap_or("(none)")
+    );
+}
 
 fn progress(p: &Progress) {
     if p.forks.is_multiple_of(10_000) || p.forks == p.of {
@@ -139,6 +150,7 @@ pub fn main(a: SignalArgs) -> i32 {
             backtrace_hangs: true,
             max_hangs: MAX_HANGS,
             progress: Some(progress),
+            on_hang: Some(print_hang),
             ..Options::default()
         };
         println!(
