@@ -94,10 +94,15 @@ watch() {
 # 30 at 5 s). What is checked here is which process wrote what, so the bound is 5 s;
 # php/bench_exit.sh and the stalled-agent step time the exits at the default. (A script that
 # takes no sample writes no profile at all: at load average 20 a 50 ms script's tick thread
-# can miss its whole run, which no bound helps.)
+# can miss its whole run, which no bound helps. So every script here whose profile is checked
+# runs until it has taken its samples, not for a fixed time: see UNTIL_SAMPLED and the spin
+# functions of fork.php and ffi_fork.php.)
 PHP=(php -n -d "extension=$SO" -d forkprof.shutdown_timeout_ms=5000)
 
-# The function names of every location in pprof FILE..., one a line.
+# A script for `php -r` that sleeps until the extension has taken a sample (forkprof_stats()
+# counts them), so that it writes a profile whatever the machine's load; under `watch`.
+UNTIL_SAMPLED='while (forkprof_stats()["samples"] < 1) usleep(5000);'
+
 # The function names in pprof FILE..., one a line, from `go tool pprof -traces`: after each
 # "-----" separator come the sample's labels ("key:  value"), then "VALUE   NAME", then
 # "   NAME" lines (names may hold spaces, file names too, so -raw's location lines are not
@@ -168,13 +173,19 @@ settings() {
   dir="$WORK/settings-disabled"
   DD_PROFILING_ENABLED=false "${PHP[@]}" -d "forkprof.output_dir=$dir" -r 'echo 1;' >/dev/null
   [ ! -e "$dir" ] || fail "DD_PROFILING_ENABLED=false still wrote profiles"
+  grep -q "state => off (forkprof.enabled)" <<<"$(DD_PROFILING_ENABLED=false "${PHP[@]}" --ri forkprof)" ||
+    fail "DD_PROFILING_ENABLED=false: --ri does not say the extension is off"
   # Environment fallbacks: DD_SERVICE names the files unless forkprof.service is set.
   dir="$WORK/settings-env"
-  DD_SERVICE=from-env DD_ENV=ci "${PHP[@]}" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
+  # The scripts run until a sample is taken, not for a fixed time: a script that takes none
+  # writes no profile, and at load average 20 a 50 ms script's tick thread can miss its whole
+  # run (2 of 4 such runs did).
+  watch 30 "DD_SERVICE=from-env" env DD_SERVICE=from-env DD_ENV=ci "${PHP[@]}" -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-env-*.pprof.gz >/dev/null 2>&1 || fail "DD_SERVICE did not name the profile ($(ls "$dir"))"
   out=$(go tool pprof -raw "$dir"/from-env-*.pprof.gz 2>/dev/null)
   grep -q "Comment: env:ci" <<<"$out" || fail "DD_ENV is not a profile tag"
-  DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" -d "forkprof.output_dir=$dir" -r 'usleep(50000);'
+  watch 30 "forkprof.service=from-ini" env DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" \
+    -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
   # Sample types named as Datadog's PHP profiler names them.
@@ -477,21 +488,12 @@ check_procs() {
     expect[${kv%%=*}]=${kv#*=}
     all+=" ${kv#*=}"
   done
-  local seen=0 starved=0
+  local seen=0
   while read -r role pid rest; do
     [ -n "${expect[$role]:-}" ] || continue
     seen=$((seen + 1))
     grep -q "tick_thread_starts=1 running=1" <<<"$rest" || fail "$role ($pid): $rest"
     local files=("$dir"/"$service"-"$pid"-*.pprof.gz)
-    if [ ! -e "${files[0]}" ] && [ "$role" != parent ] && grep -q "samples=0 .*tick_wakeups=0" <<<"$rest"; then
-      # The child's tick thread had not run once when the child, 0.3 s old, reported: a
-      # starved machine (seen at load average 17+ on 2 cores, before and after the
-      # request-time tick, in ~0.5 % of the children). Not a thread stuck on an inherited
-      # lock: the child's exit joined it (fork.php fails on a child that does not exit).
-      starved=$((starved + 1))
-      echo "  $role pid $pid: no sample, its tick thread was not scheduled in its life ($rest)"
-      continue
-    fi
     [ -e "${files[0]}" ] || fail "$role (pid $pid): no profile in $dir ($rest)"
     own=${expect[$role]}
     local fns
@@ -506,7 +508,6 @@ check_procs() {
     echo "  $role pid $pid: ${#files[@]} profile(s), $own, nobody else's; $rest"
   done <"$out"
   [ "$seen" = $# ] || fail "expected $# processes in $out, saw $seen"
-  [ "$starved" -le 3 ] || fail "$starved of $# processes took no sample"
 }
 
 fork_case() {
