@@ -156,7 +156,7 @@ settings() {
   done
   local case setting value dir
   for case in "forkprof.period_ms=fast" "forkprof.period_ms=0" "forkprof.endpoint=localhost:8126" \
-      "forkprof.tags=team" "forkprof.enabled=maybe" "forkprof.max_depth=1"; do
+      "forkprof.enabled=maybe" "forkprof.max_depth=1"; do
     setting=${case%%=*} value=${case#*=}
     dir="$WORK/settings-$setting-$value"
     out=$(watch 30 "php with $case" "${PHP[@]}" -d "$case" -d "forkprof.output_dir=$dir" \
@@ -180,14 +180,19 @@ settings() {
   # The scripts run until a sample is taken, not for a fixed time: a script that takes none
   # writes no profile, and at load average 20 a 50 ms script's tick thread can miss its whole
   # run (2 of 4 such runs did).
-  watch 30 "DD_SERVICE=from-env" env DD_SERVICE=from-env DD_ENV=ci "${PHP[@]}" -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
+  watch 30 "DD_SERVICE=from-env" env DD_SERVICE=from-env DD_ENV=ci DD_TAGS="team,zone:b c" "${PHP[@]}" \
+    -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-env-*.pprof.gz >/dev/null 2>&1 || fail "DD_SERVICE did not name the profile ($(ls "$dir"))"
   out=$(go tool pprof -raw "$dir"/from-env-*.pprof.gz 2>/dev/null)
   grep -q "Comment: env:ci" <<<"$out" || fail "DD_ENV is not a profile tag"
+  # DD_TAGS as the tracers read it: a bare key is a tag with an empty value (which a file's
+  # comments write `team:`), not an error.
+  grep -qx "Comment: team:" <<<"$out" && grep -qx "Comment: zone:b c" <<<"$out" ||
+    { echo "$out"; fail "DD_TAGS=team,zone:b c: the profile lacks the tags team and zone:b c"; }
   watch 30 "forkprof.service=from-ini" env DD_SERVICE=from-env "${PHP[@]}" -d "forkprof.service=from-ini" \
     -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
-  echo "  env fallbacks: DD_SERVICE, DD_ENV; INI wins over env"
+  echo "  env fallbacks: DD_SERVICE, DD_ENV, DD_TAGS (bare key team); INI wins over env"
   # Sample types named as Datadog's PHP profiler names them.
   grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
     <<<"$(go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||

@@ -166,7 +166,10 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
             b = b.output_dir(dir, Compression::Gzip);
         }
         Destination::Agent(url) => {
-            let mut d = Datadog::agent(url).service(s.service.clone()).family("php");
+            let mut d = Datadog::agent(url)
+                .service(s.service.clone())
+                .family("php")
+                .library("forkprof-php", env!("CARGO_PKG_VERSION"));
             if let Some(env) = &s.env {
                 d = d.env(env.clone());
             }

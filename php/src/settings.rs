@@ -247,21 +247,6 @@ fn parse_range(from: &str, v: &str, min: u64, max: u64, unit: &str) -> Result<u6
     }
 }
 
-/// `key:value` pairs separated by commas or spaces, Datadog's `DD_TAGS` form.
-fn parse_tags(from: &str, v: &str) -> Result<Vec<(String, String)>, BadSetting> {
-    v.split([',', ' '])
-        .filter(|t| !t.is_empty())
-        .map(|t| match t.split_once(':') {
-            Some((k, val)) if !k.is_empty() && !val.is_empty() => {
-                Ok((k.to_string(), val.to_string()))
-            }
-            _ => Err(BadSetting(format!(
-                "{from}: `{v}` has tag `{t}`, which is not of the form key:value"
-            ))),
-        })
-        .collect()
-}
-
 fn parse_endpoint(from: &str, v: &str) -> Result<String, BadSetting> {
     let scheme_ok = ["http://", "https://", "unix://"]
         .iter()
@@ -293,10 +278,10 @@ impl Settings {
         };
         let enabled = flag(&ENABLED)?;
         let service = get(&SERVICE).map_or_else(|| DEFAULT_SERVICE.to_string(), |(_, v)| v);
-        let tags = match get(&TAGS) {
-            Some((from, v)) => parse_tags(from, &v)?,
-            None => Vec::new(),
-        };
+        // Read as Datadog's tracers read `DD_TAGS` (a bare `team` is a tag with an empty
+        // value): never an error, as the tracer beside the profiler does not refuse them.
+        let tags =
+            get(&TAGS).map_or_else(Vec::new, |(_, v)| forkprof::export::env::parse_dd_tags(&v));
         let destination = match get(&ENDPOINT) {
             Some((from, v)) => Destination::Agent(parse_endpoint(from, &v)?),
             None => Destination::Files(
@@ -463,8 +448,33 @@ mod tests {
         assert!(e.0.starts_with("DD_PROFILING_ENABLED: `maybe`"), "{e}");
         let e = read(&[("forkprof.endpoint", "localhost:8126")], &[]).unwrap_err();
         assert!(e.0.starts_with("forkprof.endpoint:"), "{e}");
-        let e = read(&[("forkprof.tags", "team:php,oops")], &[]).unwrap_err();
-        assert!(e.0.contains("tag `oops`"), "{e}");
+    }
+
+    #[test]
+    fn tags_are_read_as_the_tracers_read_dd_tags() {
+        let tags = |ini: &[(&str, &str)], env: &[(&str, &str)]| read(ini, env).unwrap().tags;
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            tags(&[("forkprof.tags", "team")], &[]),
+            vec![pair("team", "")]
+        );
+        assert_eq!(
+            tags(&[("forkprof.tags", "team:php,oops")], &[]),
+            vec![pair("team", "php"), pair("oops", "")]
+        );
+        assert_eq!(
+            tags(&[], &[("DD_TAGS", "team:data platform,url:http://x:1")]),
+            vec![pair("team", "data platform"), pair("url", "http://x:1")]
+        );
+        assert_eq!(
+            tags(&[], &[("DD_TAGS", "team:a zone:b")]),
+            vec![pair("team", "a"), pair("zone", "b")]
+        );
+        // INI wins over the environment.
+        assert_eq!(
+            tags(&[("forkprof.tags", "a:1")], &[("DD_TAGS", "b:2")]),
+            vec![pair("a", "1")]
+        );
     }
 
     #[test]
