@@ -31,7 +31,10 @@
 #              2 task workers, a reload half-way through 1050 requests, SIGTERM: every worker
 #              and task worker pid that served work wrote a profile with its own handler and
 #              nobody else's; the master's holds what it ran before start()
-#   stalled    the same with forkprof.endpoint on a server that accepts and never answers,
+#   otlp       forkprof.endpoint=otlp+http://..., OTEL_EXPORTER_OTLP_ENDPOINT and
+#              OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT: each request, sent to a local receiver,
+#              decodes with the reference bindings with the script's function and service.name
+#   stalled    php-fpm and fork.php with forkprof.endpoint on a server that accepts and never answers,
 #              and 300 forks while uploads to it are in flight:
 #              timings printed next to the runs without the extension (measured, not asserted)
 #
@@ -206,7 +209,7 @@ settings() {
     grep -q "^forkprof\.$e => .* => " <<<"$out" || { echo "$out"; fail "php --ri forkprof does not list forkprof.$e"; }
   done
   for want in "forkprof.period_ms => 7 => 7" "forkprof.period_ms => 10 => none" "forkprof.max_depth => 128 => 128" \
-      "forkprof.service => php => DD_SERVICE" "forkprof.endpoint => no value => DD_TRACE_AGENT_URL, DD_AGENT_HOST, DD_TRACE_AGENT_PORT"; do
+      "forkprof.service => php => DD_SERVICE" "forkprof.endpoint => no value => DD_TRACE_AGENT_URL, DD_AGENT_HOST, DD_TRACE_AGENT_PORT, OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT"; do
     grep -qxF "$want" <<<"$out" || { echo "$out"; fail "php --ri forkprof lacks '$want'"; }
   done
   out=$(DD_SERVICE=env-svc DD_AGENT_HOST=agent.example DD_TRACE_AGENT_PORT=9126 DD_PROFILING_ENABLED=0 "${PHP[@]}" \
@@ -216,6 +219,10 @@ settings() {
   out=$(DD_TRACE_AGENT_URL=http://url:1 DD_AGENT_HOST=host DD_PROFILING_ENABLED=0 "${PHP[@]}" -d forkprof.service=ini-svc \
     -r 'echo ini_get("forkprof.endpoint"), " ", ini_get("forkprof.service");')
   [ "$out" = "http://url:1 ini-svc" ] || fail "DD_TRACE_AGENT_URL should win over DD_AGENT_HOST, INI over DD_SERVICE: $out"
+  out=$(OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318 DD_PROFILING_ENABLED=0 "${PHP[@]}" -r 'echo ini_get("forkprof.endpoint");')
+  [ "$out" = "otlp+http://otel:4318" ] || fail "OTEL_EXPORTER_OTLP_ENDPOINT should show as otlp+http://otel:4318: $out"
+  out=$(OTEL_EXPORTER_OTLP_ENDPOINT=http://otel:4318 DD_AGENT_HOST=host DD_PROFILING_ENABLED=0 "${PHP[@]}" -r 'echo ini_get("forkprof.endpoint");')
+  [ "$out" = "http://host:8126" ] || fail "DD_AGENT_HOST should win over OTEL_EXPORTER_OTLP_ENDPOINT: $out"
   echo "  php --ri lists every directive with its default; ini_get() returns the values in effect"
 }
 step "settings and php --ri" settings
@@ -947,6 +954,53 @@ swoole() {
 }
 step "Swoole: SWOOLE_PROCESS and SWOOLE_BASE, coroutines off and on, recycling, reload, SIGTERM" swoole
 
+# OTLP: forkprof.endpoint=otlp+http://..., then OTEL_EXPORTER_OTLP_ENDPOINT (a base URL) and
+# OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT (the whole URL), each to a local receiver; every request
+# decodes with the reference bindings (ci/otlp-proto.sh's venv) and holds the script's PHP
+# function and the service name.
+otlp() {
+  local py=${FORKPROF_OTLP_PYTHON:-$HOME/.cache/forkprof/otlp-venv/bin/python3}
+  [ -x "$py" ] || bash ci/otlp-proto.sh
+  local dir="$WORK/otlp" port i n=0 how want_path
+  python3 php/tests/otlp_receiver.py "$dir" &
+  PIDS_TO_KILL+=($!)
+  disown $!
+  for ((i = 0; i < 100; i++)); do [ -s "$dir/port" ] && break; sleep 0.1; done
+  [ -s "$dir/port" ] || fail "the OTLP receiver did not start"
+  port=$(cat "$dir/port")
+  local script='function otlp_work() { while (forkprof_stats()["samples"] < 1) usleep(5000); } otlp_work();'
+  for how in ini base whole; do
+    local env=() ini=()
+    case $how in
+      ini) ini=(-d "forkprof.endpoint=otlp+http://127.0.0.1:$port"); want_path=/v1development/profiles ;;
+      base) env=("OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$port"); want_path=/v1development/profiles ;;
+      whole) env=("OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT=http://127.0.0.1:$port/custom/profiles"); want_path=/custom/profiles ;;
+    esac
+    watch 30 "php to OTLP ($how)" env "${env[@]}" DD_SERVICE="otlp-$how" "${PHP[@]}" "${ini[@]}" -r "$script"
+    # The exit handed its profile over (shutdown_timeout_ms bounds it), so the request has
+    # arrived or is arriving: wait for the receiver to have written it.
+    n=$((n + 1))
+    for ((i = 0; i < 100; i++)); do [ -e "$dir/$n.path" ] && break; sleep 0.1; done
+    [ -e "$dir/$n.path" ] || fail "OTLP ($how): no request reached the receiver"
+    [ "$(cat "$dir/$n.path")" = "$want_path" ] || fail "OTLP ($how): request to $(cat "$dir/$n.path"), expected $want_path"
+    local decoded
+    decoded=$("$py" tests/python/otlp_decode.py "$dir/$n.body") || fail "OTLP ($how): the request does not decode"
+    python3 -c '
+import json, sys
+req, = json.loads(sys.argv[1])
+service, how = sys.argv[2], sys.argv[3]
+got = req["resource"].get("service.name")
+assert got == service, f"{how}: service.name {got}, expected {service}"
+names = {f.split("@")[0] for p in req["profiles"] for s in p["samples"] for f in s["stack"]}
+assert "otlp_work" in names, f"{how}: otlp_work is not on any stack: {sorted(names)}"
+types = sorted(p["type"] for p in req["profiles"])
+samples = sum(len(p["samples"]) for p in req["profiles"])
+print(f"  {how}: service.name {service}, {samples} samples, functions {sorted(names)}, types {types}")
+' "$decoded" "otlp-$how" "$how" || fail "OTLP ($how): the request lacks the service or the function"
+  done
+}
+step "OTLP: otlp+http:// and the OTEL_EXPORTER_OTLP_* variables, decoded with the reference bindings" otlp
+
 stalled() {
   local url="http://127.0.0.1:$STALLED_PORT" t0 t1 mode
   echo "  stalled agent at $url (accepts, never answers)"
@@ -984,7 +1038,8 @@ stalled() {
 }
 cat >"$WORK/stub.php" <<'EOF'
 <?php
-function forkprof_stats() { return ['samples' => 0, 'ticks' => 0, 'tick_thread_starts' => 1, 'running' => 1]; }
+// Each call counts one more sample: fork.php's work runs until a sample has been taken.
+function forkprof_stats() { static $n = 0; return ['samples' => ++$n, 'ticks' => 0, 'tick_thread_starts' => 1, 'running' => 1]; }
 EOF
 step "stalled agent: php-fpm and pcntl_fork with and without the extension" stalled
 
