@@ -33,7 +33,8 @@
 #              nobody else's; the master's holds what it ran before start()
 #   otlp       forkprof.endpoint=otlp+http://..., OTEL_EXPORTER_OTLP_ENDPOINT and
 #              OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT: each request, sent to a local receiver,
-#              decodes with the reference bindings with the script's function and service.name
+#              decodes with the reference bindings with the script's function and service.name;
+#              an agent upload names the library forkprof-php and the family php
 #   stalled    php-fpm and fork.php with forkprof.endpoint on a server that accepts and never answers,
 #              and 300 forks while uploads to it are in flight:
 #              timings printed next to the runs without the extension (measured, not asserted)
@@ -196,8 +197,9 @@ settings() {
     -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV, DD_TAGS (bare key team); INI wins over env"
-  # Sample types named as Datadog's PHP profiler names them.
-  grep -qx "sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
+  # Sample types named as Datadog's PHP profiler names them; the first, sample, is the one
+  # pprof shows by default ([dflt]).
+  grep -qx "sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
     <<<"$(go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||
     fail "sample types are not sample, wall-time, cpu-time, alloc-samples, alloc-size, exception-samples, timeline"
   # Every directive is listed with its value in effect and its default; ini_get() returns the
@@ -264,7 +266,7 @@ allocations() {
     "$TESTS/alloc.php" 200 >"$WORK/alloc.out"
   grep -q "^stats alloc_hooks_installed 1 .* record_errors 0$" "$WORK/alloc.out" || { cat "$WORK/alloc.out"; fail "alloc.php: hooks not installed or record errors"; }
   f=("$dir"/php-*.pprof.gz)
-  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
+  grep -q "^sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
     fail "alloc.php: the profile lacks alloc-samples / alloc-size"
   local top
   top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "${f[@]}" 2>/dev/null)
@@ -281,7 +283,7 @@ allocations() {
   watch 60 "alloc.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.allocation_enabled=0 \
     "$TESTS/alloc.php" 1000 >"$WORK/alloc-off.out"
   grep -q "^stats alloc_hooks_installed 0 alloc_samples 0 " "$WORK/alloc-off.out" || { cat "$WORK/alloc-off.out"; fail "allocation_enabled=0 still installs handlers"; }
-  grep -q "^sample/count wall-time/nanoseconds cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
+  grep -q "^sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
     <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" ||
     fail "allocation_enabled=0: the profile still has allocation types"
   echo "  allocation_enabled=0: no handler installed, no allocation types"
@@ -325,7 +327,7 @@ exceptions() {
     "$TESTS/exceptions.php" 1 >"$WORK/exc-1.out"
   grep -qx "stats exception_samples 500 record_errors 0 hook 1" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
   f=$(ls "$dir"-1/php-*.pprof.gz)
-  grep -q "^sample/count .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
+  grep -q "^sample/count\[dflt\] .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
   for want in "CartFull 300.0" "DivisionByZeroError 200.0"; do
     grep -qxF "$want" <<<"$(tag_values "$f" exception-samples "exception type")" ||
       { tag_values "$f" exception-samples "exception type"; fail "distance 1: exception type counts lack '$want'"; }
@@ -367,7 +369,7 @@ timeline_events() {
   grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0 hooks 2\$" <<<"$out" ||
     fail "timeline.php: expected $runs GC events (the engine's count), some automatic, and 3 compilations: $out"
   f=$(ls "$dir"/php-*.pprof.gz)
-  grep -q "^sample/count .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
+  grep -q "^sample/count\[dflt\] .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
   local events reasons files
   events=$(tag_values "$f" timeline event | awk '{ print $1 }' | sort | paste -sd' ')
   reasons=$(tag_values "$f" timeline "gc reason" | awk '{ print $1 }' | sort | paste -sd' ')
@@ -998,8 +1000,17 @@ samples = sum(len(p["samples"]) for p in req["profiles"])
 print(f"  {how}: service.name {service}, {samples} samples, functions {sorted(names)}, types {types}")
 ' "$decoded" "otlp-$how" "$how" || fail "OTLP ($how): the request lacks the service or the function"
   done
+  # The same receiver as a Datadog agent: the upload names the PHP family and library.
+  watch 30 "php to the agent" "${PHP[@]}" -d "forkprof.endpoint=http://127.0.0.1:$port" -r "$script"
+  n=$((n + 1))
+  for ((i = 0; i < 100; i++)); do [ -e "$dir/$n.path" ] && break; sleep 0.1; done
+  [ -e "$dir/$n.path" ] || fail "agent: no upload reached the receiver"
+  [ "$(cat "$dir/$n.path")" = /profiling/v1/input ] || fail "agent: upload to $(cat "$dir/$n.path")"
+  grep -qx "DD-EVP-ORIGIN: forkprof-php" "$dir/$n.headers" || { cat "$dir/$n.headers"; fail "agent: DD-EVP-ORIGIN is not forkprof-php"; }
+  grep -qa '"family":"php"' "$dir/$n.body" || fail "agent: the event's family is not php"
+  echo "  agent upload: DD-EVP-ORIGIN forkprof-php $(grep -i '^DD-EVP-ORIGIN-VERSION' "$dir/$n.headers" | cut -d' ' -f2 | tr -d '\r'), family php"
 }
-step "OTLP: otlp+http:// and the OTEL_EXPORTER_OTLP_* variables, decoded with the reference bindings" otlp
+step "OTLP: otlp+http:// and the OTEL_EXPORTER_OTLP_* variables, decoded with the reference bindings; the agent upload's library and family" otlp
 
 stalled() {
   local url="http://127.0.0.1:$STALLED_PORT" t0 t1 mode

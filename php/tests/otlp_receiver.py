@@ -1,6 +1,7 @@
-"""A minimal OTLP/HTTP receiver for ci/test-php.sh: answers every POST with 200 and an empty
-ExportProfilesServiceResponse, and keeps each request's body as DIR/N.body and its path as
-DIR/N.path (the path file is written last, so a test that sees it sees the whole body).
+"""A minimal receiver of uploads for ci/test-php.sh (OTLP/HTTP, and Datadog agent uploads):
+answers every POST with 200 and an empty body (an empty ExportProfilesServiceResponse for
+OTLP), and keeps each request's body as DIR/N.body, its headers as DIR/N.headers and its path
+as DIR/N.path (the path file is written last, so a test that sees it sees the rest).
 Writes the port it listens on (127.0.0.1, chosen by the kernel) to DIR/port.
 
 Usage: otlp_receiver.py DIR
@@ -21,6 +22,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         count += 1
         with open(os.path.join(out, f"{count}.body"), "wb") as f:
             f.write(body)
+        with open(os.path.join(out, f"{count}.headers"), "w") as f:
+            f.write(str(self.headers))
         tmp = os.path.join(out, f"{count}.path.tmp")
         with open(tmp, "w") as f:
             f.write(self.path)
