@@ -469,7 +469,7 @@ trace_context() {
       "trace id high:[790211418057950173]" "trace id low:[-8914616934935285348]"; do
     grep -qF "$want" <<<"$raw" || fail "trace_context.php: '$want' missing from the profile"
   done
-  go tool pprof -traces -sample_index=samples "${f[@]}" 2>/dev/null | python3 -c '
+  go tool pprof -traces -sample_index=sample "${f[@]}" 2>/dev/null | python3 -c '
 import re, sys
 blocks = sys.stdin.read().split("-----------+")[1:]
 seen = {"traced_work": 0, "untraced_work": 0}
