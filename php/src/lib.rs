@@ -26,7 +26,7 @@ use ext_php_rs::ffi::{
 };
 use ext_php_rs::prelude::*;
 use ext_php_rs::zend::ModuleEntry;
-use forkprof::export::Datadog;
+use forkprof::export::{Datadog, Otlp};
 use forkprof::{Compression, Config, ExporterConfig, Profiler, SampleType};
 
 mod alloc;
@@ -166,7 +166,10 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
             b = b.output_dir(dir, Compression::Gzip);
         }
         Destination::Agent(url) => {
-            let mut d = Datadog::agent(url).service(s.service.clone()).family("php");
+            let mut d = Datadog::agent(url)
+                .service(s.service.clone())
+                .family("php")
+                .library("forkprof-php", env!("CARGO_PKG_VERSION"));
             if let Some(env) = &s.env {
                 d = d.env(env.clone());
             }
@@ -174,6 +177,22 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
                 d = d.version(version.clone());
             }
             b = b.exporter(ExporterConfig::from(d));
+        }
+        Destination::Otlp { url, whole } => {
+            // The OTLP resource carries every Config tag as an attribute; env and version go
+            // there as they go into files.
+            if let Some(env) = &s.env {
+                b = b.tag(format!("env:{env}"));
+            }
+            if let Some(version) = &s.version {
+                b = b.tag(format!("version:{version}"));
+            }
+            let o = if *whole {
+                Otlp::profiles_url(url)
+            } else {
+                Otlp::new(url)
+            };
+            b = b.exporter(ExporterConfig::from(o));
         }
     }
     b.build()
@@ -557,6 +576,8 @@ extern "C" fn on_minfo(module: *mut ModuleEntry) {
             let dest = match &s.destination {
                 Destination::Files(d) => format!("files in {d}"),
                 Destination::Agent(u) => format!("Datadog agent at {u}"),
+                Destination::Otlp { url, whole: false } => format!("OTLP receiver at {url}"),
+                Destination::Otlp { url, whole: true } => format!("OTLP profiles URL {url}"),
             };
             info_row("destination", &dest);
             info_row("service", &s.service);

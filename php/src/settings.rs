@@ -50,12 +50,24 @@ pub const OUTPUT_DIR: Entry = Entry {
     env: &[],
 };
 /// `DD_TRACE_AGENT_URL`, else `DD_AGENT_HOST` and/or `DD_TRACE_AGENT_PORT` (the other one
-/// defaulting to `localhost` / `8126`), as Datadog's profiler picks its agent.
+/// defaulting to `localhost` / `8126`), as Datadog's profiler picks its agent; else an OTLP
+/// receiver: `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT` (the whole URL), else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL), written into the directive as `otlp+URL`.
 pub const ENDPOINT: Entry = Entry {
     ini: "forkprof.endpoint",
     default: "",
-    env: &["DD_TRACE_AGENT_URL", "DD_AGENT_HOST", "DD_TRACE_AGENT_PORT"],
+    env: &[
+        "DD_TRACE_AGENT_URL",
+        "DD_AGENT_HOST",
+        "DD_TRACE_AGENT_PORT",
+        OTLP_PROFILES_ENDPOINT,
+        OTLP_ENDPOINT,
+    ],
 };
+/// The whole URL of an OTLP receiver's profiles path, used as is.
+pub const OTLP_PROFILES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT";
+/// The base URL of an OTLP receiver: the profiles path is appended.
+pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 pub const PERIOD_MS: Entry = Entry {
     ini: "forkprof.period_ms",
     default: "10",
@@ -141,6 +153,12 @@ pub const DEFAULT_MAX_DEPTH: usize = 128;
 pub enum Destination {
     Files(String),
     Agent(String),
+    /// An OTLP/HTTP receiver: `url` is its base URL (the profiles path is appended), or with
+    /// `whole`, the profiles URL itself (from `OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT`).
+    Otlp {
+        url: String,
+        whole: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +210,9 @@ pub fn env_value(
         let host = nonblank(env("DD_AGENT_HOST"));
         let port = nonblank(env("DD_TRACE_AGENT_PORT"));
         if host.is_none() && port.is_none() {
-            return None;
+            return [OTLP_PROFILES_ENDPOINT, OTLP_ENDPOINT]
+                .into_iter()
+                .find_map(|name| nonblank(env(name)).map(|url| (name, format!("otlp+{url}"))));
         }
         let from = if host.is_some() {
             "DD_AGENT_HOST"
@@ -247,32 +267,26 @@ fn parse_range(from: &str, v: &str, min: u64, max: u64, unit: &str) -> Result<u6
     }
 }
 
-/// `key:value` pairs separated by commas or spaces, Datadog's `DD_TAGS` form.
-fn parse_tags(from: &str, v: &str) -> Result<Vec<(String, String)>, BadSetting> {
-    v.split([',', ' '])
-        .filter(|t| !t.is_empty())
-        .map(|t| match t.split_once(':') {
-            Some((k, val)) if !k.is_empty() && !val.is_empty() => {
-                Ok((k.to_string(), val.to_string()))
-            }
-            _ => Err(BadSetting(format!(
-                "{from}: `{v}` has tag `{t}`, which is not of the form key:value"
-            ))),
-        })
-        .collect()
-}
-
-fn parse_endpoint(from: &str, v: &str) -> Result<String, BadSetting> {
-    let scheme_ok = ["http://", "https://", "unix://"]
-        .iter()
-        .any(|s| v.len() > s.len() && v.starts_with(s));
-    if scheme_ok {
-        Ok(v.to_string())
-    } else {
-        Err(BadSetting(format!(
-            "{from}: `{v}` is not an agent URL; use http://host:port or unix:///path/to/socket"
-        )))
+fn parse_endpoint(from: &str, v: &str) -> Result<Destination, BadSetting> {
+    let has_scheme = |v: &str, schemes: &[&str]| {
+        schemes
+            .iter()
+            .any(|s| v.len() > s.len() && v.starts_with(s))
+    };
+    if let Some(url) = v.strip_prefix("otlp+") {
+        if has_scheme(url, &["http://", "https://"]) {
+            return Ok(Destination::Otlp {
+                url: url.to_string(),
+                whole: from == OTLP_PROFILES_ENDPOINT,
+            });
+        }
+    } else if has_scheme(v, &["http://", "https://", "unix://"]) {
+        return Ok(Destination::Agent(v.to_string()));
     }
+    Err(BadSetting(format!(
+        "{from}: `{v}` is not an agent URL; use http://host:port or unix:///path/to/socket \
+         for the Datadog agent, otlp+http://host:port for an OTLP receiver"
+    )))
 }
 
 impl Settings {
@@ -293,12 +307,12 @@ impl Settings {
         };
         let enabled = flag(&ENABLED)?;
         let service = get(&SERVICE).map_or_else(|| DEFAULT_SERVICE.to_string(), |(_, v)| v);
-        let tags = match get(&TAGS) {
-            Some((from, v)) => parse_tags(from, &v)?,
-            None => Vec::new(),
-        };
+        // Read as Datadog's tracers read `DD_TAGS` (a bare `team` is a tag with an empty
+        // value): never an error, as the tracer beside the profiler does not refuse them.
+        let tags =
+            get(&TAGS).map_or_else(Vec::new, |(_, v)| forkprof::export::env::parse_dd_tags(&v));
         let destination = match get(&ENDPOINT) {
-            Some((from, v)) => Destination::Agent(parse_endpoint(from, &v)?),
+            Some((from, v)) => parse_endpoint(from, &v)?,
             None => Destination::Files(
                 get(&OUTPUT_DIR).map_or_else(|| DEFAULT_OUTPUT_DIR.to_string(), |(_, v)| v),
             ),
@@ -454,6 +468,60 @@ mod tests {
     }
 
     #[test]
+    fn otlp_comes_from_its_url_scheme_or_the_otel_variables_after_the_agent() {
+        let dest = |ini: &[(&str, &str)], env: &[(&str, &str)]| read(ini, env).unwrap().destination;
+        let otlp = |url: &str, whole| Destination::Otlp {
+            url: url.into(),
+            whole,
+        };
+        assert_eq!(
+            dest(&[("forkprof.endpoint", "otlp+http://c:4318")], &[]),
+            otlp("http://c:4318", false)
+        );
+        assert_eq!(
+            dest(&[], &[(OTLP_ENDPOINT, "http://c:4318")]),
+            otlp("http://c:4318", false)
+        );
+        // The profiles URL wins over the base URL, and is used whole.
+        assert_eq!(
+            dest(
+                &[],
+                &[
+                    (OTLP_ENDPOINT, "http://base:4318"),
+                    (
+                        OTLP_PROFILES_ENDPOINT,
+                        "http://c:4318/v1development/profiles"
+                    )
+                ]
+            ),
+            otlp("http://c:4318/v1development/profiles", true)
+        );
+        // forkprof.endpoint wins over every variable, the Datadog agent's over OTLP's.
+        assert_eq!(
+            dest(
+                &[("forkprof.endpoint", "http://ini:1")],
+                &[(OTLP_ENDPOINT, "http://c:4318")]
+            ),
+            Destination::Agent("http://ini:1".into())
+        );
+        assert_eq!(
+            dest(
+                &[],
+                &[(OTLP_ENDPOINT, "http://c:4318"), ("DD_AGENT_HOST", "dd")]
+            ),
+            Destination::Agent("http://dd:8126".into())
+        );
+        // What a variable set is named in the message about it.
+        let e = read(&[], &[(OTLP_ENDPOINT, "c:4318")]).unwrap_err();
+        assert!(
+            e.0.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: `otlp+c:4318`"),
+            "{e}"
+        );
+        let e = read(&[("forkprof.endpoint", "otlp+unix:///x")], &[]).unwrap_err();
+        assert!(e.0.contains("otlp+http://host:port"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_the_setting_they_came_from() {
         let e = read(&[("forkprof.period_ms", "fast")], &[]).unwrap_err();
         assert!(e.0.starts_with("forkprof.period_ms: `fast`"), "{e}");
@@ -463,8 +531,33 @@ mod tests {
         assert!(e.0.starts_with("DD_PROFILING_ENABLED: `maybe`"), "{e}");
         let e = read(&[("forkprof.endpoint", "localhost:8126")], &[]).unwrap_err();
         assert!(e.0.starts_with("forkprof.endpoint:"), "{e}");
-        let e = read(&[("forkprof.tags", "team:php,oops")], &[]).unwrap_err();
-        assert!(e.0.contains("tag `oops`"), "{e}");
+    }
+
+    #[test]
+    fn tags_are_read_as_the_tracers_read_dd_tags() {
+        let tags = |ini: &[(&str, &str)], env: &[(&str, &str)]| read(ini, env).unwrap().tags;
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            tags(&[("forkprof.tags", "team")], &[]),
+            vec![pair("team", "")]
+        );
+        assert_eq!(
+            tags(&[("forkprof.tags", "team:php,oops")], &[]),
+            vec![pair("team", "php"), pair("oops", "")]
+        );
+        assert_eq!(
+            tags(&[], &[("DD_TAGS", "team:data platform,url:http://x:1")]),
+            vec![pair("team", "data platform"), pair("url", "http://x:1")]
+        );
+        assert_eq!(
+            tags(&[], &[("DD_TAGS", "team:a zone:b")]),
+            vec![pair("team", "a"), pair("zone", "b")]
+        );
+        // INI wins over the environment.
+        assert_eq!(
+            tags(&[("forkprof.tags", "a:1")], &[("DD_TAGS", "b:2")]),
+            vec![pair("a", "1")]
+        );
     }
 
     #[test]

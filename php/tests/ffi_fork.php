@@ -10,32 +10,53 @@
 
 $libc = FFI::cdef('int fork(void);');
 
-function spin(float $seconds): int {
-    $end = microtime(true) + $seconds;
+// Spins for $seconds; with $until_sampled, on until a sample has been taken inside this call.
+// Returns whether one was. What the test checks is which process's profile holds which
+// function, so each process's own work must hold a sample whatever the machine's load (at
+// load average 20 a short-lived child's tick thread can go unscheduled for its whole life).
+// A tick thread that never ticks still fails, after 20 s, with a message.
+function spin(float $seconds, bool $until_sampled = true): bool {
+    $start = microtime(true);
+    $before = forkprof_stats()['samples'];
     $x = 0;
     while (true) {
         for ($i = 0; $i < 2000; $i++) {
             $x = ($x + $i * 7) % 1000003;
         }
-        if (microtime(true) >= $end) {
-            return $x;
+        $now = microtime(true);
+        if ($now - $start >= $seconds) {
+            $sampled = forkprof_stats()['samples'] > $before;
+            if ($sampled || !$until_sampled) {
+                return $sampled;
+            }
+        }
+        if ($now - $start >= 20) {
+            fwrite(STDERR, getmypid() . ": no sample taken in 20 s of spinning\n");
+            exit(6);
         }
     }
 }
 
-// 60 pieces of 5 ms, 3 ms of idle time apart.
+// 60 pieces of 5 ms, 3 ms of idle time apart, and more until one piece holds a sample (a
+// sample taken in the idle time is usleep's, not the piece's).
 function short_pieces(string $fn): void {
-    for ($i = 0; $i < 60; $i++) {
-        $fn(0.005);
+    $start = microtime(true);
+    $sampled = false;
+    for ($i = 0; $i < 60 || !$sampled; $i++) {
+        $sampled = $fn(0.005) || $sampled;
         usleep(3000);
+        if (microtime(true) - $start >= 20) {
+            fwrite(STDERR, getmypid() . ": no sample taken in 20 s of short pieces of $fn\n");
+            exit(6);
+        }
     }
 }
 
 function ffi_parent_before_fork() { return spin(0.2); }
 function ffi_parent_work() { return spin(0.4); }
 function ffi_child_long($s) { return spin($s); }
-function ffi_child_short($s) { return spin($s); }
-function ffi_grandchild_short($s) { return spin($s); }
+function ffi_child_short($s) { return spin($s, false); }
+function ffi_grandchild_short($s) { return spin($s, false); }
 function ffi_grandchild_long($s) { return spin($s); }
 
 function report(string $role): void {

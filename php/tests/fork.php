@@ -4,15 +4,26 @@
 // right at its start, before it has taken a sample. Prints one "role pid" line per process;
 // ci/test-php.sh checks each process's profile with go tool pprof.
 
+// Spins for $seconds, and on until a sample has been taken inside this call. What the test
+// checks is which process's profile holds which function, so each process's own work must
+// hold a sample whatever the machine's load: at load average 20 on 2 cores a child's tick
+// thread was once not scheduled again in the child's whole 300 ms. A tick thread that never
+// ticks still fails, after 20 s, with a message.
 function spin(float $seconds): int {
-    $end = microtime(true) + $seconds;
+    $start = microtime(true);
+    $before = forkprof_stats()['samples'];
     $x = 0;
     while (true) {
         for ($i = 0; $i < 2000; $i++) {
             $x = ($x + $i * 7) % 1000003;
         }
-        if (microtime(true) >= $end) {
+        $now = microtime(true);
+        if ($now - $start >= $seconds && forkprof_stats()['samples'] > $before) {
             return $x;
+        }
+        if ($now - $start >= 20) {
+            fwrite(STDERR, getmypid() . ": no sample taken in 20 s of spinning\n");
+            exit(6);
         }
     }
 }
