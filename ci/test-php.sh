@@ -197,11 +197,13 @@ settings() {
     -d "forkprof.output_dir=$dir" -r "$UNTIL_SAMPLED"
   ls "$dir"/from-ini-*.pprof.gz >/dev/null 2>&1 || fail "forkprof.service did not win over DD_SERVICE"
   echo "  env fallbacks: DD_SERVICE, DD_ENV, DD_TAGS (bare key team); INI wins over env"
-  # Sample types named as Datadog's PHP profiler names them; the first, sample, is the one
-  # pprof shows by default ([dflt]).
-  grep -qx "sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
+  # Sample types named as Datadog's PHP profiler names them; wall-time is the one pprof shows
+  # by default ([dflt]), as `go tool pprof -top` with no -sample_index does.
+  grep -qx "sample/count wall-time/nanoseconds\[dflt\] cpu-time/nanoseconds alloc-samples/count alloc-size/bytes exception-samples/count timeline/nanoseconds" \
     <<<"$(go tool pprof -raw "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||
     fail "sample types are not sample, wall-time, cpu-time, alloc-samples, alloc-size, exception-samples, timeline"
+  grep -q "^Type: wall-time" <<<"$(go tool pprof -top "$dir"/from-ini-*.pprof.gz 2>/dev/null)" ||
+    fail "go tool pprof -top does not show wall-time by default"
   # Every directive is listed with its value in effect and its default; ini_get() returns the
   # value in effect, the environment's when INI does not set it.
   out=$("${PHP[@]}" -d forkprof.period_ms=7 --ri forkprof)
@@ -266,7 +268,7 @@ allocations() {
     "$TESTS/alloc.php" 200 >"$WORK/alloc.out"
   grep -q "^stats alloc_hooks_installed 1 .* record_errors 0$" "$WORK/alloc.out" || { cat "$WORK/alloc.out"; fail "alloc.php: hooks not installed or record errors"; }
   f=("$dir"/php-*.pprof.gz)
-  grep -q "^sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
+  grep -q "^sample/count wall-time/nanoseconds\[dflt\] cpu-time/nanoseconds alloc-samples/count alloc-size/bytes" <<<"$(go tool pprof -raw "${f[@]}" 2>/dev/null)" ||
     fail "alloc.php: the profile lacks alloc-samples / alloc-size"
   local top
   top=$(go tool pprof -top -cum -sample_index=alloc-size -unit=B "${f[@]}" 2>/dev/null)
@@ -283,7 +285,7 @@ allocations() {
   watch 60 "alloc.php (off)" "${PHP[@]}" -d forkprof.output_dir="$dir-off" -d forkprof.allocation_enabled=0 \
     "$TESTS/alloc.php" 1000 >"$WORK/alloc-off.out"
   grep -q "^stats alloc_hooks_installed 0 alloc_samples 0 " "$WORK/alloc-off.out" || { cat "$WORK/alloc-off.out"; fail "allocation_enabled=0 still installs handlers"; }
-  grep -q "^sample/count\[dflt\] wall-time/nanoseconds cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
+  grep -q "^sample/count wall-time/nanoseconds\[dflt\] cpu-time/nanoseconds exception-samples/count timeline/nanoseconds\$" \
     <<<"$(go tool pprof -raw "$dir"-off/php-*.pprof.gz 2>/dev/null)" ||
     fail "allocation_enabled=0: the profile still has allocation types"
   echo "  allocation_enabled=0: no handler installed, no allocation types"
@@ -327,7 +329,7 @@ exceptions() {
     "$TESTS/exceptions.php" 1 >"$WORK/exc-1.out"
   grep -qx "stats exception_samples 500 record_errors 0 hook 1" "$WORK/exc-1.out" || { cat "$WORK/exc-1.out"; fail "exceptions.php: expected 500 sampled throws"; }
   f=$(ls "$dir"-1/php-*.pprof.gz)
-  grep -q "^sample/count\[dflt\] .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
+  grep -q "^sample/count wall-time/nanoseconds\[dflt\] .* exception-samples/count" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no exception-samples type"
   for want in "CartFull 300.0" "DivisionByZeroError 200.0"; do
     grep -qxF "$want" <<<"$(tag_values "$f" exception-samples "exception type")" ||
       { tag_values "$f" exception-samples "exception type"; fail "distance 1: exception type counts lack '$want'"; }
@@ -369,7 +371,7 @@ timeline_events() {
   grep -qE "^stats gc_runs $runs automatic [1-9][0-9]* timeline_gc_runs $runs timeline_compilations 3 record_errors 0 hooks 2\$" <<<"$out" ||
     fail "timeline.php: expected $runs GC events (the engine's count), some automatic, and 3 compilations: $out"
   f=$(ls "$dir"/php-*.pprof.gz)
-  grep -q "^sample/count\[dflt\] .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
+  grep -q "^sample/count wall-time/nanoseconds\[dflt\] .* timeline/nanoseconds\$" <<<"$(go tool pprof -raw "$f" 2>/dev/null)" || fail "no timeline type"
   local events reasons files
   events=$(tag_values "$f" timeline event | awk '{ print $1 }' | sort | paste -sd' ')
   reasons=$(tag_values "$f" timeline "gc reason" | awk '{ print $1 }' | sort | paste -sd' ')

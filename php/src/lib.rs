@@ -133,6 +133,9 @@ fn config_of(s: &Settings) -> forkprof::Result<Config> {
         .sample_type("sample", "count")
         .sample_type("wall-time", "nanoseconds")
         .sample_type("cpu-time", "nanoseconds")
+        // What `go tool pprof` and `forkprof top` show when the user names no type: time,
+        // not the sample count that comes first (as Datadog's PHP profiler orders them).
+        .default_sample_type("wall-time")
         .sampling_period(
             SampleType::new("wall-time", "nanoseconds"),
             s.period.as_nanos() as i64,
