@@ -2,7 +2,9 @@
 # Runs the README's shell blocks as written, the way the doc tests run its Rust: every line of
 # every ```sh block, from the repository root, except `ci/test` itself (this script is one of
 # its steps). A block's commands run in one shell, in order; a failing command fails the step
-# and names the block. What they write (demo profiles, ./profiles) is removed afterwards.
+# and names the block. Blocks fenced ```shell are set-up a reader runs on their own machine
+# (installing the PHP extension system-wide, reloading a service) and are not run here: run
+# in CI they would change the machine every later step uses. What they write (demo profiles, ./profiles) is removed afterwards.
 # apt-get lines run only as root (CI is root; a developer has installed the packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
