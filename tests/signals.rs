@@ -51,10 +51,7 @@ fn run_phase(phase: Phase, policy: ChildPolicy, forks: u64) {
     let problems = report.problems();
     for h in &report.hangs {
         eprintln!(
-            "DEADLOCK: {} {} hung in stage {:?}; backtrace:\n{}",
-            if h.grandchild { "grandchild" } else { "child" },
-            h.pid,
-            h.stage,
+            "DEADLOCK: {h}; backtrace:\n{}",
             h.backtrace.as_deref().unwrap_or("(none)")
         );
     }

@@ -259,6 +259,18 @@ pub struct Hang {
     pub backtrace: Option<String>,
 }
 
+/// "child 123 hung in stage Recording": how every report names a hang.
+impl std::fmt::Display for Hang {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = if self.grandchild {
+            "grandchild"
+        } else {
+            "child"
+        };
+        write!(f, "{who} {} hung in stage {:?}", self.pid, self.stage)
+    }
+}
+
 /// A child that exited 0, and what it recorded.
 #[derive(Debug, Clone, Copy)]
 pub struct ChildOk {
@@ -307,12 +319,7 @@ impl Report {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for h in &self.hangs {
-            out.push(format!(
-                "DEADLOCK: {} {} hung in stage {:?} (killed)",
-                if h.grandchild { "grandchild" } else { "child" },
-                h.pid,
-                h.stage
-            ));
+            out.push(format!("DEADLOCK: {h} (killed)"));
         }
         for (pid, f) in &self.failures {
             match f {

@@ -27,10 +27,7 @@ const MAX_HANGS: usize = 3;
 /// Each hang as it is found; the summary at the end names them again.
 fn print_hang(h: &Hang) {
     println!(
-        "  DEADLOCK: {} {} hung in stage {:?}; killed. Backtrace:\n{}",
-        if h.grandchild { "grandchild" } else { "child" },
-        h.pid,
-        h.stage,
+        "  DEADLOCK: {h}; killed. Backtrace:\n{}",
         h.backtrace.as_deref().unwrap_or("(none)")
     );
 }
@@ -175,13 +172,7 @@ pub fn main(a: SignalArgs) -> i32 {
     for r in &reports {
         for h in &r.hangs {
             deadlock = true;
-            println!(
-                "DEADLOCK ({}): {} {} hung in stage {:?}; killed. Backtrace:",
-                r.phase,
-                if h.grandchild { "grandchild" } else { "child" },
-                h.pid,
-                h.stage
-            );
+            println!("DEADLOCK ({}): {h}; killed. Backtrace:", r.phase);
             println!("{}", h.backtrace.as_deref().unwrap_or("(none)"));
         }
         let problems: Vec<_> = r
